@@ -1,0 +1,486 @@
+//! Settings: one typed [`Settings`] built from four layers — command-line flags beat
+//! environment variables, which beat the TOML config file, which beats the embedded
+//! defaults. Nothing here is resolved against the current directory except the
+//! documented default data directory, so a packaged binary behaves the same wherever
+//! systemd starts it.
+//!
+//! This module never opens sockets or files other than the config file itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Durability of acknowledged writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// A write is flushed to disk (group commit) before it is acknowledged.
+    Sync,
+    /// Writes are flushed in the background every `flush_every_ms`.
+    Relaxed,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "sync" => Ok(Self::Sync),
+            "relaxed" => Ok(Self::Relaxed),
+            other => Err(format!(
+                "durability must be \"sync\" or \"relaxed\", not {other:?}"
+            )),
+        }
+    }
+}
+
+/// The task queue's tunables (`[queue]` in the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Attempts a task gets before it ends in `failure`.
+    pub max_attempts: u32,
+    /// Delay before retry n is `retry_base_ms * 2^(n-1)`, with jitter.
+    pub retry_base_ms: u64,
+    /// Cap on the retry delay.
+    pub retry_max_ms: u64,
+    /// Finished tasks are forgotten this long after they finish.
+    pub result_ttl_s: u64,
+    /// A task leased longer than this is given to another worker.
+    pub lease_ms: u64,
+    /// Each attempt is cancelled after this long.
+    pub task_timeout_ms: u64,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            retry_base_ms: 500,
+            retry_max_ms: 60_000,
+            result_ttl_s: 86_400,
+            lease_ms: 30_000,
+            task_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// An outside URL that receives events (`[[webhooks]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Where events are POSTed.
+    pub url: String,
+    /// Event names this hook receives, e.g. `notification.created`.
+    #[serde(default = "default_webhook_events")]
+    pub events: Vec<String>,
+    /// Key of the `X-Likewise-Signature` HMAC-SHA256.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Attempts per delivery; the queue default when absent.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+}
+
+fn default_webhook_events() -> Vec<String> {
+    vec!["notification.created".to_owned()]
+}
+
+/// A periodic task (`[[schedules]]`), like celery beat.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSettings {
+    /// Registered task name to run.
+    pub task: String,
+    /// Period in seconds.
+    pub every_s: u64,
+}
+
+/// Size and rate limits; every input the server accepts is bounded by one of these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest HTTP request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest user name, in characters.
+    pub max_name_chars: usize,
+    /// Longest password, in bytes (argon2 input).
+    pub max_password_bytes: usize,
+    /// Longest post title, in characters.
+    pub max_title_chars: usize,
+    /// Longest post, comment or message body, in characters.
+    pub max_body_chars: usize,
+    /// Largest page a listing returns.
+    pub max_page: usize,
+    /// Failed logins per name within `login_window_s` before 429.
+    pub login_failures: u32,
+    /// Window for `login_failures`.
+    pub login_window_s: u64,
+    /// Largest websocket message accepted from a client, in bytes.
+    pub max_ws_message_bytes: usize,
+    /// Outbound messages buffered per connection before it is dropped as too slow.
+    pub outbound_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_name_chars: 32,
+            max_password_bytes: 1024,
+            max_title_chars: 200,
+            max_body_chars: 20_000,
+            max_page: 100,
+            login_failures: 10,
+            login_window_s: 300,
+            max_ws_message_bytes: 64 * 1024,
+            outbound_queue: 1024,
+        }
+    }
+}
+
+/// Everything the server needs to start, fully resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// sled data directory.
+    pub data: PathBuf,
+    /// HTTP + websocket listen address.
+    pub http: SocketAddr,
+    /// RESP listen address; `None` when `off`.
+    pub resp: Option<SocketAddr>,
+    /// RESP `AUTH` password.
+    pub resp_password: Option<String>,
+    /// Admin token given by the operator; generated and stored when absent.
+    pub admin_token: Option<String>,
+    /// Worker concurrency.
+    pub workers: usize,
+    /// Write durability.
+    pub durability: Durability,
+    /// Background flush period in `relaxed` mode.
+    pub flush_every_ms: u64,
+    /// Seed demo data on start.
+    pub demo: bool,
+    /// Allowed websocket `Origin` values; empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// Queue tunables.
+    pub queue: QueueSettings,
+    /// Outgoing webhooks.
+    pub webhooks: Vec<WebhookSettings>,
+    /// Periodic tasks.
+    pub schedules: Vec<ScheduleSettings>,
+    /// Input limits.
+    pub limits: Limits,
+}
+
+/// Default worker count: cores x 4.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get() * 4)
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data: PathBuf::from("./likewise-data"),
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            resp: Some(SocketAddr::from(([127, 0, 0, 1], 6379))),
+            resp_password: None,
+            admin_token: None,
+            workers: default_workers(),
+            durability: Durability::Sync,
+            flush_every_ms: 500,
+            demo: false,
+            allowed_origins: Vec::new(),
+            queue: QueueSettings::default(),
+            webhooks: Vec::new(),
+            schedules: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Settings for tests and tools: the defaults with both listeners on port 0 of
+    /// loopback and the given data directory.
+    pub fn for_tests(data: impl Into<PathBuf>) -> Self {
+        Self {
+            data: data.into(),
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            resp: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            workers: 4,
+            ..Self::default()
+        }
+    }
+
+    /// Period of the relaxed-mode background flush.
+    pub fn flush_every(&self) -> Duration {
+        Duration::from_millis(self.flush_every_ms.max(1))
+    }
+
+    /// Checks the combination of settings; the server refuses to start otherwise.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.workers == 0 || self.workers > 4096 {
+            return Err(ConfigError::Invalid(
+                "workers must be between 1 and 4096".into(),
+            ));
+        }
+        if let Some(resp) = self.resp {
+            if !resp.ip().is_loopback() && self.resp_password.as_deref().unwrap_or("").is_empty()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "refusing to listen for RESP on non-loopback address {resp} without a \
+                     password: set LIKEWISE_RESP_PASSWORD or bind to 127.0.0.1"
+                )));
+            }
+        }
+        let q = &self.queue;
+        if q.max_attempts == 0 {
+            return Err(ConfigError::Invalid(
+                "queue.max_attempts must be at least 1".into(),
+            ));
+        }
+        if q.retry_base_ms == 0 || q.retry_max_ms < q.retry_base_ms {
+            return Err(ConfigError::Invalid(
+                "queue.retry_base_ms must be positive and at most queue.retry_max_ms".into(),
+            ));
+        }
+        if q.lease_ms < 100 || q.task_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "queue.lease_ms must be at least 100 and queue.task_timeout_ms positive".into(),
+            ));
+        }
+        for s in &self.schedules {
+            if s.every_s == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "schedule for {:?}: every_s must be at least 1",
+                    s.task
+                )));
+            }
+        }
+        for w in &self.webhooks {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "webhook url {:?} must start with http:// or https://",
+                    w.url
+                )));
+            }
+        }
+        let l = &self.limits;
+        if l.max_page == 0 || l.outbound_queue == 0 || l.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "limits: max_page and outbound_queue must be positive, max_body_bytes at least 1024"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for these settings.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// A value is out of range or the combination is unsafe.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The config file's shape: every field optional so that each layer only overrides
+/// what it names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    data: Option<PathBuf>,
+    http: Option<String>,
+    resp: Option<String>,
+    resp_password: Option<String>,
+    admin_token: Option<String>,
+    workers: Option<usize>,
+    durability: Option<Durability>,
+    flush_every_ms: Option<u64>,
+    allowed_origins: Option<Vec<String>>,
+    #[serde(default)]
+    queue: Option<QueueSettings>,
+    #[serde(default)]
+    webhooks: Vec<WebhookSettings>,
+    #[serde(default)]
+    schedules: Vec<ScheduleSettings>,
+    #[serde(default)]
+    limits: Option<Limits>,
+}
+
+impl FileSettings {
+    /// Reads and parses a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+/// Values that came from flags or the environment (clap merges those two, flags
+/// first); `None` means "not given".
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--data` / `LIKEWISE_DATA`.
+    pub data: Option<PathBuf>,
+    /// `--http` / `LIKEWISE_HTTP`.
+    pub http: Option<String>,
+    /// `--resp` / `LIKEWISE_RESP`.
+    pub resp: Option<String>,
+    /// `LIKEWISE_RESP_PASSWORD`.
+    pub resp_password: Option<String>,
+    /// `LIKEWISE_ADMIN_TOKEN`.
+    pub admin_token: Option<String>,
+    /// `--workers` / `LIKEWISE_WORKERS`.
+    pub workers: Option<usize>,
+    /// `--durability` / `LIKEWISE_DURABILITY`.
+    pub durability: Option<Durability>,
+    /// `--demo`.
+    pub demo: bool,
+}
+
+fn parse_addr(what: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.trim().parse().map_err(|_| {
+        ConfigError::Invalid(format!(
+            "{what} must be an address like 127.0.0.1:8080, not {value:?}"
+        ))
+    })
+}
+
+fn parse_resp(value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if value.trim().eq_ignore_ascii_case("off") {
+        Ok(None)
+    } else {
+        parse_addr("resp", value).map(Some)
+    }
+}
+
+/// Builds the settings from the layers: overrides (flags, then env) beat the file,
+/// which beats the defaults. Empty strings from the environment count as unset.
+pub fn resolve(file: FileSettings, over: Overrides) -> Result<Settings, ConfigError> {
+    let d = Settings::default();
+    let nonempty = |s: Option<String>| s.filter(|v| !v.is_empty());
+    let http = match nonempty(over.http).or(file.http) {
+        Some(v) => parse_addr("http", &v)?,
+        None => d.http,
+    };
+    let resp = match nonempty(over.resp).or(file.resp) {
+        Some(v) => parse_resp(&v)?,
+        None => d.resp,
+    };
+    let settings = Settings {
+        data: over.data.or(file.data).unwrap_or(d.data),
+        http,
+        resp,
+        resp_password: nonempty(over.resp_password).or(file.resp_password),
+        admin_token: nonempty(over.admin_token).or(file.admin_token),
+        workers: over.workers.or(file.workers).unwrap_or(d.workers),
+        durability: over.durability.or(file.durability).unwrap_or(d.durability),
+        flush_every_ms: file.flush_every_ms.unwrap_or(d.flush_every_ms),
+        demo: over.demo,
+        allowed_origins: file.allowed_origins.unwrap_or_default(),
+        queue: file.queue.unwrap_or_default(),
+        webhooks: file.webhooks,
+        schedules: file.schedules,
+        limits: file.limits.unwrap_or_default(),
+    };
+    settings.validate()?;
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = resolve(FileSettings::default(), Overrides::default()).unwrap();
+        assert_eq!(s.http.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.resp.unwrap().to_string(), "127.0.0.1:6379");
+        assert_eq!(s.data, PathBuf::from("./likewise-data"));
+        assert_eq!(s.durability, Durability::Sync);
+        assert_eq!(s.queue.max_attempts, 5);
+    }
+
+    #[test]
+    fn flags_beat_file_and_file_beats_defaults() {
+        let file = FileSettings::parse(
+            r#"
+            http = "127.0.0.1:9000"
+            resp = "off"
+            workers = 3
+            durability = "relaxed"
+            [queue]
+            max_attempts = 9
+            [[schedules]]
+            task = "purge_expired_results"
+            every_s = 300
+            "#,
+        )
+        .unwrap();
+        let over = Overrides {
+            http: Some("127.0.0.1:9001".into()),
+            ..Overrides::default()
+        };
+        let s = resolve(file, over).unwrap();
+        assert_eq!(s.http.port(), 9001);
+        assert!(s.resp.is_none());
+        assert_eq!(s.workers, 3);
+        assert_eq!(s.durability, Durability::Relaxed);
+        assert_eq!(s.queue.max_attempts, 9);
+        assert_eq!(s.queue.retry_base_ms, 500, "unnamed fields keep defaults");
+        assert_eq!(s.schedules.len(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(FileSettings::parse("htp = \"x\"").is_err());
+        assert!(FileSettings::parse("durability = \"fast\"").is_err());
+        let over = Overrides {
+            http: Some("nonsense".into()),
+            ..Overrides::default()
+        };
+        assert!(resolve(FileSettings::default(), over).is_err());
+    }
+
+    #[test]
+    fn public_resp_needs_a_password() {
+        let over = Overrides {
+            resp: Some("0.0.0.0:6379".into()),
+            ..Overrides::default()
+        };
+        let err = resolve(FileSettings::default(), over.clone()).unwrap_err();
+        assert!(err.to_string().contains("LIKEWISE_RESP_PASSWORD"));
+        let with_password = Overrides {
+            resp_password: Some("s3cret".into()),
+            ..over
+        };
+        assert!(resolve(FileSettings::default(), with_password).is_ok());
+    }
+}

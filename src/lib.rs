@@ -1,0 +1,7 @@
+//! likewise: one binary for a social app's storage, durable task queue, realtime push
+//! and Redis-compatible pub/sub.
+//!
+//! # Layout
+//! - [`config`]: typed settings from flags, environment, TOML file and defaults.
+
+pub mod config;
