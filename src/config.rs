@@ -225,8 +225,7 @@ impl Settings {
             ));
         }
         if let Some(resp) = self.resp {
-            if !resp.ip().is_loopback() && self.resp_password.as_deref().unwrap_or("").is_empty()
-            {
+            if !resp.ip().is_loopback() && self.resp_password.as_deref().unwrap_or("").is_empty() {
                 return Err(ConfigError::Invalid(format!(
                     "refusing to listen for RESP on non-loopback address {resp} without a \
                      password: set LIKEWISE_RESP_PASSWORD or bind to 127.0.0.1"

@@ -5,3 +5,10 @@
 //! - [`config`]: typed settings from flags, environment, TOML file and defaults.
 
 pub mod config;
+pub mod domain;
+pub mod http;
+pub mod queue;
+pub mod startup;
+pub mod store;
+pub mod tasks;
+pub mod telemetry;

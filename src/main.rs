@@ -1,1 +1,140 @@
-fn main() {}
+//! The `likewise` command: parses the command line, loads settings, starts logging,
+//! builds the application and runs it until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use likewise::config::{self, Durability, FileSettings, Overrides};
+use likewise::startup::Application;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "likewise",
+    version,
+    about = "A social app's backend in one binary: storage, durable task queue, websockets and Redis-compatible pub/sub"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file (flags and environment variables override it).
+    #[arg(long, env = "LIKEWISE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./likewise-data].
+    #[arg(long, env = "LIKEWISE_DATA", value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// HTTP and websocket listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "LIKEWISE_HTTP", value_name = "ADDR")]
+    http: Option<String>,
+    /// RESP (Redis protocol) listen address, or `off` [default: 127.0.0.1:6379].
+    #[arg(long, env = "LIKEWISE_RESP", value_name = "ADDR")]
+    resp: Option<String>,
+    /// Task worker concurrency [default: cores x 4].
+    #[arg(long, env = "LIKEWISE_WORKERS", value_name = "N")]
+    workers: Option<usize>,
+    /// `sync` (flush before acknowledging) or `relaxed` [default: sync].
+    #[arg(long, env = "LIKEWISE_DURABILITY", value_name = "MODE")]
+    durability: Option<Durability>,
+}
+
+fn env_secret(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    likewise::telemetry::init_logging();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let file = match &args.config {
+        Some(path) => match FileSettings::load(path) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("likewise: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => FileSettings::default(),
+    };
+    let overrides = Overrides {
+        data: args.data,
+        http: args.http,
+        resp: args.resp,
+        resp_password: env_secret("LIKEWISE_RESP_PASSWORD"),
+        admin_token: env_secret("LIKEWISE_ADMIN_TOKEN"),
+        workers: args.workers,
+        durability: args.durability,
+        demo: false,
+    };
+    let settings = match config::resolve(file, overrides) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("likewise: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("likewise: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let app = Application::build(settings).await?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        app.run_until_stopped(shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("likewise: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                shutdown.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    shutdown.cancel();
+}

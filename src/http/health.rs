@@ -1,0 +1,39 @@
+//! `GET /healthz` and `GET /metrics` (Prometheus text).
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::AppState;
+
+/// Routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    let w = state.social.store().writer_stats();
+    metrics::gauge!("likewise_store_transactions")
+        .set(w.transactions.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("likewise_store_flushes").set(w.flushes.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("likewise_store_changes").set(w.changes.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("likewise_store_max_batch").set(w.max_batch.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("likewise_store_size_on_disk_bytes")
+        .set(state.social.store().size_on_disk() as f64);
+    let p = state.queue.stats();
+    metrics::gauge!("likewise_workers_busy").set(p.busy.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("likewise_workers").set(state.queue.workers() as f64);
+    let body = state.metrics.render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}

@@ -1,0 +1,65 @@
+//! The HTTP transport: one axum router per feature, merged here, over one
+//! [`AppState`]. Handlers are thin: parse, call the domain or the queue, render.
+//! Errors use the API's JSON shape everywhere, including unknown routes, wrong
+//! methods, bodies over the limit and panics.
+
+pub mod error;
+pub mod extract;
+mod health;
+mod messages;
+mod notifications;
+mod posts;
+mod tasks;
+mod users;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Settings;
+use crate::domain::{AdminToken, Social};
+use crate::queue::WorkerPool;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The social operations.
+    pub social: Social,
+    /// The task queue's worker pool.
+    pub queue: WorkerPool,
+    /// The admin token.
+    pub admin: AdminToken,
+    /// Resolved settings.
+    pub settings: Arc<Settings>,
+    /// Prometheus exporter.
+    pub metrics: PrometheusHandle,
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.settings.limits.max_body_bytes;
+    Router::new()
+        .merge(health::router())
+        .merge(users::router())
+        .merge(posts::router())
+        .merge(messages::router())
+        .merge(notifications::router())
+        .merge(tasks::router())
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("this route does not accept that method".into())
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::Internal(
+                "handler panicked".into(),
+            ))
+        }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

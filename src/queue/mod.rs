@@ -1,0 +1,378 @@
+//! The durable task queue: tasks live in sled next to the data that caused them.
+//!
+//! A task is enqueued inside the transaction of the change that causes it
+//! ([`enqueue`]), so the change and its follow-up work are committed together or not
+//! at all. Waiting tasks are indexed by `(run_at, id)`; the [`worker`] pool leases
+//! them (state `started`, a lease deadline), runs their handler, and then acks
+//! (`success`, result kept for `result_ttl_s`) or fails them (`retry` after an
+//! exponential backoff with jitter, or `failure` — a dead letter — once out of
+//! attempts). Delivery is at least once: handlers must be idempotent.
+//!
+//! Every state change here is a store change through the group-commit writer; the
+//! queue never talks to HTTP or to the realtime hub itself (handlers may).
+
+mod state;
+pub mod worker;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Timestamp;
+use crate::store::{Tx, TxResult};
+
+pub use state::{backoff_ms, Outcome, TaskError};
+pub use worker::{Handler, HandlerFuture, Registry, TaskContext, WorkerPool};
+
+/// Where a task is in its life (API.md `Task.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for its first run.
+    Pending,
+    /// Leased by a worker and running.
+    Started,
+    /// Failed at least once; waiting for its next attempt.
+    Retry,
+    /// Finished; `result` holds what the handler returned.
+    Success,
+    /// Out of attempts (a dead letter).
+    Failure,
+    /// Cancelled before it finished.
+    Cancelled,
+}
+
+impl TaskState {
+    /// All states, for statistics.
+    pub const ALL: [TaskState; 6] = [
+        TaskState::Pending,
+        TaskState::Started,
+        TaskState::Retry,
+        TaskState::Success,
+        TaskState::Failure,
+        TaskState::Cancelled,
+    ];
+
+    /// The API name of the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Started => "started",
+            TaskState::Retry => "retry",
+            TaskState::Success => "success",
+            TaskState::Failure => "failure",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses an API state name.
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether the task waits in the ready index.
+    pub fn is_waiting(self) -> bool {
+        matches!(self, TaskState::Pending | TaskState::Retry)
+    }
+}
+
+/// A task as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskRecord {
+    /// Id.
+    pub id: u64,
+    /// Handler name.
+    pub name: String,
+    /// Handler arguments (postcard, handler-specific).
+    pub args: Vec<u8>,
+    /// State.
+    pub state: TaskState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Earliest time of the next attempt (ms).
+    pub run_at: i64,
+    /// Error of the last failed attempt.
+    pub last_error: Option<String>,
+    /// JSON text of the handler's result.
+    pub result: Option<String>,
+    /// Creation time (ms).
+    pub created_at: i64,
+    /// Last state change (ms).
+    pub updated_at: i64,
+    /// User whose action caused it; they may read it.
+    pub owner: Option<u64>,
+    /// Unique key collapsing duplicates while waiting.
+    pub unique: Option<String>,
+    /// Lease deadline while started (ms).
+    pub lease_until: Option<i64>,
+    /// Cancellation was requested while it ran.
+    pub cancel_requested: bool,
+}
+
+/// A task as rendered (API.md `Task`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Task {
+    /// Id.
+    pub id: u64,
+    /// Handler name.
+    pub name: String,
+    /// State.
+    pub state: TaskState,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Next (or last) run time.
+    pub run_at: Timestamp,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// Handler result.
+    pub result: Option<serde_json::Value>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+impl From<&TaskRecord> for Task {
+    fn from(r: &TaskRecord) -> Self {
+        Task {
+            id: r.id,
+            name: r.name.clone(),
+            state: r.state,
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            run_at: Timestamp(r.run_at),
+            last_error: r.last_error.clone(),
+            result: r
+                .result
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok()),
+            created_at: Timestamp(r.created_at),
+            updated_at: Timestamp(r.updated_at),
+        }
+    }
+}
+
+/// What to enqueue.
+#[derive(Debug, Clone)]
+pub struct TaskSpec {
+    /// Handler name.
+    pub name: &'static str,
+    /// Handler arguments (postcard).
+    pub args: Vec<u8>,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// User the task belongs to.
+    pub owner: Option<u64>,
+    /// While a task with this key waits, enqueueing another returns it instead.
+    pub unique: Option<String>,
+    /// Delay before the first attempt.
+    pub delay_ms: u64,
+}
+
+impl TaskSpec {
+    /// A task named `name` with postcard-encoded `args`.
+    pub fn new<A: Serialize>(name: &'static str, args: &A, max_attempts: u32) -> Self {
+        TaskSpec {
+            name,
+            args: postcard::to_stdvec(args).unwrap_or_default(),
+            max_attempts: max_attempts.max(1),
+            owner: None,
+            unique: None,
+            delay_ms: 0,
+        }
+    }
+
+    /// Sets the owning user.
+    pub fn owned_by(mut self, user: u64) -> Self {
+        self.owner = Some(user);
+        self
+    }
+
+    /// Sets the unique key.
+    pub fn unique(mut self, key: String) -> Self {
+        self.unique = Some(key);
+        self
+    }
+}
+
+fn ready_key(run_at: i64) -> u64 {
+    run_at.max(0) as u64
+}
+
+/// Enqueues a task inside the caller's transaction and returns its id — or, when a
+/// task with the same unique key is still waiting, that task's id.
+pub fn enqueue(tx: &Tx<'_>, spec: &TaskSpec) -> TxResult<u64> {
+    let t = tx.t();
+    if let Some(key) = &spec.unique {
+        if let Some(existing) = tx.get(&t.queue_unique, key)? {
+            if let Some(task) = tx.get(&t.tasks, &existing)? {
+                if task.state.is_waiting() {
+                    return Ok(existing);
+                }
+            }
+        }
+    }
+    let now = crate::store::now_ms();
+    let id = tx.next_id()?;
+    let run_at = now + spec.delay_ms as i64;
+    let record = TaskRecord {
+        id,
+        name: spec.name.to_owned(),
+        args: spec.args.clone(),
+        state: TaskState::Pending,
+        attempts: 0,
+        max_attempts: spec.max_attempts,
+        run_at,
+        last_error: None,
+        result: None,
+        created_at: now,
+        updated_at: now,
+        owner: spec.owner,
+        unique: spec.unique.clone(),
+        lease_until: None,
+        cancel_requested: false,
+    };
+    tx.insert(&t.tasks, &id, &record)?;
+    tx.insert(&t.queue_ready, &(ready_key(run_at), id), &())?;
+    if let Some(key) = &spec.unique {
+        tx.insert(&t.queue_unique, key, &id)?;
+    }
+    tx.mark_enqueued();
+    Ok(id)
+}
+
+/// Leases the waiting task `id` found in the ready index under `run_at`: removes it
+/// from the index, marks it started with a deadline, and releases its unique key (a
+/// new duplicate must run again: this one may already have read its inputs).
+/// Returns `None` if it is no longer waiting there.
+pub(crate) fn lease(
+    tx: &Tx<'_>,
+    run_at: u64,
+    id: u64,
+    lease_ms: u64,
+) -> TxResult<Option<TaskRecord>> {
+    let t = tx.t();
+    if !tx.remove(&t.queue_ready, &(run_at, id))? {
+        return Ok(None);
+    }
+    let Some(mut task) = tx.get(&t.tasks, &id)? else {
+        return Ok(None);
+    };
+    if !task.state.is_waiting() {
+        return Ok(None);
+    }
+    let now = crate::store::now_ms();
+    if let Some(key) = &task.unique {
+        if tx.get(&t.queue_unique, key)? == Some(id) {
+            tx.remove(&t.queue_unique, key)?;
+        }
+    }
+    let deadline = now + lease_ms as i64;
+    task.state = TaskState::Started;
+    task.attempts += 1;
+    task.lease_until = Some(deadline);
+    task.updated_at = now;
+    tx.insert(&t.tasks, &id, &task)?;
+    tx.insert(&t.queue_leased, &(ready_key(deadline), id), &())?;
+    Ok(Some(task))
+}
+
+/// Records the outcome of attempt `attempt` of task `id`. Ignored if the task is no
+/// longer in that attempt (its lease expired and another worker took it).
+pub(crate) fn finish(
+    tx: &Tx<'_>,
+    id: u64,
+    attempt: u32,
+    outcome: &Outcome,
+    policy: &state::RetryPolicy,
+) -> TxResult<Option<TaskState>> {
+    let t = tx.t();
+    let Some(mut task) = tx.get(&t.tasks, &id)? else {
+        return Ok(None);
+    };
+    if task.state != TaskState::Started || task.attempts != attempt {
+        return Ok(None);
+    }
+    if let Some(deadline) = task.lease_until.take() {
+        tx.remove(&t.queue_leased, &(ready_key(deadline), id))?;
+    }
+    let now = crate::store::now_ms();
+    task.updated_at = now;
+    let next = state::next_state(&task, outcome, policy, now);
+    task.state = next.state;
+    match outcome {
+        Outcome::Success(result) => {
+            task.result = result.clone();
+            task.last_error = None;
+        }
+        Outcome::Failed(err) => task.last_error = Some(err.message.clone()),
+    }
+    if task.cancel_requested && task.state != TaskState::Success {
+        task.state = TaskState::Cancelled;
+    }
+    match task.state {
+        TaskState::Retry => {
+            task.run_at = next.run_at;
+            tx.insert(&t.queue_ready, &(ready_key(task.run_at), id), &())?;
+        }
+        TaskState::Failure => {
+            tx.insert(&t.queue_dead, &id, &())?;
+            tx.insert(
+                &t.queue_expiry,
+                &(ready_key(now + policy.result_ttl_ms), id),
+                &(),
+            )?;
+        }
+        _ => {
+            tx.insert(
+                &t.queue_expiry,
+                &(ready_key(now + policy.result_ttl_ms), id),
+                &(),
+            )?;
+        }
+    }
+    let state = task.state;
+    tx.insert(&t.tasks, &id, &task)?;
+    if state == TaskState::Retry {
+        tx.mark_enqueued();
+    }
+    Ok(Some(state))
+}
+
+/// Puts a started task back in the ready index. With `refund`, the interrupted
+/// attempt is given back (the process stopped or died under it, which is not the
+/// task's fault); without, it counts (its lease expired: the handler hung).
+pub(crate) fn release(tx: &Tx<'_>, id: u64, why: &str, refund: bool) -> TxResult<bool> {
+    let t = tx.t();
+    let Some(mut task) = tx.get(&t.tasks, &id)? else {
+        return Ok(false);
+    };
+    if task.state != TaskState::Started {
+        return Ok(false);
+    }
+    if let Some(deadline) = task.lease_until.take() {
+        tx.remove(&t.queue_leased, &(ready_key(deadline), id))?;
+    }
+    let now = crate::store::now_ms();
+    if refund {
+        task.attempts = task.attempts.saturating_sub(1);
+    }
+    task.state = if task.attempts >= task.max_attempts {
+        TaskState::Failure
+    } else {
+        TaskState::Retry
+    };
+    task.last_error = Some(why.to_owned());
+    task.updated_at = now;
+    task.run_at = now;
+    if task.state == TaskState::Failure {
+        tx.insert(&t.queue_dead, &id, &())?;
+    } else {
+        tx.insert(&t.queue_ready, &(ready_key(now), id), &())?;
+        tx.mark_enqueued();
+    }
+    tx.insert(&t.tasks, &id, &task)?;
+    Ok(true)
+}

@@ -1,0 +1,144 @@
+//! Building and running the whole server: open the store, recover the queue, bind
+//! the listeners (port 0 picks a free port, and the chosen addresses are logged as
+//! `listening http=ADDR` / `listening resp=ADDR`), serve until the shutdown token
+//! fires, then drain in order — stop accepting, finish or release running tasks,
+//! write pending views, commit and flush the store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::domain::{AdminToken, Social};
+use crate::http::{self, AppState};
+use crate::queue::WorkerPool;
+use crate::store::Store;
+
+/// How long running tasks get to finish at shutdown before they are put back.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    http_listener: TcpListener,
+    http_addr: SocketAddr,
+    state: AppState,
+}
+
+impl Application {
+    /// Opens the store in `settings.data`, recovers interrupted tasks and binds the
+    /// listeners.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        settings.validate()?;
+        std::fs::create_dir_all(&settings.data)
+            .with_context(|| format!("creating data directory {}", settings.data.display()))?;
+        let data = settings.data.clone();
+        let durability = settings.durability;
+        let flush_every = settings.flush_every_ms;
+        let store =
+            tokio::task::spawn_blocking(move || Store::open(&data, durability, flush_every))
+                .await?
+                .with_context(|| format!("opening the store in {}", settings.data.display()))?;
+        let (admin, generated) =
+            AdminToken::load_or_create(&store, settings.admin_token.as_deref())?;
+        store.flush().await?;
+        if let Some(token) = generated {
+            // Printed once: only its hash is kept.
+            tracing::warn!(
+                "generated the admin token (shown only this once; set LIKEWISE_ADMIN_TOKEN to choose your own): {token}"
+            );
+        }
+        let social = Social::new(
+            store.clone(),
+            settings.limits.clone(),
+            settings.queue.clone(),
+        );
+        let registry = crate::tasks::registry(&social);
+        let pool = WorkerPool::new(
+            store.clone(),
+            registry,
+            settings.workers,
+            settings.queue.clone(),
+        );
+        pool.recover().await?;
+
+        let http_listener = TcpListener::bind(settings.http)
+            .await
+            .with_context(|| format!("binding HTTP to {}", settings.http))?;
+        let http_addr = http_listener.local_addr()?;
+        tracing::info!("listening http={http_addr}");
+
+        let state = AppState {
+            social,
+            queue: pool,
+            admin,
+            settings: Arc::new(settings),
+            metrics: crate::telemetry::metrics_handle(),
+        };
+        Ok(Application {
+            http_listener,
+            http_addr,
+            state,
+        })
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Shared state (the store, the queue, the settings).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains and flushes.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Application {
+            http_listener,
+            state,
+            ..
+        } = self;
+        let social = state.social.clone();
+        let pool = state.queue.clone();
+        let dispatcher = pool.start();
+
+        let views = {
+            let social = social.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            if let Err(e) = social.flush_views().await {
+                                tracing::warn!(error = %e, "writing views failed; will retry");
+                            }
+                        }
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            })
+        };
+
+        let app = http::router(state);
+        let server = axum::serve(http_listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let served = server.await;
+        tracing::info!("shutting down: draining tasks");
+
+        pool.shutdown(DRAIN_GRACE).await;
+        let _ = dispatcher.await;
+        let _ = views.await;
+        if let Err(e) = social.flush_views().await {
+            tracing::warn!(error = %e, "writing the last views failed");
+        }
+        let store = social.store().clone();
+        tokio::task::spawn_blocking(move || store.close()).await?;
+        tracing::info!("stopped");
+        served.context("serving HTTP")
+    }
+}

@@ -1,0 +1,241 @@
+//! Typed tables over sled trees, and the transaction view [`Tx`] the writer hands to
+//! every change.
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::ops::Bound;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+
+use super::keys::Key;
+use super::Error;
+
+/// Result type of code running inside a transaction: `Err` aborts (or, for a
+/// conflict, retries) the whole transaction.
+pub type TxResult<T> = Result<T, ConflictableTransactionError<Error>>;
+
+/// A sled tree whose keys are `K` and values postcard-encoded `V`.
+pub struct Table<K, V> {
+    name: &'static str,
+    tree: sled::Tree,
+    idx: usize,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+fn decode<V: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<V, Error> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Decode {
+        table,
+        message: e.to_string(),
+    })
+}
+
+fn encode<V: Serialize>(table: &'static str, value: &V) -> Result<Vec<u8>, Error> {
+    postcard::to_stdvec(value).map_err(|e| Error::Decode {
+        table,
+        message: e.to_string(),
+    })
+}
+
+fn decode_key<K: Key>(table: &'static str, bytes: &[u8]) -> Result<K, Error> {
+    K::decode(bytes).ok_or_else(|| Error::Decode {
+        table,
+        message: "key of unexpected shape".into(),
+    })
+}
+
+impl<K: Key, V: Serialize + DeserializeOwned> Table<K, V> {
+    pub(super) fn new(name: &'static str, tree: sled::Tree, idx: usize) -> Self {
+        Self {
+            name,
+            tree,
+            idx,
+            _types: PhantomData,
+        }
+    }
+
+    /// The table's name (its sled tree name).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Reads one value outside any transaction.
+    pub fn get(&self, key: &K) -> Result<Option<V>, Error> {
+        match self.tree.get(key.encode())? {
+            Some(bytes) => Ok(Some(decode(self.name, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether `key` is present.
+    pub fn contains(&self, key: &K) -> Result<bool, Error> {
+        Ok(self.tree.contains_key(key.encode())?)
+    }
+
+    /// Writes one value directly, bypassing the writer. Only for start-up, before
+    /// anything else runs.
+    pub(crate) fn insert_at_startup(&self, key: &K, value: &V) -> Result<(), Error> {
+        self.tree.insert(key.encode(), encode(self.name, value)?)?;
+        Ok(())
+    }
+
+    /// Number of keys starting with `prefix` (an encoded key prefix).
+    pub fn count_prefix(&self, prefix: &[u8]) -> Result<u64, Error> {
+        let mut n = 0;
+        for item in self.tree.scan_prefix(prefix).keys() {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Entries with keys in `[from, to)`, ascending, at most `limit`.
+    pub fn range(&self, from: &K, to: Bound<&K>, limit: usize) -> Result<Vec<(K, V)>, Error> {
+        let upper = map_bound(to);
+        self.collect(
+            self.tree.range((Bound::Included(from.encode()), upper)),
+            limit,
+        )
+    }
+
+    /// Entries with keys in `(from, to]`... expressed as bounds, descending (newest
+    /// first for id keys), at most `limit`.
+    pub fn range_rev(
+        &self,
+        from: Bound<&K>,
+        to: Bound<&K>,
+        limit: usize,
+    ) -> Result<Vec<(K, V)>, Error> {
+        let range = (map_bound(from), map_bound(to));
+        self.collect(self.tree.range(range).rev(), limit)
+    }
+
+    /// The first entry, by key order.
+    pub fn first(&self) -> Result<Option<(K, V)>, Error> {
+        match self.tree.first()? {
+            Some((k, v)) => Ok(Some((decode_key(self.name, &k)?, decode(self.name, &v)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Every key, ascending; for small tables and recovery scans.
+    pub fn keys(&self) -> impl Iterator<Item = Result<K, Error>> + '_ {
+        self.tree.iter().keys().map(move |k| {
+            let k = k?;
+            decode_key(self.name, &k)
+        })
+    }
+
+    /// Number of entries (walks the table).
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
+    fn collect(
+        &self,
+        iter: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+        limit: usize,
+    ) -> Result<Vec<(K, V)>, Error> {
+        let mut out = Vec::new();
+        for item in iter.take(limit) {
+            let (k, v) = item?;
+            out.push((decode_key(self.name, &k)?, decode(self.name, &v)?));
+        }
+        Ok(out)
+    }
+}
+
+fn map_bound<K: Key>(b: Bound<&K>) -> Bound<Vec<u8>> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.encode()),
+        Bound::Excluded(k) => Bound::Excluded(k.encode()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// The view of all tables inside one group-committed transaction.
+pub struct Tx<'a> {
+    views: &'a [TransactionalTree],
+    tables: &'a super::Tables,
+    enqueued: &'a Cell<bool>,
+}
+
+impl<'a> Tx<'a> {
+    pub(super) fn new(
+        views: &'a [TransactionalTree],
+        tables: &'a super::Tables,
+        enqueued: &'a Cell<bool>,
+    ) -> Self {
+        Self {
+            views,
+            tables,
+            enqueued,
+        }
+    }
+
+    /// The tables, to name them in `get`/`insert`/`remove`.
+    pub fn t(&self) -> &'a super::Tables {
+        self.tables
+    }
+
+    /// Reads a value, seeing this transaction's own earlier writes.
+    pub fn get<K: Key, V: Serialize + DeserializeOwned>(
+        &self,
+        table: &Table<K, V>,
+        key: &K,
+    ) -> TxResult<Option<V>> {
+        match self.views[table.idx].get(key.encode())? {
+            Some(bytes) => Ok(Some(
+                decode(table.name, &bytes).map_err(ConflictableTransactionError::Abort)?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether `key` is present.
+    pub fn contains<K: Key, V: Serialize + DeserializeOwned>(
+        &self,
+        table: &Table<K, V>,
+        key: &K,
+    ) -> TxResult<bool> {
+        Ok(self.views[table.idx].get(key.encode())?.is_some())
+    }
+
+    /// Writes a value.
+    pub fn insert<K: Key, V: Serialize + DeserializeOwned>(
+        &self,
+        table: &Table<K, V>,
+        key: &K,
+        value: &V,
+    ) -> TxResult<()> {
+        let bytes = encode(table.name, value).map_err(ConflictableTransactionError::Abort)?;
+        self.views[table.idx].insert(key.encode(), bytes)?;
+        Ok(())
+    }
+
+    /// Removes a key; returns whether it was present.
+    pub fn remove<K: Key, V: Serialize + DeserializeOwned>(
+        &self,
+        table: &Table<K, V>,
+        key: &K,
+    ) -> TxResult<bool> {
+        Ok(self.views[table.idx].remove(key.encode())?.is_some())
+    }
+
+    /// A fresh id, unique and increasing for the life of the database (never 0).
+    pub fn next_id(&self) -> TxResult<u64> {
+        Ok(self.views[0].generate_id()? + 1)
+    }
+
+    /// Marks that this transaction enqueued a task, so the writer wakes the workers
+    /// after it commits.
+    pub fn mark_enqueued(&self) {
+        self.enqueued.set(true);
+    }
+}

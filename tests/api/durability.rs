@@ -1,0 +1,90 @@
+//! Group commit and restarts.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::helpers::{spawn_app, spawn_app_in};
+
+#[tokio::test]
+async fn a_burst_of_concurrent_likes_shares_few_transactions_and_flushes() {
+    let app = spawn_app().await;
+    let author = app.register("author").await;
+    let post = app.create_post(&author, "Popular").await;
+    let mut likers = Vec::new();
+    for i in 0..8 {
+        likers.push(app.register(&format!("fan{i}")).await);
+    }
+    let stats = app.state.social.store().writer_stats();
+    // Let the queue settle so that only the burst is measured.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tx_before = stats.transactions.load(Ordering::Relaxed);
+    let flush_before = stats.flushes.load(Ordering::Relaxed);
+    let changes_before = stats.changes.load(Ordering::Relaxed);
+
+    // 200 requests at once: each user likes and unlikes repeatedly.
+    let mut requests = Vec::new();
+    for round in 0..25 {
+        for fan in &likers {
+            let app = &app;
+            let path = format!("/api/posts/{post}/like");
+            requests.push(async move {
+                if round % 2 == 0 {
+                    app.put(&path, &fan.token).await.0
+                } else {
+                    app.delete(&path, &fan.token).await.0
+                }
+            });
+        }
+    }
+    let n = requests.len() as u64;
+    let statuses = futures::future::join_all(requests).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK));
+
+    let changes = stats.changes.load(Ordering::Relaxed) - changes_before;
+    let transactions = stats.transactions.load(Ordering::Relaxed) - tx_before;
+    let flushes = stats.flushes.load(Ordering::Relaxed) - flush_before;
+    assert!(
+        changes >= n,
+        "every request went through the writer ({changes} < {n})"
+    );
+    assert!(
+        transactions * 2 < changes,
+        "{transactions} transactions for {changes} changes"
+    );
+    assert!(
+        flushes * 2 < changes,
+        "{flushes} flushes for {changes} changes"
+    );
+}
+
+#[tokio::test]
+async fn data_survives_a_restart_on_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, post) = {
+        let app = spawn_app_in(dir.path(), |_| {}).await;
+        let alice = app.register("alice").await;
+        let bob = app.register("bob").await;
+        let post = app.create_post(&alice, "Kept").await;
+        let (_, like) = app
+            .put(&format!("/api/posts/{post}/like"), &bob.token)
+            .await;
+        app.finished_task(like["task_id"].as_u64().unwrap()).await;
+        app.stop().await;
+        (alice, bob, post)
+    };
+    let app = spawn_app_in(dir.path(), |_| {}).await;
+    let (status, me) = app.get("/api/me", &alice.token).await;
+    assert_eq!(status, StatusCode::OK, "tokens survive: {me}");
+    let (_, p) = app.get(&format!("/api/posts/{post}"), &bob.token).await;
+    assert_eq!(p["title"], "Kept");
+    assert_eq!(p["likes_count"], 1);
+    let (_, list) = app.get("/api/notifications", &alice.token).await;
+    assert_eq!(list["unread_count"], 1);
+    let (_, like) = app
+        .put(&format!("/api/posts/{post}/like"), &bob.token)
+        .await;
+    assert_eq!(like["created"], false, "the like is still there");
+    app.stop().await;
+}

@@ -1,0 +1,204 @@
+//! Starting a real server for a test, and a small typed client over reqwest.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use likewise::config::Settings;
+use likewise::startup::Application;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+/// The admin token every test server uses.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// A running server.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub state: likewise::http::AppState,
+    pub shutdown: CancellationToken,
+    pub handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub data: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Starts a server with default test settings in a fresh temporary directory.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a server after `tweak` adjusts the settings.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut app = spawn_app_in(dir.path(), tweak).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// Starts a server on an existing data directory (kept by the caller).
+pub async fn spawn_app_in(data: &Path, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    if std::env::var_os("RUST_LOG").is_some() {
+        likewise::telemetry::init_logging();
+    }
+    let mut settings = Settings::for_tests(data);
+    settings.resp = None;
+    settings.admin_token = Some(ADMIN_TOKEN.to_owned());
+    tweak(&mut settings);
+    let app = Application::build(settings).await.expect("server builds");
+    let addr = app.http_addr();
+    let state = app.state().clone();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        state,
+        shutdown,
+        handle: Some(handle),
+        data: data.to_owned(),
+        _dir: None,
+    }
+}
+
+/// A user registered on a test server.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub id: u64,
+    pub name: String,
+    pub token: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends a request; returns the status and the JSON body (Null if none).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.expect("body read");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(token), None).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Registers `name` with a fixed good password.
+    pub async fn register(&self, name: &str) -> TestUser {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/api/users",
+                None,
+                Some(json!({"name": name, "password": "password123"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        TestUser {
+            id: body["user"]["id"].as_u64().unwrap(),
+            name: name.to_owned(),
+            token: body["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Creates a post by `user`; returns its id.
+    pub async fn create_post(&self, user: &TestUser, title: &str) -> u64 {
+        let (status, body) = self
+            .post(
+                "/api/posts",
+                &user.token,
+                json!({"title": title, "body": "text"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_u64().unwrap()
+    }
+
+    /// Polls `check` until it returns Some, at most `timeout`. For state maintained
+    /// by background tasks, where no event exists to await.
+    pub async fn eventually<T, F, Fut>(&self, timeout: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "condition not reached within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until task `id` has finished (success or failure) and returns it.
+    pub async fn finished_task(&self, id: u64) -> Value {
+        self.eventually(Duration::from_secs(10), || async move {
+            let (status, task) = self
+                .call(
+                    Method::GET,
+                    &format!("/api/tasks/{id}"),
+                    Some(ADMIN_TOKEN),
+                    None,
+                )
+                .await;
+            (status == StatusCode::OK
+                && matches!(task["state"].as_str(), Some("success" | "failure")))
+            .then_some(task)
+        })
+        .await
+    }
+
+    /// Stops the server gracefully and waits for it to finish.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            h.await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: every test starts the real server on port 0 of loopback with a
+//! temporary data directory and talks to it with real clients.
+
+mod helpers;
+
+mod accounts;
+mod durability;
+mod social;
