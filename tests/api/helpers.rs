@@ -1,3 +1,5 @@
+#![allow(dead_code)] // shared by many test modules; not every one uses every helper
+
 //! Starting a real server for a test, and a small typed client over reqwest.
 
 use std::net::SocketAddr;
