@@ -12,10 +12,10 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use crate::config::{ScheduleSettings, Settings};
 use crate::domain::{AdminToken, Social};
 use crate::http::{self, AppState};
-use crate::queue::WorkerPool;
+use crate::queue::{Beat, WorkerPool};
 use crate::store::Store;
 
 /// How long running tasks get to finish at shutdown before they are put back.
@@ -26,6 +26,23 @@ pub struct Application {
     http_listener: TcpListener,
     http_addr: SocketAddr,
     state: AppState,
+    beat: Beat,
+}
+
+/// Built-in maintenance: forget expired results every minute, unless the config
+/// schedules that task itself.
+fn schedules_with_builtins(configured: &[ScheduleSettings]) -> Vec<ScheduleSettings> {
+    let mut all = configured.to_vec();
+    if !all
+        .iter()
+        .any(|s| s.task == crate::tasks::PURGE_EXPIRED_RESULTS)
+    {
+        all.push(ScheduleSettings {
+            task: crate::tasks::PURGE_EXPIRED_RESULTS.to_owned(),
+            every_s: 60,
+        });
+    }
+    all
 }
 
 impl Application {
@@ -33,6 +50,8 @@ impl Application {
     /// listeners.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         settings.validate()?;
+        // Webhooks over https use rustls with the ring provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         std::fs::create_dir_all(&settings.data)
             .with_context(|| format!("creating data directory {}", settings.data.display()))?;
         let data = settings.data.clone();
@@ -55,8 +74,9 @@ impl Application {
             store.clone(),
             settings.limits.clone(),
             settings.queue.clone(),
+            settings.webhooks.clone(),
         );
-        let registry = crate::tasks::registry(&social);
+        let registry = crate::tasks::registry(&social, &settings);
         let pool = WorkerPool::new(
             store.clone(),
             registry,
@@ -64,6 +84,13 @@ impl Application {
             settings.queue.clone(),
         );
         pool.recover().await?;
+        let beat = Beat::new(
+            store.clone(),
+            &schedules_with_builtins(&settings.schedules),
+            crate::tasks::PERIODIC,
+            settings.queue.max_attempts,
+        )
+        .map_err(anyhow::Error::msg)?;
 
         let http_listener = TcpListener::bind(settings.http)
             .await
@@ -77,11 +104,13 @@ impl Application {
             admin,
             settings: Arc::new(settings),
             metrics: crate::telemetry::metrics_handle(),
+            started: std::time::Instant::now(),
         };
         Ok(Application {
             http_listener,
             http_addr,
             state,
+            beat,
         })
     }
 
@@ -100,11 +129,13 @@ impl Application {
         let Application {
             http_listener,
             state,
+            beat,
             ..
         } = self;
         let social = state.social.clone();
         let pool = state.queue.clone();
         let dispatcher = pool.start();
+        let beat = tokio::spawn(beat.run(shutdown.clone()));
 
         let views = {
             let social = social.clone();
@@ -133,6 +164,7 @@ impl Application {
         pool.shutdown(DRAIN_GRACE).await;
         let _ = dispatcher.await;
         let _ = views.await;
+        let _ = beat.await;
         if let Err(e) = social.flush_views().await {
             tracing::warn!(error = %e, "writing the last views failed");
         }

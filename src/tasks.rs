@@ -3,14 +3,28 @@
 //!
 //! - `notify`: store one notification (keyed by its event) and push it.
 //! - `recount_post` / `recount_comment`: recompute counters from their indexes.
+//! - `deliver_webhook`: POST an event to a configured URL, signed.
+//! - `purge_expired_results`: forget finished tasks older than `result_ttl_s`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use hmac::{Hmac, Mac};
 use serde_json::json;
+use sha2::Sha256;
 
-use crate::domain::effects::{NotifyArgs, RecountArgs, NOTIFY, RECOUNT_COMMENT, RECOUNT_POST};
-use crate::domain::{DomainError, Social};
+use crate::config::{Settings, WebhookSettings};
+use crate::domain::effects::{
+    NotifyArgs, RecountArgs, WebhookArgs, DELIVER_WEBHOOK, NOTIFY, RECOUNT_COMMENT, RECOUNT_POST,
+};
+use crate::domain::{DomainError, Notification, Social, Timestamp};
 use crate::queue::{Registry, TaskContext, TaskError};
+
+/// Task name: forget expired results.
+pub const PURGE_EXPIRED_RESULTS: &str = "purge_expired_results";
+
+/// Tasks that take no arguments and so may be named in `[[schedules]]`.
+pub const PERIODIC: &[&str] = &[PURGE_EXPIRED_RESULTS];
 
 /// Recounts of one post must not interleave: an older recount finishing after a
 /// newer one would write stale counts. Striped locks serialise them per id.
@@ -33,18 +47,77 @@ fn task_error(e: DomainError) -> TaskError {
     }
 }
 
+/// Stores a notification (idempotently, by its key) and, if this call created it,
+/// pushes it to its receiver. Used by the `notify` task and the admin API.
+pub async fn deliver(
+    social: &Social,
+    args: NotifyArgs,
+) -> Result<(Notification, bool), DomainError> {
+    let (notification, created) = social.deliver_notification(args).await?;
+    Ok((notification, created))
+}
+
+/// Hex HMAC-SHA256 of `body` keyed with `secret`: the `X-Likewise-Signature` header.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+async fn deliver_webhook(
+    client: &reqwest::Client,
+    hooks: &[WebhookSettings],
+    ctx: &TaskContext,
+) -> Result<Option<serde_json::Value>, TaskError> {
+    let args: WebhookArgs = ctx.args()?;
+    let Some(hook) = hooks.iter().find(|h| h.url == args.url) else {
+        return Err(TaskError::permanent(format!(
+            "webhook {} is no longer configured",
+            args.url
+        )));
+    };
+    let data: serde_json::Value = serde_json::from_str(&args.data)
+        .map_err(|e| TaskError::permanent(format!("stored event data is not JSON: {e}")))?;
+    let body = serde_json::to_vec(&json!({
+        "event": args.event,
+        "data": data,
+        "delivered_at": Timestamp::now(),
+    }))
+    .map_err(|e| TaskError::permanent(e.to_string()))?;
+    let mut request = client
+        .post(&hook.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header("X-Likewise-Event", &args.event)
+        .header("X-Likewise-Delivery", ctx.id.to_string());
+    if let Some(secret) = &hook.secret {
+        request = request.header("X-Likewise-Signature", signature(secret, &body));
+    }
+    let response = request
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| TaskError::retryable(format!("POST {} failed: {e}", hook.url)))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(Some(json!({"status": status.as_u16()})))
+    } else {
+        Err(TaskError::retryable(format!(
+            "POST {} answered {status}",
+            hook.url
+        )))
+    }
+}
+
 /// The registry of built-in tasks.
-pub fn registry(social: &Social) -> Registry {
+pub fn registry(social: &Social, settings: &Settings) -> Registry {
     let mut registry = Registry::default();
     let s = social.clone();
     registry.register(NOTIFY, move |ctx: TaskContext| {
         let social = s.clone();
         async move {
             let args: NotifyArgs = ctx.args()?;
-            let (notification, created) = social
-                .deliver_notification(args)
-                .await
-                .map_err(task_error)?;
+            let (notification, created) = deliver(&social, args).await.map_err(task_error)?;
             Ok(Some(
                 json!({"notification_id": notification.id, "created": created}),
             ))
@@ -74,5 +147,40 @@ pub fn registry(social: &Social) -> Registry {
             Ok(Some(json!({"changed": comment.is_some()})))
         }
     });
+    let hooks = Arc::new(settings.webhooks.clone());
+    let timeout = Duration::from_millis(settings.queue.task_timeout_ms.clamp(1, 30_000));
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .user_agent(concat!("likewise/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default();
+    registry.register(DELIVER_WEBHOOK, move |ctx: TaskContext| {
+        let hooks = hooks.clone();
+        let client = client.clone();
+        async move { deliver_webhook(&client, &hooks, &ctx).await }
+    });
+    let store = social.store().clone();
+    let ttl_ms = (settings.queue.result_ttl_s as i64).saturating_mul(1000);
+    registry.register(PURGE_EXPIRED_RESULTS, move |_ctx: TaskContext| {
+        let store = store.clone();
+        async move {
+            let purged = crate::queue::purge_expired(&store, ttl_ms).await?;
+            Ok(Some(json!({"purged": purged})))
+        }
+    });
     registry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_hex_hmac_sha256() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
 }

@@ -9,7 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Comment, Message, NotificationKind, Post};
+use super::{Comment, Message, Notification, NotificationKind, Post};
+use crate::config::WebhookSettings;
 use crate::queue::{self, TaskSpec};
 use crate::store::{Tx, TxResult};
 
@@ -19,6 +20,22 @@ pub const NOTIFY: &str = "notify";
 pub const RECOUNT_POST: &str = "recount_post";
 /// Task name: recount a comment's likes.
 pub const RECOUNT_COMMENT: &str = "recount_comment";
+/// Task name: POST an event to one configured webhook.
+pub const DELIVER_WEBHOOK: &str = "deliver_webhook";
+/// Webhook event sent for every new notification.
+pub const NOTIFICATION_CREATED: &str = "notification.created";
+
+/// Arguments of a `deliver_webhook` task. The secret is not stored with the task:
+/// the handler looks the hook up by URL in the running configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WebhookArgs {
+    /// Where to POST.
+    pub url: String,
+    /// Event name.
+    pub event: String,
+    /// JSON text of the event's data.
+    pub data: String,
+}
 
 /// Arguments of a `notify` task.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -209,4 +226,29 @@ pub fn message_sent(tx: &Tx<'_>, message: &Message, max_attempts: u32) -> TxResu
     );
     a.message = Some(message.id);
     notify_once(tx, message.from_user_id, a, max_attempts)
+}
+
+/// A notification was stored: schedule its delivery to every webhook that wants
+/// `notification.created`, in the same transaction.
+pub fn notification_created(
+    tx: &Tx<'_>,
+    n: &Notification,
+    hooks: &[WebhookSettings],
+    max_attempts: u32,
+) -> TxResult<()> {
+    let mut data = None;
+    for hook in hooks
+        .iter()
+        .filter(|h| h.events.iter().any(|e| e == NOTIFICATION_CREATED))
+    {
+        let data = data.get_or_insert_with(|| serde_json::to_string(n).unwrap_or_default());
+        let args = WebhookArgs {
+            url: hook.url.clone(),
+            event: NOTIFICATION_CREATED.to_owned(),
+            data: data.clone(),
+        };
+        let attempts = hook.max_attempts.unwrap_or(max_attempts);
+        queue::enqueue(tx, &TaskSpec::new(DELIVER_WEBHOOK, &args, attempts))?;
+    }
+    Ok(())
 }

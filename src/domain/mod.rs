@@ -19,13 +19,13 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::{Limits, QueueSettings};
+use crate::config::{Limits, QueueSettings, WebhookSettings};
 use crate::store::{self, Store};
 
 pub use effects::NotifyArgs;
 pub use notifications::NotificationPage;
 pub use posts::{CollectOutcome, LikeOutcome, ShareOutcome};
-pub use users::{AdminToken, Session, User};
+pub use users::{new_token, AdminToken, Session, User};
 pub use views::ViewCounter;
 
 /// Why an operation was refused. Each variant maps to one HTTP status.
@@ -225,11 +225,18 @@ struct SocialInner {
     views: ViewCounter,
     logins: users::LoginLimiter,
     hashing: tokio::sync::Semaphore,
+    webhooks: Arc<Vec<WebhookSettings>>,
 }
 
 impl Social {
-    /// Social operations over `store` with the given limits and queue defaults.
-    pub fn new(store: Store, limits: Limits, queue: QueueSettings) -> Self {
+    /// Social operations over `store` with the given limits, queue defaults and
+    /// webhooks.
+    pub fn new(
+        store: Store,
+        limits: Limits,
+        queue: QueueSettings,
+        webhooks: Vec<WebhookSettings>,
+    ) -> Self {
         let hashing = std::thread::available_parallelism().map_or(2, |n| n.get());
         Social {
             inner: Arc::new(SocialInner {
@@ -239,6 +246,7 @@ impl Social {
                 queue,
                 views: ViewCounter::default(),
                 hashing: tokio::sync::Semaphore::new(hashing),
+                webhooks: Arc::new(webhooks),
             }),
         }
     }
@@ -276,7 +284,7 @@ impl Social {
 }
 
 /// Checks a required text field: trimmed non-empty and at most `max` characters.
-pub(crate) fn check_text(field: &str, value: &str, max: usize) -> DomainResult<()> {
+pub fn check_text(field: &str, value: &str, max: usize) -> DomainResult<()> {
     if value.trim().is_empty() {
         return Err(DomainError::Invalid(format!("{field} must not be empty")));
     }

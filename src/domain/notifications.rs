@@ -60,6 +60,8 @@ impl Social {
             return Err(DomainError::NotFound("user"));
         }
         let text = self.compose_text(&args)?;
+        let hooks = self.inner.webhooks.clone();
+        let max_attempts = self.max_attempts();
         commit(self.store(), move |tx| {
             let t = tx.t();
             let key = format!("notified:{}", args.key);
@@ -87,6 +89,7 @@ impl Social {
             let unread = tx.get(&t.unread_counts, &n.receiver_id)?.unwrap_or(0);
             tx.insert(&t.unread_counts, &n.receiver_id, &(unread + 1))?;
             tx.insert(&t.effects, &key, &n.id)?;
+            super::effects::notification_created(tx, &n, &hooks, max_attempts)?;
             Ok(Ok((n, true)))
         })
         .await

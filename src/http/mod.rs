@@ -3,6 +3,7 @@
 //! Errors use the API's JSON shape everywhere, including unknown routes, wrong
 //! methods, bodies over the limit and panics.
 
+mod admin;
 pub mod error;
 pub mod extract;
 mod health;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Prometheus exporter.
     pub metrics: PrometheusHandle,
+    /// When the server started.
+    pub started: std::time::Instant,
 }
 
 /// The whole HTTP application.
@@ -50,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(notifications::router())
         .merge(tasks::router())
+        .merge(admin::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not accept that method".into())

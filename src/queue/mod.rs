@@ -11,6 +11,8 @@
 //! Every state change here is a store change through the group-commit writer; the
 //! queue never talks to HTTP or to the realtime hub itself (handlers may).
 
+mod beat;
+mod inspect;
 mod state;
 pub mod worker;
 
@@ -19,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::domain::Timestamp;
 use crate::store::{Tx, TxResult};
 
+pub use beat::{Beat, ScheduleRecord};
+pub use inspect::{QueueStats, RatePoint};
 pub use state::{backoff_ms, Outcome, TaskError};
 pub use worker::{Handler, HandlerFuture, Registry, TaskContext, WorkerPool};
 
@@ -158,7 +162,7 @@ impl From<&TaskRecord> for Task {
 #[derive(Debug, Clone)]
 pub struct TaskSpec {
     /// Handler name.
-    pub name: &'static str,
+    pub name: String,
     /// Handler arguments (postcard).
     pub args: Vec<u8>,
     /// Attempts allowed.
@@ -173,9 +177,9 @@ pub struct TaskSpec {
 
 impl TaskSpec {
     /// A task named `name` with postcard-encoded `args`.
-    pub fn new<A: Serialize>(name: &'static str, args: &A, max_attempts: u32) -> Self {
+    pub fn new<A: Serialize>(name: &str, args: &A, max_attempts: u32) -> Self {
         TaskSpec {
-            name,
+            name: name.to_owned(),
             args: postcard::to_stdvec(args).unwrap_or_default(),
             max_attempts: max_attempts.max(1),
             owner: None,
@@ -197,8 +201,44 @@ impl TaskSpec {
     }
 }
 
-fn ready_key(run_at: i64) -> u64 {
-    run_at.max(0) as u64
+fn ready_key(ms: i64) -> u64 {
+    ms.max(0) as u64
+}
+
+fn count_key(state: TaskState, name: &str) -> String {
+    format!("{}\0{name}", state.as_str())
+}
+
+/// Adjusts the persistent count of tasks in `state` named `name`.
+fn count(tx: &Tx<'_>, state: TaskState, name: &str, delta: i64) -> TxResult<()> {
+    let t = tx.t();
+    let key = count_key(state, name);
+    let n = tx.get(&t.queue_counts, &key)?.unwrap_or(0);
+    let n = (n as i64 + delta).max(0) as u64;
+    if n == 0 {
+        tx.remove(&t.queue_counts, &key)?;
+    } else {
+        tx.insert(&t.queue_counts, &key, &n)?;
+    }
+    Ok(())
+}
+
+/// Moves `task` to state `to`, keeping the per-state counts exact.
+fn transition(tx: &Tx<'_>, task: &mut TaskRecord, to: TaskState) -> TxResult<()> {
+    if task.state != to {
+        count(tx, task.state, &task.name, -1)?;
+        count(tx, to, &task.name, 1)?;
+        task.state = to;
+    }
+    Ok(())
+}
+
+/// Whether a task in `state` will not run again by itself.
+pub fn is_finished(state: TaskState) -> bool {
+    matches!(
+        state,
+        TaskState::Success | TaskState::Failure | TaskState::Cancelled
+    )
 }
 
 /// Enqueues a task inside the caller's transaction and returns its id — or, when a
@@ -219,7 +259,7 @@ pub fn enqueue(tx: &Tx<'_>, spec: &TaskSpec) -> TxResult<u64> {
     let run_at = now + spec.delay_ms as i64;
     let record = TaskRecord {
         id,
-        name: spec.name.to_owned(),
+        name: spec.name.clone(),
         args: spec.args.clone(),
         state: TaskState::Pending,
         attempts: 0,
@@ -239,8 +279,19 @@ pub fn enqueue(tx: &Tx<'_>, spec: &TaskSpec) -> TxResult<u64> {
     if let Some(key) = &spec.unique {
         tx.insert(&t.queue_unique, key, &id)?;
     }
+    count(tx, TaskState::Pending, &record.name, 1)?;
     tx.mark_enqueued();
     Ok(id)
+}
+
+fn release_unique(tx: &Tx<'_>, task: &TaskRecord) -> TxResult<()> {
+    let t = tx.t();
+    if let Some(key) = &task.unique {
+        if tx.get(&t.queue_unique, key)? == Some(task.id) {
+            tx.remove(&t.queue_unique, key)?;
+        }
+    }
+    Ok(())
 }
 
 /// Leases the waiting task `id` found in the ready index under `run_at`: removes it
@@ -264,19 +315,33 @@ pub(crate) fn lease(
         return Ok(None);
     }
     let now = crate::store::now_ms();
-    if let Some(key) = &task.unique {
-        if tx.get(&t.queue_unique, key)? == Some(id) {
-            tx.remove(&t.queue_unique, key)?;
-        }
-    }
+    release_unique(tx, &task)?;
     let deadline = now + lease_ms as i64;
-    task.state = TaskState::Started;
+    transition(tx, &mut task, TaskState::Started)?;
     task.attempts += 1;
     task.lease_until = Some(deadline);
     task.updated_at = now;
     tx.insert(&t.tasks, &id, &task)?;
     tx.insert(&t.queue_leased, &(ready_key(deadline), id), &())?;
     Ok(Some(task))
+}
+
+fn end(
+    tx: &Tx<'_>,
+    task: &mut TaskRecord,
+    state: TaskState,
+    ttl_ms: i64,
+    now: i64,
+) -> TxResult<()> {
+    let t = tx.t();
+    transition(tx, task, state)?;
+    if state == TaskState::Failure {
+        // Dead letters stay until retried: they are what an operator must look at.
+        tx.insert(&t.queue_dead, &task.id, &())?;
+    } else {
+        tx.insert(&t.queue_expiry, &(ready_key(now + ttl_ms), task.id), &())?;
+    }
+    Ok(())
 }
 
 /// Records the outcome of attempt `attempt` of task `id`. Ignored if the task is no
@@ -300,8 +365,7 @@ pub(crate) fn finish(
     }
     let now = crate::store::now_ms();
     task.updated_at = now;
-    let next = state::next_state(&task, outcome, policy, now);
-    task.state = next.state;
+    let mut next = state::next_state(&task, outcome, policy, now);
     match outcome {
         Outcome::Success(result) => {
             task.result = result.clone();
@@ -309,42 +373,34 @@ pub(crate) fn finish(
         }
         Outcome::Failed(err) => task.last_error = Some(err.message.clone()),
     }
-    if task.cancel_requested && task.state != TaskState::Success {
-        task.state = TaskState::Cancelled;
+    if task.cancel_requested && next.state != TaskState::Success {
+        next.state = TaskState::Cancelled;
     }
-    match task.state {
+    match next.state {
         TaskState::Retry => {
+            transition(tx, &mut task, TaskState::Retry)?;
             task.run_at = next.run_at;
             tx.insert(&t.queue_ready, &(ready_key(task.run_at), id), &())?;
+            tx.mark_enqueued();
         }
-        TaskState::Failure => {
-            tx.insert(&t.queue_dead, &id, &())?;
-            tx.insert(
-                &t.queue_expiry,
-                &(ready_key(now + policy.result_ttl_ms), id),
-                &(),
-            )?;
-        }
-        _ => {
-            tx.insert(
-                &t.queue_expiry,
-                &(ready_key(now + policy.result_ttl_ms), id),
-                &(),
-            )?;
-        }
+        state => end(tx, &mut task, state, policy.result_ttl_ms, now)?,
     }
     let state = task.state;
     tx.insert(&t.tasks, &id, &task)?;
-    if state == TaskState::Retry {
-        tx.mark_enqueued();
-    }
     Ok(Some(state))
 }
 
 /// Puts a started task back in the ready index. With `refund`, the interrupted
 /// attempt is given back (the process stopped or died under it, which is not the
-/// task's fault); without, it counts (its lease expired: the handler hung).
-pub(crate) fn release(tx: &Tx<'_>, id: u64, why: &str, refund: bool) -> TxResult<bool> {
+/// task's fault); without, it counts (its lease expired: the handler hung). A task
+/// whose cancellation was requested ends `cancelled` instead.
+pub(crate) fn release(
+    tx: &Tx<'_>,
+    id: u64,
+    why: &str,
+    refund: bool,
+    ttl_ms: i64,
+) -> TxResult<bool> {
     let t = tx.t();
     let Some(mut task) = tx.get(&t.tasks, &id)? else {
         return Ok(false);
@@ -359,20 +415,150 @@ pub(crate) fn release(tx: &Tx<'_>, id: u64, why: &str, refund: bool) -> TxResult
     if refund {
         task.attempts = task.attempts.saturating_sub(1);
     }
-    task.state = if task.attempts >= task.max_attempts {
-        TaskState::Failure
-    } else {
-        TaskState::Retry
-    };
     task.last_error = Some(why.to_owned());
     task.updated_at = now;
-    task.run_at = now;
-    if task.state == TaskState::Failure {
-        tx.insert(&t.queue_dead, &id, &())?;
+    if task.cancel_requested {
+        end(tx, &mut task, TaskState::Cancelled, ttl_ms, now)?;
+    } else if task.attempts >= task.max_attempts {
+        end(tx, &mut task, TaskState::Failure, ttl_ms, now)?;
     } else {
+        transition(tx, &mut task, TaskState::Retry)?;
+        task.run_at = now;
         tx.insert(&t.queue_ready, &(ready_key(now), id), &())?;
         tx.mark_enqueued();
     }
     tx.insert(&t.tasks, &id, &task)?;
     Ok(true)
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was waiting and will never run.
+    Cancelled,
+    /// It is running; its handler has been told to stop, and it ends `cancelled`.
+    Requested,
+    /// It had already finished; nothing changed.
+    AlreadyFinished(TaskState),
+    /// No such task.
+    NotFound,
+}
+
+/// Cancels a task. Persistent: a restart does not bring a cancelled task back.
+pub(crate) fn cancel(tx: &Tx<'_>, id: u64, ttl_ms: i64) -> TxResult<CancelOutcome> {
+    let t = tx.t();
+    let Some(mut task) = tx.get(&t.tasks, &id)? else {
+        return Ok(CancelOutcome::NotFound);
+    };
+    let now = crate::store::now_ms();
+    match task.state {
+        s if s.is_waiting() => {
+            tx.remove(&t.queue_ready, &(ready_key(task.run_at), id))?;
+            release_unique(tx, &task)?;
+            task.updated_at = now;
+            task.last_error = Some("cancelled".into());
+            end(tx, &mut task, TaskState::Cancelled, ttl_ms, now)?;
+            tx.insert(&t.tasks, &id, &task)?;
+            Ok(CancelOutcome::Cancelled)
+        }
+        TaskState::Started => {
+            task.cancel_requested = true;
+            tx.insert(&t.tasks, &id, &task)?;
+            Ok(CancelOutcome::Requested)
+        }
+        s => Ok(CancelOutcome::AlreadyFinished(s)),
+    }
+}
+
+/// What a retry request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// Requeued with a fresh set of attempts.
+    Requeued,
+    /// It cannot be retried from this state.
+    NotRetryable(TaskState),
+    /// No such task.
+    NotFound,
+}
+
+/// Requeues a dead (`failure`), `cancelled` or backing-off (`retry`) task to run now,
+/// with its attempts reset.
+pub(crate) fn retry(tx: &Tx<'_>, id: u64) -> TxResult<RetryOutcome> {
+    let t = tx.t();
+    let Some(mut task) = tx.get(&t.tasks, &id)? else {
+        return Ok(RetryOutcome::NotFound);
+    };
+    let now = crate::store::now_ms();
+    match task.state {
+        TaskState::Failure | TaskState::Cancelled | TaskState::Retry => {
+            if task.state == TaskState::Retry {
+                tx.remove(&t.queue_ready, &(ready_key(task.run_at), id))?;
+            }
+            tx.remove(&t.queue_dead, &id)?;
+            transition(tx, &mut task, TaskState::Pending)?;
+            task.attempts = 0;
+            task.cancel_requested = false;
+            task.run_at = now;
+            task.updated_at = now;
+            tx.insert(&t.queue_ready, &(ready_key(now), id), &())?;
+            tx.insert(&t.tasks, &id, &task)?;
+            tx.mark_enqueued();
+            Ok(RetryOutcome::Requeued)
+        }
+        s => Ok(RetryOutcome::NotRetryable(s)),
+    }
+}
+
+/// Forgets task `id` if it finished more than `ttl_ms` ago; the expiry index entry
+/// that pointed here is removed either way (a retried task left a stale one).
+pub(crate) fn purge(
+    tx: &Tx<'_>,
+    expires_at: u64,
+    id: u64,
+    ttl_ms: i64,
+    now: i64,
+) -> TxResult<bool> {
+    let t = tx.t();
+    tx.remove(&t.queue_expiry, &(expires_at, id))?;
+    let Some(task) = tx.get(&t.tasks, &id)? else {
+        return Ok(false);
+    };
+    if !matches!(task.state, TaskState::Success | TaskState::Cancelled)
+        || task.updated_at + ttl_ms > now
+    {
+        return Ok(false);
+    }
+    count(tx, task.state, &task.name, -1)?;
+    tx.remove(&t.tasks, &id)?;
+    Ok(true)
+}
+
+/// Forgets every task that finished more than `ttl_ms` ago (dead letters excepted).
+/// Returns how many were forgotten.
+pub async fn purge_expired(
+    store: &crate::store::Store,
+    ttl_ms: i64,
+) -> Result<usize, crate::store::Error> {
+    let mut total = 0;
+    loop {
+        let now = crate::store::now_ms();
+        let due = store.tables().queue_expiry.range(
+            &(0, 0),
+            std::ops::Bound::Included(&(ready_key(now), u64::MAX)),
+            1000,
+        )?;
+        if due.is_empty() {
+            return Ok(total);
+        }
+        let keys: Vec<(u64, u64)> = due.into_iter().map(|(k, ())| k).collect();
+        total += store
+            .write(move |tx| {
+                let mut n = 0;
+                for (at, id) in &keys {
+                    n += usize::from(purge(tx, *at, *id, ttl_ms, now)?);
+                }
+                Ok(n)
+            })
+            .await?;
+    }
 }

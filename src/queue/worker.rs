@@ -111,22 +111,23 @@ pub struct PoolStats {
 /// The running pool.
 #[derive(Clone)]
 pub struct WorkerPool {
-    inner: Arc<PoolInner>,
+    pub(super) inner: Arc<PoolInner>,
 }
 
-struct PoolInner {
-    store: Store,
-    registry: Registry,
-    workers: usize,
-    settings: QueueSettings,
-    policy: RetryPolicy,
-    wake: Arc<Notify>,
-    permits: Arc<Semaphore>,
-    stats: PoolStats,
-    running: TaskTracker,
-    stop_leasing: CancellationToken,
-    hard_stop: CancellationToken,
-    cancels: std::sync::Mutex<HashMap<u64, CancellationToken>>,
+pub(super) struct PoolInner {
+    pub(super) store: Store,
+    pub(super) registry: Registry,
+    pub(super) workers: usize,
+    pub(super) settings: QueueSettings,
+    pub(super) policy: RetryPolicy,
+    pub(super) wake: Arc<Notify>,
+    pub(super) permits: Arc<Semaphore>,
+    pub(super) stats: PoolStats,
+    pub(super) running: TaskTracker,
+    pub(super) stop_leasing: CancellationToken,
+    pub(super) hard_stop: CancellationToken,
+    pub(super) cancels: std::sync::Mutex<HashMap<u64, CancellationToken>>,
+    pub(super) history: std::sync::Mutex<std::collections::VecDeque<super::inspect::Sample>>,
 }
 
 /// Most tasks leased in one batch.
@@ -154,6 +155,7 @@ impl WorkerPool {
                 stats: PoolStats::default(),
                 running: TaskTracker::new(),
                 stop_leasing: CancellationToken::new(),
+                history: std::sync::Mutex::new(std::collections::VecDeque::new()),
                 hard_stop: CancellationToken::new(),
                 cancels: std::sync::Mutex::new(HashMap::new()),
             }),
@@ -175,6 +177,7 @@ impl WorkerPool {
         }
         let ids: Vec<u64> = leased.iter().map(|(_, id)| *id).collect();
         let n = ids.len();
+        let ttl = self.inner.policy.result_ttl_ms;
         self.inner
             .store
             .write(move |tx| {
@@ -184,6 +187,7 @@ impl WorkerPool {
                         *id,
                         "interrupted: the server stopped during this attempt",
                         true,
+                        ttl,
                     )?;
                 }
                 Ok(())
@@ -193,10 +197,88 @@ impl WorkerPool {
         Ok(n)
     }
 
-    /// Starts the dispatcher.
+    /// Starts the dispatcher and the lease reaper.
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
+        let reaper = self.clone();
+        tokio::spawn(async move { reaper.reap_loop().await });
+        let sampler = self.clone();
+        tokio::spawn(async move { sampler.sample_loop().await });
         let pool = self.clone();
         tokio::spawn(async move { pool.dispatch().await })
+    }
+
+    /// Puts back tasks whose lease has expired (their worker hung past
+    /// `lease_ms`); the lost attempt counts. Returns how many.
+    pub async fn reap_expired_leases(&self) -> Result<usize, crate::store::Error> {
+        let now = crate::store::now_ms();
+        let expired = self.inner.store.tables().queue_leased.range(
+            &(0, 0),
+            std::ops::Bound::Excluded(&(now.max(0) as u64, 0)),
+            LEASE_BATCH,
+        )?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let ttl = self.inner.policy.result_ttl_ms;
+        let ids: Vec<u64> = expired.into_iter().map(|((_, id), ())| id).collect();
+        let n = self
+            .inner
+            .store
+            .write(move |tx| {
+                let mut n = 0;
+                for id in &ids {
+                    n += usize::from(super::release(
+                        tx,
+                        *id,
+                        "lease expired: the worker did not finish in time",
+                        false,
+                        ttl,
+                    )?);
+                }
+                Ok(n)
+            })
+            .await?;
+        if n > 0 {
+            tracing::warn!(tasks = n, "requeued tasks whose lease expired");
+        }
+        Ok(n)
+    }
+
+    async fn reap_loop(self) {
+        let period = Duration::from_millis((self.inner.settings.lease_ms / 2).clamp(50, 1000));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = self.inner.stop_leasing.cancelled() => return,
+            }
+            if let Err(e) = self.reap_expired_leases().await {
+                tracing::error!(error = %e, "reaping expired leases failed");
+            }
+        }
+    }
+
+    /// Forgets finished tasks older than `result_ttl_s`. Returns how many.
+    pub async fn purge_expired_results(&self) -> Result<usize, crate::store::Error> {
+        super::purge_expired(&self.inner.store, self.inner.policy.result_ttl_ms).await
+    }
+
+    /// Cancels task `id`: a waiting task never runs; a running one is told to stop.
+    pub async fn cancel(&self, id: u64) -> Result<super::CancelOutcome, crate::store::Error> {
+        let ttl = self.inner.policy.result_ttl_ms;
+        let outcome = self
+            .inner
+            .store
+            .write(move |tx| super::cancel(tx, id, ttl))
+            .await?;
+        if outcome == super::CancelOutcome::Requested {
+            self.cancel_running(id);
+        }
+        Ok(outcome)
+    }
+
+    /// Requeues a dead, cancelled or backing-off task with fresh attempts.
+    pub async fn retry(&self, id: u64) -> Result<super::RetryOutcome, crate::store::Error> {
+        self.inner.store.write(move |tx| super::retry(tx, id)).await
     }
 
     /// Pool counters.
@@ -368,22 +450,22 @@ impl WorkerPool {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&task.id);
-        let _enter = span.enter();
         let id = task.id;
         let attempt = task.attempts;
         let write = match outcome {
             // Stopped by shutdown, not by its own fault: back to ready, attempt refunded.
             None => {
+                let ttl = inner.policy.result_ttl_ms;
                 inner
                     .store
                     .write(move |tx| {
-                        super::release(tx, id, "interrupted by shutdown", true).map(|_| None)
+                        super::release(tx, id, "interrupted by shutdown", true, ttl).map(|_| None)
                     })
                     .await
             }
             Some(outcome) => {
                 if let Outcome::Failed(e) = &outcome {
-                    tracing::warn!(error = %e.message, "task attempt failed");
+                    span.in_scope(|| tracing::warn!(error = %e.message, "task attempt failed"));
                 }
                 let policy = inner.policy.clone();
                 inner

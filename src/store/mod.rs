@@ -117,6 +117,10 @@ pub struct Tables {
     pub queue_expiry: Table<(u64, u64), ()>,
     /// task id → () for tasks out of attempts (dead letters).
     pub queue_dead: Table<u64, ()>,
+    /// "state\0name" → number of tasks in that state with that name.
+    pub queue_counts: Table<String, u64>,
+    /// schedule key → its last run.
+    pub schedules: Table<String, crate::queue::ScheduleRecord>,
 }
 
 /// A cheap handle to the database; clone freely.
@@ -178,6 +182,8 @@ impl Store {
             queue_unique: table!("queue_unique"),
             queue_expiry: table!("queue_expiry"),
             queue_dead: table!("queue_dead"),
+            queue_counts: table!("queue_counts"),
+            schedules: table!("schedules"),
         };
         check_schema(&tables)?;
         let tables = Arc::new(tables);

@@ -5,4 +5,5 @@ mod helpers;
 
 mod accounts;
 mod durability;
+mod queue;
 mod social;

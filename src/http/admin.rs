@@ -1,0 +1,178 @@
+//! The admin API (admin token only): queue statistics and history, task listing,
+//! retry and cancel, and notifications created on behalf of outside apps.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{Admin, ApiJson, ApiPath, ApiQuery};
+use super::AppState;
+use crate::domain::{effects::NotifyArgs, Notification, NotificationKind};
+use crate::queue::{CancelOutcome, RetryOutcome, Task, TaskState};
+
+/// Routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/admin/stats", get(stats))
+        .route("/api/admin/history", get(history))
+        .route("/api/admin/tasks", get(list_tasks))
+        .route("/api/admin/tasks/{id}/retry", post(retry))
+        .route("/api/admin/tasks/{id}/cancel", post(cancel))
+        .route("/api/admin/notifications", post(notify))
+}
+
+async fn stats(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Value>> {
+    let queue = state.queue.queue_stats()?;
+    let store = state.social.store();
+    let w = store.writer_stats();
+    Ok(Json(json!({
+        "queue": queue.depth,
+        "by_name": queue.by_name,
+        "workers": queue.workers,
+        "totals": queue.totals,
+        "rates": queue.rates,
+        "store": {
+            "changes": w.changes.load(Ordering::Relaxed),
+            "transactions": w.transactions.load(Ordering::Relaxed),
+            "flushes": w.flushes.load(Ordering::Relaxed),
+            "max_batch": w.max_batch.load(Ordering::Relaxed),
+            "size_on_disk": store.size_on_disk(),
+        },
+        "uptime_s": state.started.elapsed().as_secs(),
+    })))
+}
+
+async fn history(State(state): State<AppState>, _admin: Admin) -> Json<Value> {
+    Json(json!({"history": state.queue.history()}))
+}
+
+#[derive(Deserialize)]
+struct TaskQuery {
+    state: Option<String>,
+    name: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_tasks(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiQuery(q): ApiQuery<TaskQuery>,
+) -> ApiResult<Json<Value>> {
+    let task_state = match q.state.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(TaskState::parse(s).ok_or_else(|| {
+            ApiError::Invalid(format!(
+                "unknown state {s:?}; use one of pending, started, retry, success, failure, cancelled"
+            ))
+        })?),
+        None => None,
+    };
+    let limit = state.social.page_limit(q.limit)?;
+    let name = q.name.as_deref().filter(|n| !n.is_empty());
+    let tasks: Vec<Task> = state
+        .queue
+        .list(task_state, name, limit)?
+        .iter()
+        .map(Task::from)
+        .collect();
+    Ok(Json(json!({"tasks": tasks})))
+}
+
+fn task_json(state: &AppState, id: u64) -> ApiResult<Value> {
+    let task = state
+        .queue
+        .task(id)?
+        .ok_or_else(|| ApiError::NotFound("task not found".into()))?;
+    Ok(serde_json::to_value(Task::from(&task)).unwrap_or(Value::Null))
+}
+
+async fn retry(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(id): ApiPath<u64>,
+) -> ApiResult<Json<Value>> {
+    match state.queue.retry(id).await? {
+        RetryOutcome::Requeued => Ok(Json(
+            json!({"requeued": true, "task": task_json(&state, id)?}),
+        )),
+        RetryOutcome::NotFound => Err(ApiError::NotFound("task not found".into())),
+        RetryOutcome::NotRetryable(s) => Err(ApiError::Conflict(format!(
+            "a task in state {} cannot be retried; only failure, cancelled and retry can",
+            s.as_str()
+        ))),
+    }
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(id): ApiPath<u64>,
+) -> ApiResult<Json<Value>> {
+    match state.queue.cancel(id).await? {
+        CancelOutcome::Cancelled => Ok(Json(
+            json!({"cancelled": true, "task": task_json(&state, id)?}),
+        )),
+        CancelOutcome::Requested => Ok(Json(
+            json!({"cancelled": false, "stop_requested": true, "task": task_json(&state, id)?}),
+        )),
+        CancelOutcome::NotFound => Err(ApiError::NotFound("task not found".into())),
+        CancelOutcome::AlreadyFinished(s) => Err(ApiError::Conflict(format!(
+            "the task already ended in state {}",
+            s.as_str()
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+struct NewNotification {
+    user_id: u64,
+    text: String,
+    kind: Option<NotificationKind>,
+    actor_id: Option<u64>,
+    post_id: Option<u64>,
+    comment_id: Option<u64>,
+    message_id: Option<u64>,
+    /// Optional idempotency key: a second call with the same key returns the first
+    /// notification instead of creating another.
+    key: Option<String>,
+}
+
+async fn notify(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiJson(n): ApiJson<NewNotification>,
+) -> ApiResult<(StatusCode, Json<Notification>)> {
+    crate::domain::check_text("text", &n.text, state.social.limits().max_body_chars)?;
+    if n.key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > 200)
+    {
+        return Err(ApiError::Invalid("key must be 1 to 200 bytes".into()));
+    }
+    let key = match n.key {
+        Some(k) => format!("external:{k}"),
+        None => format!("external-unkeyed:{}", crate::domain::new_token()),
+    };
+    let args = NotifyArgs {
+        key,
+        kind: n.kind.unwrap_or(NotificationKind::Custom),
+        receiver: n.user_id,
+        actor: n.actor_id,
+        post: n.post_id,
+        comment: n.comment_id,
+        message: n.message_id,
+        text: Some(n.text),
+    };
+    let (notification, created) = crate::tasks::deliver(&state.social, args).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(notification)))
+}

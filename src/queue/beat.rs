@@ -1,0 +1,152 @@
+//! Periodic tasks, like celery beat. Each schedule's last run is stored, and the
+//! enqueue of a run and the update of its last-run time are ONE transaction, so a
+//! restart neither skips a run (a run that fell due while the server was down runs
+//! once at start) nor doubles one (a run already enqueued is recorded). A run is
+//! skipped while the previous run of the same schedule is still waiting or running.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::{enqueue, is_finished, TaskSpec};
+use crate::config::ScheduleSettings;
+use crate::store::{now_ms, Store};
+
+/// A schedule's persisted state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ScheduleRecord {
+    /// When it last fired (ms), whether it enqueued or skipped.
+    pub last_run: i64,
+    /// The task of its last enqueued run.
+    pub last_task: Option<u64>,
+    /// Runs skipped because the previous one had not finished.
+    pub skipped: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    key: String,
+    task: String,
+    every_ms: i64,
+}
+
+/// The scheduler.
+pub struct Beat {
+    store: Store,
+    entries: Vec<Entry>,
+    max_attempts: u32,
+}
+
+impl Beat {
+    /// A scheduler for `schedules`, each naming a registered task that takes no
+    /// arguments (`periodic` lists those).
+    pub fn new(
+        store: Store,
+        schedules: &[ScheduleSettings],
+        periodic: &[&str],
+        max_attempts: u32,
+    ) -> Result<Beat, String> {
+        let mut entries = Vec::new();
+        for s in schedules {
+            if !periodic.contains(&s.task.as_str()) {
+                return Err(format!(
+                    "schedule names task {:?}, which cannot run periodically; choose one of: {}",
+                    s.task,
+                    periodic.join(", ")
+                ));
+            }
+            entries.push(Entry {
+                key: format!("{}@{}s", s.task, s.every_s),
+                task: s.task.clone(),
+                every_ms: (s.every_s as i64).saturating_mul(1000),
+            });
+        }
+        Ok(Beat {
+            store,
+            entries,
+            max_attempts,
+        })
+    }
+
+    /// Number of schedules.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no schedules.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Fires due schedules until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        if self.entries.is_empty() {
+            return;
+        }
+        loop {
+            let now = now_ms();
+            let mut next_due = now + 60_000;
+            for entry in &self.entries {
+                let due = match self.store.tables().schedules.get(&entry.key) {
+                    Ok(rec) => rec.map_or(now, |r| r.last_run + entry.every_ms),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading schedule state failed");
+                        now + 1000
+                    }
+                };
+                if due <= now {
+                    if let Err(e) = self.fire(entry).await {
+                        tracing::error!(error = %e, schedule = %entry.key, "firing a schedule failed");
+                    }
+                    next_due = next_due.min(now + entry.every_ms);
+                } else {
+                    next_due = next_due.min(due);
+                }
+            }
+            let wait = Duration::from_millis((next_due - now_ms()).clamp(10, 60_000) as u64);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn fire(&self, entry: &Entry) -> Result<(), crate::store::Error> {
+        let e = entry.clone();
+        let max_attempts = self.max_attempts;
+        let enqueued = self
+            .store
+            .write(move |tx| {
+                let t = tx.t();
+                let now = now_ms();
+                let mut rec = tx.get(&t.schedules, &e.key)?.unwrap_or_default();
+                if rec.last_run + e.every_ms > now && rec.last_run != 0 {
+                    return Ok(None); // fired meanwhile
+                }
+                if let Some(last) = rec.last_task {
+                    if let Some(task) = tx.get(&t.tasks, &last)? {
+                        if !is_finished(task.state) {
+                            rec.last_run = now;
+                            rec.skipped += 1;
+                            tx.insert(&t.schedules, &e.key, &rec)?;
+                            return Ok(None);
+                        }
+                    }
+                }
+                let id = enqueue(tx, &TaskSpec::new(&e.task, &(), max_attempts))?;
+                rec.last_run = now;
+                rec.last_task = Some(id);
+                tx.insert(&t.schedules, &e.key, &rec)?;
+                Ok(Some(id))
+            })
+            .await?;
+        match enqueued {
+            Some(id) => tracing::debug!(schedule = %entry.key, task_id = id, "schedule fired"),
+            None => {
+                tracing::info!(schedule = %entry.key, "schedule skipped: its previous run has not finished")
+            }
+        }
+        Ok(())
+    }
+}

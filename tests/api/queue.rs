@@ -1,0 +1,373 @@
+//! The durable queue through the HTTP API: webhooks with retries against a real
+//! receiver on loopback, dead letters, admin retry and cancel, schedules, expiry.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode as AxumStatus};
+use axum::routing::post;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::helpers::{spawn_app_in, spawn_app_with, TestApp, ADMIN_TOKEN};
+
+/// A request the receiver got.
+struct Delivery {
+    at: Instant,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+#[derive(Clone, Copy)]
+enum Behaviour {
+    /// Answer 500 to the first n requests, then 200.
+    FailFirst(usize),
+    /// Always answer 503.
+    AlwaysFail,
+    /// Never answer.
+    Hang,
+}
+
+/// Starts a webhook receiver on loopback; every request is sent on the channel.
+async fn receiver(behaviour: Behaviour) -> (String, mpsc::UnboundedReceiver<Delivery>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let tx = tx.clone();
+            let seen = seen.clone();
+            async move {
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                let _ = tx.send(Delivery {
+                    at: Instant::now(),
+                    headers,
+                    body: body.to_vec(),
+                });
+                match behaviour {
+                    Behaviour::FailFirst(k) if n < k => AxumStatus::INTERNAL_SERVER_ERROR,
+                    Behaviour::FailFirst(_) => AxumStatus::OK,
+                    Behaviour::AlwaysFail => AxumStatus::SERVICE_UNAVAILABLE,
+                    Behaviour::Hang => {
+                        std::future::pending::<()>().await;
+                        AxumStatus::OK
+                    }
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), rx)
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Delivery>) -> Delivery {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a delivery within 10 s")
+        .expect("receiver alive")
+}
+
+fn hooked(
+    url: &str,
+    max_attempts: u32,
+    base_ms: u64,
+) -> impl FnOnce(&mut likewise::config::Settings) + '_ {
+    move |s| {
+        s.queue.retry_base_ms = base_ms;
+        s.queue.retry_max_ms = 60_000;
+        s.webhooks = vec![likewise::config::WebhookSettings {
+            url: url.to_owned(),
+            events: vec!["notification.created".into()],
+            secret: Some("s3cret".into()),
+            max_attempts: Some(max_attempts),
+        }];
+    }
+}
+
+/// Makes bob like alice's post; returns the alice/bob pair's like notification count later.
+async fn like_once(app: &TestApp) -> u64 {
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let post = app.create_post(&alice, "Hooked").await;
+    let (_, like) = app
+        .put(&format!("/api/posts/{post}/like"), &bob.token)
+        .await;
+    like["task_id"].as_u64().unwrap()
+}
+
+async fn admin(app: &TestApp, method: Method, path: &str) -> (StatusCode, Value) {
+    app.call(method, path, Some(ADMIN_TOKEN), None).await
+}
+
+async fn webhook_task(app: &TestApp) -> Value {
+    let (status, list) = admin(app, Method::GET, "/api/admin/tasks?name=deliver_webhook").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    list["tasks"][0].clone()
+}
+
+#[tokio::test]
+async fn a_webhook_that_fails_twice_succeeds_on_the_third_attempt_with_growing_gaps() {
+    let (url, mut rx) = receiver(Behaviour::FailFirst(2)).await;
+    let app = spawn_app_with(hooked(&url, 5, 100)).await;
+    like_once(&app).await;
+
+    let first = next(&mut rx).await;
+    let second = next(&mut rx).await;
+    let third = next(&mut rx).await;
+    let gap1 = second.at - first.at;
+    let gap2 = third.at - second.at;
+    assert!(
+        gap1 >= Duration::from_millis(70),
+        "first retry waits ~base: {gap1:?}"
+    );
+    assert!(gap2 > gap1, "backoff grows: {gap1:?} then {gap2:?}");
+
+    // The body is the event, signed with the hook's secret.
+    let body: Value = serde_json::from_slice(&third.body).unwrap();
+    assert_eq!(body["event"], "notification.created");
+    assert_eq!(body["data"]["kind"], "like_post");
+    assert!(body["delivered_at"].is_string());
+    let sig = third
+        .headers
+        .get("x-likewise-signature")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert_eq!(sig, likewise::tasks::signature("s3cret", &third.body));
+
+    let task_id = webhook_task(&app).await["id"].as_u64().unwrap();
+    let task = app.finished_task(task_id).await;
+    assert_eq!(task["state"], "success");
+    assert_eq!(task["attempts"], 3);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err(),
+        "no fourth delivery"
+    );
+}
+
+#[tokio::test]
+async fn a_webhook_that_always_fails_becomes_a_dead_letter_and_can_be_retried() {
+    let (url, mut rx) = receiver(Behaviour::AlwaysFail).await;
+    let app = spawn_app_with(hooked(&url, 2, 50)).await;
+    like_once(&app).await;
+    next(&mut rx).await;
+    next(&mut rx).await;
+
+    let task_id = webhook_task(&app).await["id"].as_u64().unwrap();
+    let task = app.finished_task(task_id).await;
+    assert_eq!(task["state"], "failure");
+    assert_eq!(task["attempts"], 2);
+    assert!(task["last_error"].as_str().unwrap().contains("503"));
+
+    let (_, dead) = admin(&app, Method::GET, "/api/admin/tasks?state=failure").await;
+    let ids: Vec<u64> = dead["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![task_id]);
+    let (_, stats) = admin(&app, Method::GET, "/api/admin/stats").await;
+    assert_eq!(stats["queue"]["failure"], 1);
+    assert_eq!(stats["by_name"]["deliver_webhook"]["failure"], 1);
+
+    let (status, retried) = admin(
+        &app,
+        Method::POST,
+        &format!("/api/admin/tasks/{task_id}/retry"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    next(&mut rx).await; // sent again
+    next(&mut rx).await;
+    let task = app.finished_task(task_id).await;
+    assert_eq!(task["state"], "failure");
+    assert_eq!(task["attempts"], 2, "a retry starts with fresh attempts");
+
+    // Only dead, cancelled or waiting tasks can be retried.
+    let (_, ok_tasks) = admin(&app, Method::GET, "/api/admin/tasks?state=success&limit=1").await;
+    let done = ok_tasks["tasks"][0]["id"].as_u64().unwrap();
+    let (status, body) = admin(
+        &app,
+        Method::POST,
+        &format!("/api/admin/tasks/{done}/retry"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+}
+
+#[tokio::test]
+async fn a_cancelled_waiting_task_never_runs_even_after_a_restart() {
+    let (url, mut rx) = receiver(Behaviour::AlwaysFail).await;
+    let dir = tempfile::tempdir().unwrap();
+    let task_id = {
+        // Retries wait a minute: the task sits in `retry` after the first failure.
+        let app = spawn_app_in(dir.path(), hooked(&url, 5, 60_000)).await;
+        like_once(&app).await;
+        next(&mut rx).await;
+        let task_id = app
+            .eventually(Duration::from_secs(5), || async {
+                let t = webhook_task(&app).await;
+                (t["state"] == "retry").then(|| t["id"].as_u64().unwrap())
+            })
+            .await;
+        let (status, body) = admin(
+            &app,
+            Method::POST,
+            &format!("/api/admin/tasks/{task_id}/cancel"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["task"]["state"], "cancelled");
+        // Retrying it "now" would have delivered at once; a cancelled task is not retried by itself.
+        app.stop().await;
+        task_id
+    };
+    let app = spawn_app_in(dir.path(), hooked(&url, 5, 10)).await;
+    let (_, task) = admin(&app, Method::GET, &format!("/api/tasks/{task_id}")).await;
+    assert_eq!(task["state"], "cancelled");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), rx.recv())
+            .await
+            .is_err(),
+        "never delivered again"
+    );
+    let (status, _) = admin(
+        &app,
+        Method::POST,
+        &format!("/api/admin/tasks/{task_id}/cancel"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "already ended");
+}
+
+#[tokio::test]
+async fn a_running_task_is_told_to_stop_and_ends_cancelled() {
+    let (url, mut rx) = receiver(Behaviour::Hang).await;
+    let app = spawn_app_with(hooked(&url, 5, 50)).await;
+    like_once(&app).await;
+    next(&mut rx).await; // the handler is now waiting on the hanging receiver
+    let task_id = webhook_task(&app).await["id"].as_u64().unwrap();
+    let (status, body) = admin(
+        &app,
+        Method::POST,
+        &format!("/api/admin/tasks/{task_id}/cancel"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["stop_requested"], true);
+    let task = app
+        .eventually(Duration::from_secs(5), || async {
+            let (_, t) = admin(&app, Method::GET, &format!("/api/tasks/{task_id}")).await;
+            (t["state"] == "cancelled").then_some(t)
+        })
+        .await;
+    assert_eq!(task["attempts"], 1);
+}
+
+#[tokio::test]
+async fn admin_routes_need_the_admin_token() {
+    let app = spawn_app_with(|_| {}).await;
+    let user = app.register("mallory").await;
+    for (method, path) in [
+        (Method::GET, "/api/admin/stats"),
+        (Method::GET, "/api/admin/tasks"),
+        (Method::POST, "/api/admin/tasks/1/retry"),
+        (Method::POST, "/api/admin/tasks/1/cancel"),
+    ] {
+        let (status, body) = app.call(method.clone(), path, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+        let (status, body) = app.call(method, path, Some(&user.token), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden");
+    }
+    let (status, body) = admin(&app, Method::GET, "/api/admin/tasks?state=done").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, _) = admin(&app, Method::POST, "/api/admin/tasks/999999/retry").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, stats) = admin(&app, Method::GET, "/api/admin/stats").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stats["workers"]["total"], 4);
+}
+
+#[tokio::test]
+async fn many_waiting_recounts_of_one_post_collapse_into_few() {
+    let app = spawn_app_with(|s| s.workers = 1).await;
+    let author = app.register("author").await;
+    let post = app.create_post(&author, "Busy").await;
+    let mut fans = Vec::new();
+    for i in 0..20 {
+        fans.push(app.register(&format!("fan{i}")).await);
+    }
+    let likes = fans.iter().map(|f| {
+        let path = format!("/api/posts/{post}/like");
+        let app = &app;
+        async move { app.put(&path, &f.token).await }
+    });
+    futures::future::join_all(likes).await;
+    app.eventually(Duration::from_secs(10), || async {
+        let (_, p) = app.get(&format!("/api/posts/{post}"), &author.token).await;
+        (p["likes_count"] == 20).then_some(())
+    })
+    .await;
+    let (_, stats) = admin(&app, Method::GET, "/api/admin/stats").await;
+    let recounts: u64 = stats["by_name"]["recount_post"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(recounts < 20, "20 likes caused {recounts} recounts");
+}
+
+#[tokio::test]
+async fn finished_results_expire_and_then_answer_404() {
+    let app = spawn_app_with(|s| {
+        s.queue.result_ttl_s = 1;
+        s.schedules = vec![likewise::config::ScheduleSettings {
+            task: "purge_expired_results".into(),
+            every_s: 1,
+        }];
+    })
+    .await;
+    let task_id = like_once(&app).await;
+    assert_eq!(app.finished_task(task_id).await["state"], "success");
+    app.eventually(Duration::from_secs(10), || async {
+        let (status, _) = admin(&app, Method::GET, &format!("/api/tasks/{task_id}")).await;
+        (status == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    // ...and the purge task really removed the record, and ran on its schedule.
+    app.eventually(Duration::from_secs(10), || async {
+        let gone = app
+            .state
+            .social
+            .store()
+            .tables()
+            .tasks
+            .get(&task_id)
+            .unwrap()
+            .is_none();
+        gone.then_some(())
+    })
+    .await;
+    let (_, purges) = admin(
+        &app,
+        Method::GET,
+        "/api/admin/tasks?name=purge_expired_results&state=success",
+    )
+    .await;
+    assert!(!purges["tasks"].as_array().unwrap().is_empty());
+    let (status, body) = admin(&app, Method::GET, "/api/tasks/987654321").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "unknown ids are 404, never a fake pending: {body}"
+    );
+}
