@@ -3,10 +3,19 @@
 //!
 //! # Layout
 //! - [`config`]: typed settings from flags, environment, TOML file and defaults.
+//! - [`store`]: sled tables and the group-commit writer (the only code that commits).
+//! - [`domain`]: the social operations; decides which tasks each action enqueues.
+//! - [`queue`]: the durable task queue, the worker pool and periodic schedules.
+//! - [`tasks`]: what each named task does.
+//! - [`hub`]: rooms and subscribers for realtime fan-out, shared by all transports.
+//! - [`http`]: the HTTP API, the websocket and Socket.IO endpoints.
+//! - [`startup`]: building, running and draining the whole server.
+//! - [`telemetry`]: logging and metrics.
 
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod hub;
 pub mod queue;
 pub mod startup;
 pub mod store;

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ScheduleSettings, Settings};
 use crate::domain::{AdminToken, Social};
 use crate::http::{self, AppState};
+use crate::hub::Hub;
 use crate::queue::{Beat, WorkerPool};
 use crate::store::Store;
 
@@ -76,7 +77,8 @@ impl Application {
             settings.queue.clone(),
             settings.webhooks.clone(),
         );
-        let registry = crate::tasks::registry(&social, &settings);
+        let hub = Hub::new(settings.limits.outbound_queue);
+        let registry = crate::tasks::registry(&social, &hub, &settings);
         let pool = WorkerPool::new(
             store.clone(),
             registry,
@@ -101,6 +103,7 @@ impl Application {
         let state = AppState {
             social,
             queue: pool,
+            hub,
             admin,
             settings: Arc::new(settings),
             metrics: crate::telemetry::metrics_handle(),
@@ -134,6 +137,17 @@ impl Application {
         } = self;
         let social = state.social.clone();
         let pool = state.queue.clone();
+        let hub = state.hub.clone();
+        {
+            // Realtime sessions end (with a close frame) as soon as shutdown starts;
+            // axum's graceful shutdown waits for them.
+            let hub = hub.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                hub.close();
+            });
+        }
         let dispatcher = pool.start();
         let beat = tokio::spawn(beat.run(shutdown.clone()));
 

@@ -1,7 +1,8 @@
 //! What each named task does. The queue runs these by name; each is idempotent, so
 //! running one again after a crash changes nothing twice.
 //!
-//! - `notify`: store one notification (keyed by its event) and push it.
+//! - `notify`: store one notification (keyed by its event) and push it to the hub.
+//! - counter changes are pushed as `post_updated` / `comment_updated` to `post:{id}`.
 //! - `recount_post` / `recount_comment`: recompute counters from their indexes.
 //! - `deliver_webhook`: POST an event to a configured URL, signed.
 //! - `purge_expired_results`: forget finished tasks older than `result_ttl_s`.
@@ -18,6 +19,7 @@ use crate::domain::effects::{
     NotifyArgs, RecountArgs, WebhookArgs, DELIVER_WEBHOOK, NOTIFY, RECOUNT_COMMENT, RECOUNT_POST,
 };
 use crate::domain::{DomainError, Notification, Social, Timestamp};
+use crate::hub::{Hub, Publication};
 use crate::queue::{Registry, TaskContext, TaskError};
 
 /// Task name: forget expired results.
@@ -48,13 +50,29 @@ fn task_error(e: DomainError) -> TaskError {
 }
 
 /// Stores a notification (idempotently, by its key) and, if this call created it,
-/// pushes it to its receiver. Used by the `notify` task and the admin API.
+/// pushes it to `user:{receiver}` as `new_notification`. Used by the `notify` task
+/// and the admin API.
+///
+/// A re-run finds the stored notification and pushes nothing, so no client sees it
+/// twice; if the process died between the commit and the push, clients that
+/// reconnect with `since` get it from the store.
 pub async fn deliver(
     social: &Social,
+    hub: &Hub,
     args: NotifyArgs,
 ) -> Result<(Notification, bool), DomainError> {
     let (notification, created) = social.deliver_notification(args).await?;
+    if created {
+        publish_notification(hub, &notification);
+    }
     Ok((notification, created))
+}
+
+/// Pushes a stored notification to its receiver's room.
+pub fn publish_notification(hub: &Hub, n: &Notification) {
+    let data = serde_json::to_value(n).unwrap_or(serde_json::Value::Null);
+    let room = format!("user:{}", n.receiver_id);
+    hub.publish(Publication::event(&room, "new_notification", data).with_notification_id(n.id));
 }
 
 /// Hex HMAC-SHA256 of `body` keyed with `secret`: the `X-Likewise-Signature` header.
@@ -110,14 +128,16 @@ async fn deliver_webhook(
 }
 
 /// The registry of built-in tasks.
-pub fn registry(social: &Social, settings: &Settings) -> Registry {
+pub fn registry(social: &Social, hub: &Hub, settings: &Settings) -> Registry {
     let mut registry = Registry::default();
     let s = social.clone();
+    let h = hub.clone();
     registry.register(NOTIFY, move |ctx: TaskContext| {
         let social = s.clone();
+        let hub = h.clone();
         async move {
             let args: NotifyArgs = ctx.args()?;
-            let (notification, created) = deliver(&social, args).await.map_err(task_error)?;
+            let (notification, created) = deliver(&social, &hub, args).await.map_err(task_error)?;
             Ok(Some(
                 json!({"notification_id": notification.id, "created": created}),
             ))
@@ -125,25 +145,42 @@ pub fn registry(social: &Social, settings: &Settings) -> Registry {
     });
     let post_locks = Arc::new(Stripes::new());
     let s = social.clone();
+    let h = hub.clone();
     registry.register(RECOUNT_POST, move |ctx: TaskContext| {
         let social = s.clone();
+        let hub = h.clone();
         let locks = post_locks.clone();
         async move {
             let RecountArgs { id } = ctx.args()?;
             let _serial = locks.lock(id).lock().await;
             let post = social.recount_post(id).await.map_err(task_error)?;
+            if let Some(post) = &post {
+                let data = serde_json::to_value(post).unwrap_or_default();
+                hub.publish(Publication::event(
+                    &format!("post:{id}"),
+                    "post_updated",
+                    data,
+                ));
+            }
             Ok(Some(json!({"changed": post.is_some()})))
         }
     });
     let comment_locks = Arc::new(Stripes::new());
     let s = social.clone();
+    let h = hub.clone();
     registry.register(RECOUNT_COMMENT, move |ctx: TaskContext| {
         let social = s.clone();
+        let hub = h.clone();
         let locks = comment_locks.clone();
         async move {
             let RecountArgs { id } = ctx.args()?;
             let _serial = locks.lock(id).lock().await;
             let comment = social.recount_comment(id).await.map_err(task_error)?;
+            if let Some(c) = &comment {
+                let data = serde_json::to_value(c).unwrap_or_default();
+                let room = format!("post:{}", c.post_id);
+                hub.publish(Publication::event(&room, "comment_updated", data));
+            }
             Ok(Some(json!({"changed": comment.is_some()})))
         }
     });

@@ -1,5 +1,6 @@
 //! The admin API (admin token only): queue statistics and history, task listing,
-//! retry and cancel, and notifications created on behalf of outside apps.
+//! retry and cancel, notifications created on behalf of outside apps, and events
+//! published to any room.
 
 use std::sync::atomic::Ordering;
 
@@ -14,6 +15,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Admin, ApiJson, ApiPath, ApiQuery};
 use super::AppState;
 use crate::domain::{effects::NotifyArgs, Notification, NotificationKind};
+use crate::hub::{Hub, Publication, Transport};
 use crate::queue::{CancelOutcome, RetryOutcome, Task, TaskState};
 
 /// Routes of this module.
@@ -25,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/tasks/{id}/retry", post(retry))
         .route("/api/admin/tasks/{id}/cancel", post(cancel))
         .route("/api/admin/notifications", post(notify))
+        .route("/api/admin/publish", post(publish))
 }
 
 async fn stats(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Value>> {
@@ -44,8 +47,55 @@ async fn stats(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<V
             "max_batch": w.max_batch.load(Ordering::Relaxed),
             "size_on_disk": store.size_on_disk(),
         },
+        "connections": connections(&state.hub),
+        "hub": {
+            "published": state.hub.stats().published.load(Ordering::Relaxed),
+            "delivered": state.hub.stats().delivered.load(Ordering::Relaxed),
+            "dropped_slow": state.hub.stats().dropped_slow.load(Ordering::Relaxed),
+            "rooms": state.hub.rooms(None).len(),
+        },
         "uptime_s": state.started.elapsed().as_secs(),
     })))
+}
+
+fn connections(hub: &Hub) -> Value {
+    let mut map = serde_json::Map::new();
+    for t in Transport::ALL {
+        map.insert(t.as_str().to_owned(), json!(hub.connections(t)));
+    }
+    Value::Object(map)
+}
+
+/// Longest room name accepted by the publish route.
+const MAX_ROOM_BYTES: usize = 256;
+
+#[derive(Deserialize)]
+struct PublishRequest {
+    room: String,
+    event: String,
+    #[serde(default)]
+    data: Value,
+}
+
+async fn publish(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiJson(p): ApiJson<PublishRequest>,
+) -> ApiResult<Json<Value>> {
+    if p.room.is_empty() || p.room.len() > MAX_ROOM_BYTES {
+        return Err(ApiError::Invalid(format!(
+            "room must be 1 to {MAX_ROOM_BYTES} bytes"
+        )));
+    }
+    if p.event.is_empty() || p.event.len() > MAX_ROOM_BYTES {
+        return Err(ApiError::Invalid(format!(
+            "event must be 1 to {MAX_ROOM_BYTES} bytes"
+        )));
+    }
+    let delivered = state
+        .hub
+        .publish(Publication::event(&p.room, &p.event, p.data));
+    Ok(Json(json!({"delivered": delivered})))
 }
 
 async fn history(State(state): State<AppState>, _admin: Admin) -> Json<Value> {
@@ -168,7 +218,7 @@ async fn notify(
         message: n.message_id,
         text: Some(n.text),
     };
-    let (notification, created) = crate::tasks::deliver(&state.social, args).await?;
+    let (notification, created) = crate::tasks::deliver(&state.social, &state.hub, args).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -23,6 +23,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::domain::{AdminToken, Social};
+use crate::hub::Hub;
 use crate::queue::WorkerPool;
 use error::ApiError;
 
@@ -33,6 +34,8 @@ pub struct AppState {
     pub social: Social,
     /// The task queue's worker pool.
     pub queue: WorkerPool,
+    /// Realtime fan-out.
+    pub hub: Hub,
     /// The admin token.
     pub admin: AdminToken,
     /// Resolved settings.
