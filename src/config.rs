@@ -121,6 +121,10 @@ pub struct Limits {
     pub max_ws_message_bytes: usize,
     /// Outbound messages buffered per connection before it is dropped as too slow.
     pub outbound_queue: usize,
+    /// Interval between server heartbeats on websocket and Socket.IO connections.
+    pub ping_interval_ms: u64,
+    /// A connection that does not answer a heartbeat within this is dropped.
+    pub ping_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -136,6 +140,8 @@ impl Default for Limits {
             login_window_s: 300,
             max_ws_message_bytes: 64 * 1024,
             outbound_queue: 1024,
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 20_000,
         }
     }
 }
@@ -265,6 +271,16 @@ impl Settings {
             }
         }
         let l = &self.limits;
+        if l.ping_interval_ms < 10 || l.ping_timeout_ms < 10 {
+            return Err(ConfigError::Invalid(
+                "limits: ping_interval_ms and ping_timeout_ms must be at least 10".into(),
+            ));
+        }
+        if l.max_ws_message_bytes < 256 {
+            return Err(ConfigError::Invalid(
+                "limits: max_ws_message_bytes must be at least 256".into(),
+            ));
+        }
         if l.max_page == 0 || l.outbound_queue == 0 || l.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "limits: max_page and outbound_queue must be positive, max_body_bytes at least 1024"
