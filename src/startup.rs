@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -170,6 +171,13 @@ impl Application {
         };
 
         let app = http::router(state);
+        // Small frames (websocket events) must leave at once: with Nagle's algorithm a
+        // second event waits for the peer's delayed ACK of the first (up to 200 ms).
+        let http_listener = http_listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(http_listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let served = server.await;
