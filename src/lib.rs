@@ -9,10 +9,12 @@
 //! - [`tasks`]: what each named task does.
 //! - [`hub`]: rooms and subscribers for realtime fan-out, shared by all transports.
 //! - [`http`]: the HTTP API, the websocket and Socket.IO endpoints.
+//! - [`demo`]: the demo accounts and content of `serve --demo`.
 //! - [`startup`]: building, running and draining the whole server.
 //! - [`telemetry`]: logging and metrics.
 
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod hub;

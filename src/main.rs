@@ -46,6 +46,10 @@ struct ServeArgs {
     /// `sync` (flush before acknowledging) or `relaxed` [default: sync].
     #[arg(long, env = "LIKEWISE_DURABILITY", value_name = "MODE")]
     durability: Option<Durability>,
+    /// Also create demo users (with the passwords printed at start-up), posts,
+    /// comments and likes; a second start adds nothing twice.
+    #[arg(long)]
+    demo: bool,
 }
 
 fn env_secret(name: &str) -> Option<String> {
@@ -79,7 +83,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         admin_token: env_secret("LIKEWISE_ADMIN_TOKEN"),
         workers: args.workers,
         durability: args.durability,
-        demo: false,
+        demo: args.demo,
     };
     let settings = match config::resolve(file, overrides) {
         Ok(s) => s,

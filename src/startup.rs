@@ -87,6 +87,9 @@ impl Application {
             settings.queue.clone(),
         );
         pool.recover().await?;
+        if settings.demo {
+            crate::demo::seed_and_announce(&social).await;
+        }
         let beat = Beat::new(
             store.clone(),
             &schedules_with_builtins(&settings.schedules),

@@ -1,5 +1,5 @@
 //! The social operations: register, sign in, post, comment, like, collect, share,
-//! message, read notifications.
+//! message, read notifications; and the read-only views clients render them with.
 //!
 //! Each operation validates its input, then submits ONE change to the store's writer
 //! that writes its records together with the tasks it causes ([`effects`] is the only
@@ -7,6 +7,7 @@
 //! nothing. This module knows no HTTP and no fan-out: transports call it and render
 //! what it returns.
 
+mod directory;
 pub mod effects;
 mod messages;
 mod notifications;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::config::{Limits, QueueSettings, WebhookSettings};
 use crate::store::{self, Store};
 
+pub use directory::PostMarks;
 pub use effects::NotifyArgs;
 pub use notifications::NotificationPage;
 pub use posts::{CollectOutcome, LikeOutcome, ShareOutcome};

@@ -31,10 +31,15 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn stats(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Value>> {
+    Ok(Json(stats_snapshot(&state)?))
+}
+
+/// What `GET /api/admin/stats` answers; also the `stats` event of the admin stream.
+pub(super) fn stats_snapshot(state: &AppState) -> ApiResult<Value> {
     let queue = state.queue.queue_stats()?;
     let store = state.social.store();
     let w = store.writer_stats();
-    Ok(Json(json!({
+    Ok(json!({
         "queue": queue.depth,
         "by_name": queue.by_name,
         "workers": queue.workers,
@@ -55,7 +60,7 @@ async fn stats(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<V
             "rooms": state.hub.rooms(None).len(),
         },
         "uptime_s": state.started.elapsed().as_secs(),
-    })))
+    }))
 }
 
 fn connections(hub: &Hub) -> Value {

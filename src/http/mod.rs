@@ -1,9 +1,12 @@
 //! The HTTP transport: one axum router per feature, merged here, over one
 //! [`AppState`]. Handlers are thin: parse, call the domain or the queue, render.
+//! The demo page and the dashboard are served from files embedded in the binary.
 //! Errors use the API's JSON shape everywhere, including unknown routes, wrong
 //! methods, bodies over the limit and panics.
 
 mod admin;
+mod admin_stream;
+mod assets;
 pub mod error;
 pub mod extract;
 mod health;
@@ -59,6 +62,8 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::router())
         .merge(admin::router())
         .merge(realtime::router())
+        .merge(admin_stream::router())
+        .merge(assets::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not accept that method".into())

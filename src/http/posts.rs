@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, CurrentUser};
 use super::AppState;
 use crate::domain::{CollectOutcome, Comment, LikeOutcome, Post, ShareOutcome};
@@ -54,24 +54,41 @@ pub struct Paging {
     pub before: Option<u64>,
 }
 
+/// A `Post` with the caller's own marks added: `liked` and `collected`.
+fn post_for(state: &AppState, user: u64, post: Post) -> ApiResult<Value> {
+    let marks = state.social.post_marks(user, post.id)?;
+    let mut value = serde_json::to_value(post).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Value::Object(fields) = &mut value {
+        fields.insert("liked".into(), Value::Bool(marks.liked));
+        fields.insert("collected".into(), Value::Bool(marks.collected));
+    }
+    Ok(value)
+}
+
 async fn list_posts(
     State(state): State<AppState>,
-    _user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     ApiQuery(q): ApiQuery<Paging>,
 ) -> ApiResult<Json<Value>> {
     let limit = state.social.page_limit(q.limit)?;
     let page = state.social.posts(limit, q.before)?;
+    let posts = page
+        .items
+        .into_iter()
+        .map(|p| post_for(&state, user.id, p))
+        .collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(
-        json!({"posts": page.items, "next_before": page.next_before}),
+        json!({"posts": posts, "next_before": page.next_before}),
     ))
 }
 
 async fn get_post(
     State(state): State<AppState>,
-    _user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     ApiPath(id): ApiPath<u64>,
-) -> ApiResult<Json<Post>> {
-    Ok(Json(state.social.post(id, true)?))
+) -> ApiResult<Json<Value>> {
+    let post = state.social.post(id, true)?;
+    Ok(Json(post_for(&state, user.id, post)?))
 }
 
 #[derive(Deserialize)]
@@ -101,7 +118,7 @@ struct CommentPaging {
 
 async fn list_comments(
     State(state): State<AppState>,
-    _user: CurrentUser,
+    CurrentUser(user): CurrentUser,
     ApiPath(id): ApiPath<u64>,
     ApiQuery(q): ApiQuery<CommentPaging>,
 ) -> ApiResult<Json<Value>> {
@@ -110,6 +127,17 @@ async fn list_comments(
         some => state.social.page_limit(some)?,
     };
     let (comments, next_after) = state.social.comments(id, limit, q.after)?;
+    let mut rendered = Vec::with_capacity(comments.len());
+    for comment in comments {
+        let liked = state.social.comment_liked(user.id, comment.id)?;
+        let mut value =
+            serde_json::to_value(comment).map_err(|e| ApiError::Internal(e.to_string()))?;
+        if let Value::Object(fields) = &mut value {
+            fields.insert("liked".into(), Value::Bool(liked));
+        }
+        rendered.push(value);
+    }
+    let comments = rendered;
     Ok(Json(
         json!({"comments": comments, "next_after": next_after}),
     ))

@@ -1,19 +1,25 @@
-//! Accounts and sessions: `POST /api/users`, `POST /api/sessions`, `GET /api/me`.
+//! Accounts and sessions: `POST /api/users`, `POST /api/sessions`, `GET /api/me`;
+//! and the people directory a client renders names with: `GET /api/users`,
+//! `GET /api/users/{id}`.
 
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{extract::State, Json, Router};
 use serde::Deserialize;
 
+use serde_json::{json, Value};
+
 use super::error::ApiResult;
-use super::extract::{ApiJson, CurrentUser};
+use super::extract::{ApiJson, ApiPath, ApiQuery, CurrentUser};
+use super::posts::Paging;
 use super::AppState;
 use crate::domain::{Session, User};
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/users", post(register))
+        .route("/api/users", post(register).get(list))
+        .route("/api/users/{id}", get(one))
         .route("/api/sessions", post(login))
         .route("/api/me", get(me))
 }
@@ -41,4 +47,24 @@ async fn login(
 
 async fn me(CurrentUser(user): CurrentUser) -> Json<User> {
     Json(user)
+}
+
+async fn list(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    ApiQuery(q): ApiQuery<Paging>,
+) -> ApiResult<Json<Value>> {
+    let limit = state.social.page_limit(q.limit)?;
+    let page = state.social.users(limit, q.before)?;
+    Ok(Json(
+        json!({"users": page.items, "next_before": page.next_before}),
+    ))
+}
+
+async fn one(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    ApiPath(id): ApiPath<u64>,
+) -> ApiResult<Json<User>> {
+    Ok(Json(state.social.user(id)?))
 }

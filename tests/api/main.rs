@@ -8,3 +8,4 @@ mod durability;
 mod queue;
 mod realtime;
 mod social;
+mod web;
