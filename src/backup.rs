@@ -601,7 +601,32 @@ fn load(from: &Path, data: &Path) -> Result<Summary, Error> {
         loader.insert(&record.table, &record.key, &record.value)?;
     }
     loader.finish(data, reader.header().id_floor)?;
+    match_owner(data).map_err(io_err(
+        "cannot give the restored files to the owner of",
+        data,
+    ))?;
     Ok(reader.summary())
+}
+
+/// Gives every file under `dir` the owner and group of `dir` itself, so that a restore
+/// run by root into the service's directory leaves files the service can write.
+fn match_owner(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let want = fs::metadata(dir)?;
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        for entry in fs::read_dir(&current)? {
+            let entry = entry?;
+            let meta = entry.path().symlink_metadata()?;
+            if meta.uid() != want.uid() || meta.gid() != want.gid() {
+                std::os::unix::fs::lchown(entry.path(), Some(want.uid()), Some(want.gid()))?;
+            }
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Makes `data` an existing, empty directory, or explains why not.
@@ -760,6 +785,28 @@ mod tests {
         let mut too_big = bytes[..bytes.len() - 4].to_vec();
         too_big.extend_from_slice(&u32::MAX.to_be_bytes());
         assert!(matches!(read_all(&too_big), Err(FormatError::Corrupt(_))));
+    }
+
+    #[test]
+    fn restored_files_belong_to_the_owner_of_the_data_directory() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        if fs::metadata(dir.path()).unwrap().uid() != 0 {
+            return; // only root can hand files to another user
+        }
+        let file = dir.path().join("b.lwb");
+        fs::write(&file, sample()).unwrap();
+        let target = dir.path().join("data");
+        fs::create_dir(&target).unwrap();
+        std::os::unix::fs::chown(&target, Some(65534), Some(65534)).unwrap();
+        restore(&file, &target, false).unwrap();
+        let mut checked = 0;
+        for entry in fs::read_dir(&target).unwrap() {
+            let meta = entry.unwrap().metadata().unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+            checked += 1;
+        }
+        assert!(checked > 0);
     }
 
     #[test]
