@@ -107,8 +107,10 @@ rm -f "$log"
 
 step "the .rpm"
 rpm -qip "$rpm_file"
-rpm -qlp "$rpm_file" | tee /dev/stderr | grep -qx /usr/bin/likewise || fail "rpm lacks the binary"
-rpm -qlp "$rpm_file" | grep -qx /usr/lib/systemd/system/likewise.service || fail "rpm lacks the unit"
+rpm_files=$(rpm -qlp "$rpm_file")
+echo "$rpm_files"
+grep -qx /usr/bin/likewise <<<"$rpm_files" || fail "rpm lacks the binary"
+grep -qx /usr/lib/systemd/system/likewise.service <<<"$rpm_files" || fail "rpm lacks the unit"
 rpm -qcp "$rpm_file" | grep -qx /etc/likewise/likewise.toml || fail "rpm config file not marked"
 rpm -qp --scripts "$rpm_file" | grep -q useradd || fail "rpm lacks the user scriptlet"
 
