@@ -485,6 +485,39 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_config_file_parses_and_keeps_the_defaults_it_documents() {
+        let text = include_str!("../packaging/likewise.toml");
+        let s = resolve(FileSettings::parse(text).unwrap(), Overrides::default()).unwrap();
+        assert_eq!(s.data, PathBuf::from("/var/lib/likewise"));
+        assert!(s.http.ip().is_loopback());
+        assert!(s.resp.unwrap().ip().is_loopback());
+        assert_eq!(s.durability, Durability::Sync);
+        // Uncommenting every line must parse too: the comments show real keys.
+        let uncommented: String = text
+            .lines()
+            .map(|l| {
+                l.strip_prefix('#')
+                    .filter(|r| !r.starts_with([' ', '#']))
+                    .unwrap_or(l)
+            })
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let all = resolve(
+            FileSettings::parse(&uncommented).unwrap(),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(all.webhooks.len(), 1);
+        assert_eq!(all.schedules.len(), 1);
+        assert_eq!(
+            all.queue.max_attempts,
+            Settings::default().queue.max_attempts
+        );
+        assert_eq!(all.limits.max_page, Limits::default().max_page);
+    }
+
+    #[test]
     fn public_resp_needs_a_password() {
         let over = Overrides {
             resp: Some("0.0.0.0:6379".into()),

@@ -11,9 +11,14 @@
 //! - [`http`]: the HTTP API, the websocket and Socket.IO endpoints.
 //! - [`demo`]: the demo accounts and content of `serve --demo`.
 //! - [`startup`]: building, running and draining the whole server.
+//! - [`backup`]: the snapshot format, `likewise backup` and `likewise restore`.
+//! - [`control`]: the unix socket through which `likewise backup` reaches a running
+//!   server.
 //! - [`telemetry`]: logging and metrics.
 
+pub mod backup;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod domain;
 pub mod http;

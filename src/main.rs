@@ -1,5 +1,6 @@
 //! The `likewise` command: parses the command line, loads settings, starts logging,
-//! builds the application and runs it until SIGINT or SIGTERM.
+//! builds the application and runs it until SIGINT or SIGTERM; or takes and restores
+//! backups (the work is in `likewise::backup`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,34 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Write a consistent snapshot of a data directory to a file, also while the
+    /// server runs.
+    Backup(BackupArgs),
+    /// Restore a snapshot into a data directory (the server must be stopped).
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// Data directory to back up.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Backup file to write (replaced atomically).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// Backup file to read.
+    #[arg(long, value_name = "FILE")]
+    from: PathBuf,
+    /// Data directory to restore into; created if missing.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Replace the contents of a non-empty data directory.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -61,6 +90,47 @@ fn main() -> ExitCode {
     likewise::telemetry::init_logging();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Backup(args) => backup(args),
+        Command::Restore(args) => restore(args),
+    }
+}
+
+fn backup(args: BackupArgs) -> ExitCode {
+    match likewise::backup::backup(&args.data, &args.out) {
+        Ok((summary, mode)) => {
+            let how = match mode {
+                likewise::backup::Mode::Online => "from the running server",
+                likewise::backup::Mode::Offline => "from the stopped store",
+            };
+            println!(
+                "backup written to {} ({} records, {} bytes, {how})",
+                args.out.display(),
+                summary.records,
+                summary.bytes
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("likewise: backup failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn restore(args: RestoreArgs) -> ExitCode {
+    match likewise::backup::restore(&args.from, &args.data, args.force) {
+        Ok(summary) => {
+            println!(
+                "restored {} records into {}",
+                summary.records,
+                args.data.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("likewise: restore failed: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ScheduleSettings, Settings};
+use crate::control::ControlSocket;
 use crate::domain::{AdminToken, Social};
 use crate::http::{self, AppState};
 use crate::hub::Hub;
@@ -29,6 +30,7 @@ pub struct Application {
     http_addr: SocketAddr,
     state: AppState,
     beat: Beat,
+    control: Option<ControlSocket>,
 }
 
 /// Built-in maintenance: forget expired results every minute, unless the config
@@ -63,6 +65,18 @@ impl Application {
             tokio::task::spawn_blocking(move || Store::open(&data, durability, flush_every))
                 .await?
                 .with_context(|| format!("opening the store in {}", settings.data.display()))?;
+        // After the store is open: sled's lock means no other server owns this socket.
+        let control = match ControlSocket::bind(&settings.data) {
+            Ok(control) => Some(control),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "cannot bind the control socket in {}; online backups are unavailable",
+                    settings.data.display()
+                );
+                None
+            }
+        };
         let (admin, generated) =
             AdminToken::load_or_create(&store, settings.admin_token.as_deref())?;
         store.flush().await?;
@@ -118,6 +132,7 @@ impl Application {
             http_addr,
             state,
             beat,
+            control,
         })
     }
 
@@ -137,6 +152,7 @@ impl Application {
             http_listener,
             state,
             beat,
+            control,
             ..
         } = self;
         let social = state.social.clone();
@@ -154,6 +170,8 @@ impl Application {
         }
         let dispatcher = pool.start();
         let beat = tokio::spawn(beat.run(shutdown.clone()));
+        let control =
+            control.map(|c| tokio::spawn(c.serve(social.store().clone(), shutdown.clone())));
 
         let views = {
             let social = social.clone();
@@ -190,6 +208,9 @@ impl Application {
         let _ = dispatcher.await;
         let _ = views.await;
         let _ = beat.await;
+        if let Some(control) = control {
+            let _ = control.await;
+        }
         if let Err(e) = social.flush_views().await {
             tracing::warn!(error = %e, "writing the last views failed");
         }

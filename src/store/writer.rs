@@ -10,6 +10,11 @@
 //! A change that aborts (a stored value that does not decode) would abort its whole
 //! batch; the batch is then re-run one change at a time so that only the broken change
 //! fails.
+//!
+//! Besides changes, the writer runs *exclusive jobs* ([`super::Store::exclusive`]):
+//! the batch in progress (which holds everything submitted before the job) is
+//! committed and flushed first, then the job runs alone on this thread with no
+//! transaction open, so no write can happen while it reads. Later changes wait for it.
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,8 +80,17 @@ where
 
 type BoxedJob = Box<dyn Job>;
 
+/// A job run alone on the writer thread between two batches.
+type ExclusiveJob = Box<dyn FnOnce(&super::Frozen<'_>) + Send>;
+
+/// What the writer thread receives.
+enum Work {
+    Change(BoxedJob),
+    Exclusive(ExclusiveJob),
+}
+
 pub(super) struct Writer {
-    sender: RwLock<Option<mpsc::UnboundedSender<BoxedJob>>>,
+    sender: RwLock<Option<mpsc::UnboundedSender<Work>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<WriterStats>,
     enqueue_hook: Arc<OnceLock<Arc<Notify>>>,
@@ -123,12 +137,29 @@ impl Writer {
             out: RefCell::new(None),
             reply,
         });
-        {
-            let guard = self.sender.read().unwrap_or_else(|p| p.into_inner());
-            let sender = guard.as_ref().ok_or(Error::Closed)?;
-            sender.send(job).map_err(|_| Error::Closed)?;
-        }
+        self.send(Work::Change(job))?;
         answer.await.unwrap_or(Err(Error::Closed))
+    }
+
+    /// Queues `job` to run alone between two batches; the answer arrives on the
+    /// returned channel once it has run.
+    pub(super) fn submit_exclusive<T, F>(&self, job: F) -> Result<oneshot::Receiver<T>, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&super::Frozen<'_>) -> T + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.send(Work::Exclusive(Box::new(move |frozen| {
+            // The caller may have gone away; nothing to undo, the job only read.
+            let _ = reply.send(job(frozen));
+        })))?;
+        Ok(answer)
+    }
+
+    fn send(&self, work: Work) -> Result<(), Error> {
+        let guard = self.sender.read().unwrap_or_else(|p| p.into_inner());
+        let sender = guard.as_ref().ok_or(Error::Closed)?;
+        sender.send(work).map_err(|_| Error::Closed)
     }
 
     pub(super) fn set_enqueue_hook(&self, wake: Arc<Notify>) {
@@ -162,20 +193,32 @@ struct WriterThread {
 }
 
 impl WriterThread {
-    fn run(self, mut receiver: mpsc::UnboundedReceiver<BoxedJob>) {
+    fn run(self, mut receiver: mpsc::UnboundedReceiver<Work>) {
         let mut batch: Vec<BoxedJob> = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = receiver.blocking_recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
+            let mut exclusive = None;
+            match first {
+                Work::Change(job) => batch.push(job),
+                Work::Exclusive(job) => exclusive = Some(job),
+            }
+            while exclusive.is_none() && batch.len() < MAX_BATCH {
                 match receiver.try_recv() {
-                    Ok(job) => batch.push(job),
+                    Ok(Work::Change(job)) => batch.push(job),
+                    // Everything submitted before the job is in `batch`: commit it
+                    // first, so the job sees every write acknowledged before it.
+                    Ok(Work::Exclusive(job)) => exclusive = Some(job),
                     Err(_) => break,
                 }
             }
-            self.stats
-                .max_batch
-                .fetch_max(batch.len() as u64, Ordering::Relaxed);
-            self.commit_batch(&mut batch);
+            if !batch.is_empty() {
+                self.stats
+                    .max_batch
+                    .fetch_max(batch.len() as u64, Ordering::Relaxed);
+                self.commit_batch(&mut batch);
+            }
+            if let Some(job) = exclusive {
+                job(&super::Frozen::new(&self.db, &self.trees));
+            }
         }
         tracing::debug!("writer stopped");
     }

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod accounts;
+mod backup;
 mod durability;
 mod queue;
 mod realtime;

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Packages, end to end: builds the .deb and .rpm, installs the .deb, checks its files
+# and its system user, runs the installed binary as that user on the packaged config,
+# purges the package and checks that the data went with it; lists the .rpm; verifies
+# the systemd unit when systemd-analyze is available. Needs root (dpkg, setpriv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n--> %s\n' "$*"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || fail "run as root: the script installs and purges a package"
+
+step "tools"
+export DEBIAN_FRONTEND=noninteractive
+missing=()
+command -v dpkg-deb >/dev/null || missing+=(dpkg-dev)
+command -v rpm >/dev/null || missing+=(rpm)
+command -v curl >/dev/null || missing+=(curl)
+command -v setpriv >/dev/null || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+step "build the packages"
+mapfile -t packages < <(bash packaging/build.sh)
+deb=${packages[0]}
+rpm_file=${packages[1]}
+echo "deb: $deb ($(stat -c %s "$deb") bytes)"
+echo "rpm: $rpm_file ($(stat -c %s "$rpm_file") bytes)"
+
+step "the .deb's contents"
+dpkg-deb --contents "$deb"
+dpkg-deb --field "$deb" Package Version Depends
+dpkg-deb --ctrl-tarfile "$deb" | tar -tf - | grep -qx './conffiles' || fail "no conffiles"
+dpkg-deb --info "$deb" conffiles | grep -qx '/etc/likewise/likewise.toml' \
+  || fail "the config file is not a conffile"
+
+pid=""
+cleanup() {
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill "$pid" 2>/dev/null || true; fi
+  if dpkg -s likewise >/dev/null 2>&1; then dpkg --purge likewise >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
+
+step "install"
+if dpkg -s likewise >/dev/null 2>&1; then dpkg --purge likewise >/dev/null; fi
+dpkg -i "$deb"
+test -x /usr/bin/likewise || fail "/usr/bin/likewise missing"
+test -f /lib/systemd/system/likewise.service -o -f /usr/lib/systemd/system/likewise.service \
+  || fail "unit missing"
+test -f /etc/likewise/likewise.toml || fail "config missing"
+[ "$(stat -c '%U:%G %a' /etc/likewise/likewise.toml)" = "root:likewise 640" ] \
+  || fail "config ownership/mode: $(stat -c '%U:%G %a' /etc/likewise/likewise.toml)"
+getent passwd likewise >/dev/null || fail "no likewise user"
+IFS=: read -r _ _ uid _ _ home shell < <(getent passwd likewise)
+[ "$uid" -lt 1000 ] || fail "likewise is not a system user (uid $uid)"
+[ "$home" = /var/lib/likewise ] || fail "home is $home"
+case "$shell" in */nologin|*/false) ;; *) fail "login shell $shell" ;; esac
+[ "$(stat -c %U /var/lib/likewise)" = likewise ] || fail "/var/lib/likewise not owned by likewise"
+/usr/bin/likewise --version
+
+step "serve as the likewise user on the packaged config"
+log=$(mktemp)
+# setpriv execs in place (runuser would stay as a parent and turn SIGTERM into 143).
+setpriv --reuid=likewise --regid=likewise --init-groups -- /usr/bin/likewise serve --config /etc/likewise/likewise.toml \
+  --http 127.0.0.1:0 --resp 127.0.0.1:0 >"$log" 2>&1 &
+pid=$!
+addr=""
+for _ in $(seq 1 100); do
+  addr=$(sed -n 's/.*listening http=\([0-9.:]*\).*/\1/p' "$log" | head -n 1)
+  [ -n "$addr" ] && break
+  kill -0 "$pid" 2>/dev/null || { cat "$log"; fail "the server exited"; }
+  sleep 0.1
+done
+[ -n "$addr" ] || { cat "$log"; fail "no 'listening http=' line"; }
+curl -fsS "http://$addr/healthz" | grep -q '"ok"' || fail "/healthz"
+echo "healthz ok on $addr"
+test -S /var/lib/likewise/control.sock || fail "no control socket"
+[ "$(stat -c %a /var/lib/likewise/control.sock)" = 600 ] || fail "control socket mode"
+
+step "online backup and restore with the installed binary"
+backup_dir=$(mktemp -d)
+/usr/bin/likewise backup --data /var/lib/likewise --out "$backup_dir/likewise.backup"
+/usr/bin/likewise restore --from "$backup_dir/likewise.backup" --data "$backup_dir/restored"
+if /usr/bin/likewise restore --from "$backup_dir/likewise.backup" --data /var/lib/likewise --force; then
+  fail "restore into the running server's directory was allowed"
+fi
+rm -rf "$backup_dir"
+
+step "stop"
+kill -TERM "$pid"
+wait "$pid" || { cat "$log"; fail "the server did not stop cleanly"; }
+pid=""
+grep -q "stopped" "$log" || { cat "$log"; fail "no graceful stop"; }
+
+step "remove keeps the data, purge deletes it"
+dpkg --remove likewise
+test -d /var/lib/likewise || fail "remove deleted the data"
+test -f /etc/likewise/likewise.toml || fail "remove deleted the conffile"
+dpkg --purge likewise
+test ! -e /var/lib/likewise || fail "purge left /var/lib/likewise"
+test ! -e /etc/likewise/likewise.toml || fail "purge left the conffile"
+test ! -e /usr/bin/likewise || fail "purge left the binary"
+rm -f "$log"
+
+step "the .rpm"
+rpm -qip "$rpm_file"
+rpm_files=$(rpm -qlp "$rpm_file")
+echo "$rpm_files"
+grep -qx /usr/bin/likewise <<<"$rpm_files" || fail "rpm lacks the binary"
+grep -qx /usr/lib/systemd/system/likewise.service <<<"$rpm_files" || fail "rpm lacks the unit"
+rpm -qcp "$rpm_file" | grep -qx /etc/likewise/likewise.toml || fail "rpm config file not marked"
+rpm -qp --scripts "$rpm_file" | grep -q useradd || fail "rpm lacks the user scriptlet"
+
+step "the systemd unit"
+if command -v systemd-analyze >/dev/null; then
+  # verify checks that ExecStart exists; point a copy at the freshly built binary.
+  unit_dir=$(mktemp -d)
+  sed "s|/usr/bin/likewise|$PWD/target/release/likewise|" packaging/systemd/likewise.service \
+    >"$unit_dir/likewise.service"
+  systemd-analyze verify "$unit_dir/likewise.service" || fail "systemd-analyze verify"
+  echo "systemd-analyze verify: ok"
+  systemd-analyze security --offline=yes "$unit_dir/likewise.service" 2>/dev/null | tail -n 1 || true
+  rm -rf "$unit_dir"
+else
+  echo "systemd-analyze not available; skipped"
+fi
+
+echo
+echo "packages OK"
