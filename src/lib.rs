@@ -9,6 +9,8 @@
 //! - [`tasks`]: what each named task does.
 //! - [`hub`]: rooms and subscribers for realtime fan-out, shared by all transports.
 //! - [`http`]: the HTTP API, the websocket and Socket.IO endpoints.
+//! - [`resp`]: the Redis-protocol (RESP2/RESP3) pub/sub listener over the hub, and
+//!   the Flask-SocketIO message-queue bridge.
 //! - [`startup`]: building, running and draining the whole server.
 //! - [`telemetry`]: logging and metrics.
 
@@ -17,6 +19,7 @@ pub mod domain;
 pub mod http;
 pub mod hub;
 pub mod queue;
+pub mod resp;
 pub mod startup;
 pub mod store;
 pub mod tasks;
