@@ -6,4 +6,5 @@ mod helpers;
 mod accounts;
 mod durability;
 mod queue;
+mod resp;
 mod social;
