@@ -134,6 +134,10 @@ pub struct Limits {
     pub resp_max_query_bytes: usize,
     /// Most simultaneous RESP connections (Redis's maxclients: 10,000).
     pub resp_max_clients: usize,
+    /// Interval between server heartbeats on websocket and Socket.IO connections.
+    pub ping_interval_ms: u64,
+    /// A connection that does not answer a heartbeat within this is dropped.
+    pub ping_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -155,6 +159,8 @@ impl Default for Limits {
             resp_max_inline_bytes: 64 * 1024,
             resp_max_query_bytes: 64 * 1024 * 1024,
             resp_max_clients: 10_000,
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 20_000,
         }
     }
 }
@@ -284,6 +290,16 @@ impl Settings {
             }
         }
         let l = &self.limits;
+        if l.ping_interval_ms < 10 || l.ping_timeout_ms < 10 {
+            return Err(ConfigError::Invalid(
+                "limits: ping_interval_ms and ping_timeout_ms must be at least 10".into(),
+            ));
+        }
+        if l.max_ws_message_bytes < 256 {
+            return Err(ConfigError::Invalid(
+                "limits: max_ws_message_bytes must be at least 256".into(),
+            ));
+        }
         if l.max_page == 0 || l.outbound_queue == 0 || l.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "limits: max_page and outbound_queue must be positive, max_body_bytes at least 1024"

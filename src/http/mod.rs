@@ -10,6 +10,7 @@ mod health;
 mod messages;
 mod notifications;
 mod posts;
+mod realtime;
 mod tasks;
 mod users;
 
@@ -57,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .merge(notifications::router())
         .merge(tasks::router())
         .merge(admin::router())
+        .merge(realtime::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not accept that method".into())

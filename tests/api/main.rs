@@ -6,5 +6,6 @@ mod helpers;
 mod accounts;
 mod durability;
 mod queue;
+mod realtime;
 mod resp;
 mod social;

@@ -457,3 +457,68 @@ async fn resp_off_binds_nothing() {
     let app = crate::helpers::spawn_app().await;
     assert!(app.resp_addr.is_none());
 }
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// A `/ws` client of `token`, past its `ready` event (so it is in its user room).
+async fn websocket(app: &TestApp, token: &str) -> Ws {
+    let url = format!("ws://{}/ws?token={token}", app.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connects");
+    assert_eq!(ws_event(&mut ws).await["event"], "ready");
+    ws
+}
+
+/// The next JSON text message of a websocket.
+async fn ws_event(ws: &mut Ws) -> Value {
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("an event in time")
+            .expect("open")
+            .expect("a message");
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(&t).expect("JSON");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_resp_publish_reaches_websocket_clients_of_the_room() {
+    let app = spawn_app_with_resp(|_| {}).await;
+    let alice = app.register("alice").await;
+    let mut ws = websocket(&app, &alice.token).await;
+    let mut con = client(&app).await;
+    let room = format!("user:{}", alice.id);
+    let n: i64 = con
+        .publish(&room, r#"{"event":"x","data":{"a":1}}"#)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "the websocket client counts as a receiver");
+    assert_eq!(
+        ws_event(&mut ws).await,
+        serde_json::json!({"event": "x", "data": {"a": 1}})
+    );
+    let _: i64 = con.publish(&room, "plain text").await.unwrap();
+    assert_eq!(
+        ws_event(&mut ws).await,
+        serde_json::json!({"event": "message", "data": "plain text"})
+    );
+    // A Flask-SocketIO emit to the user's id arrives as that event.
+    let emit = serde_json::json!({
+        "method": "emit", "event": "new_notification", "data": [{"text": "hi"}],
+        "binary": false, "namespace": "/", "room": alice.id.to_string(),
+        "skip_sid": null, "callback": null, "host_id": "worker"
+    });
+    let n: i64 = con
+        .publish("flask-socketio", emit.to_string())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        ws_event(&mut ws).await,
+        serde_json::json!({"event": "new_notification", "data": {"text": "hi"}})
+    );
+}
