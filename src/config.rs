@@ -121,6 +121,19 @@ pub struct Limits {
     pub max_ws_message_bytes: usize,
     /// Outbound messages buffered per connection before it is dropped as too slow.
     pub outbound_queue: usize,
+    /// Largest RESP bulk string a client may send, in bytes (Redis: 512 MiB).
+    pub resp_max_bulk_bytes: usize,
+    /// Most elements in one RESP array a client may send (Redis: 1,048,576).
+    pub resp_max_array_len: usize,
+    /// Deepest nesting of RESP aggregates a client may send (commands are flat).
+    pub resp_max_nesting: usize,
+    /// Longest inline command line, in bytes (Redis: 64 KiB).
+    pub resp_max_inline_bytes: usize,
+    /// Most unparsed input buffered per RESP connection while a frame is
+    /// incomplete, in bytes (Redis's client-query-buffer-limit: 1 GiB).
+    pub resp_max_query_bytes: usize,
+    /// Most simultaneous RESP connections (Redis's maxclients: 10,000).
+    pub resp_max_clients: usize,
     /// Interval between server heartbeats on websocket and Socket.IO connections.
     pub ping_interval_ms: u64,
     /// A connection that does not answer a heartbeat within this is dropped.
@@ -140,6 +153,12 @@ impl Default for Limits {
             login_window_s: 300,
             max_ws_message_bytes: 64 * 1024,
             outbound_queue: 1024,
+            resp_max_bulk_bytes: 8 * 1024 * 1024,
+            resp_max_array_len: 1024 * 1024,
+            resp_max_nesting: 8,
+            resp_max_inline_bytes: 64 * 1024,
+            resp_max_query_bytes: 64 * 1024 * 1024,
+            resp_max_clients: 10_000,
             ping_interval_ms: 25_000,
             ping_timeout_ms: 20_000,
         }
@@ -284,6 +303,20 @@ impl Settings {
         if l.max_page == 0 || l.outbound_queue == 0 || l.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "limits: max_page and outbound_queue must be positive, max_body_bytes at least 1024"
+                    .into(),
+            ));
+        }
+        if l.resp_max_bulk_bytes < 1024
+            || l.resp_max_array_len < 16
+            || l.resp_max_nesting == 0
+            || l.resp_max_inline_bytes < 1024
+            || l.resp_max_query_bytes < l.resp_max_bulk_bytes
+            || l.resp_max_clients == 0
+        {
+            return Err(ConfigError::Invalid(
+                "limits: resp_max_bulk_bytes and resp_max_inline_bytes must be at least 1024, \
+                 resp_max_array_len at least 16, resp_max_nesting and resp_max_clients \
+                 positive, resp_max_query_bytes at least resp_max_bulk_bytes"
                     .into(),
             ));
         }

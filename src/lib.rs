@@ -10,6 +10,8 @@
 //! - [`hub`]: rooms and subscribers for realtime fan-out, shared by all transports.
 //! - [`http`]: the HTTP API, the websocket and Socket.IO endpoints.
 //! - [`demo`]: the demo accounts and content of `serve --demo`.
+//! - [`resp`]: the Redis-protocol (RESP2/RESP3) pub/sub listener over the hub, and
+//!   the Flask-SocketIO message-queue bridge.
 //! - [`startup`]: building, running and draining the whole server.
 //! - [`backup`]: the snapshot format, `likewise backup` and `likewise restore`.
 //! - [`control`]: the unix socket through which `likewise backup` reaches a running
@@ -24,6 +26,7 @@ pub mod domain;
 pub mod http;
 pub mod hub;
 pub mod queue;
+pub mod resp;
 pub mod startup;
 pub mod store;
 pub mod tasks;

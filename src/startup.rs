@@ -28,6 +28,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(10);
 pub struct Application {
     http_listener: TcpListener,
     http_addr: SocketAddr,
+    resp: Option<crate::resp::Listener>,
     state: AppState,
     beat: Beat,
     control: Option<ControlSocket>,
@@ -118,6 +119,22 @@ impl Application {
         let http_addr = http_listener.local_addr()?;
         tracing::info!("listening http={http_addr}");
 
+        let resp = match settings.resp {
+            Some(addr) => {
+                let listener = crate::resp::Listener::bind(
+                    addr,
+                    hub.clone(),
+                    settings.resp_password.clone(),
+                    &settings.limits,
+                )
+                .await
+                .with_context(|| format!("binding RESP to {addr}"))?;
+                tracing::info!("listening resp={}", listener.local_addr());
+                Some(listener)
+            }
+            None => None,
+        };
+
         let state = AppState {
             social,
             queue: pool,
@@ -130,6 +147,7 @@ impl Application {
         Ok(Application {
             http_listener,
             http_addr,
+            resp,
             state,
             beat,
             control,
@@ -141,6 +159,11 @@ impl Application {
         self.http_addr
     }
 
+    /// The bound RESP address; `None` when RESP is `off`.
+    pub fn resp_addr(&self) -> Option<SocketAddr> {
+        self.resp.as_ref().map(crate::resp::Listener::local_addr)
+    }
+
     /// Shared state (the store, the queue, the settings).
     pub fn state(&self) -> &AppState {
         &self.state
@@ -150,6 +173,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Application {
             http_listener,
+            resp,
             state,
             beat,
             control,
@@ -168,6 +192,7 @@ impl Application {
                 hub.close();
             });
         }
+        let resp = resp.map(|listener| tokio::spawn(listener.run(shutdown.clone())));
         let dispatcher = pool.start();
         let beat = tokio::spawn(beat.run(shutdown.clone()));
         let control =
@@ -202,6 +227,9 @@ impl Application {
         let server = axum::serve(http_listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let served = server.await;
+        if let Some(resp) = resp {
+            let _ = resp.await;
+        }
         tracing::info!("shutting down: draining tasks");
 
         pool.shutdown(DRAIN_GRACE).await;

@@ -26,6 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use glob::matches as glob_matches;
 
+/// The room for events addressed to everyone (a Flask-SocketIO emit without a
+/// room): transports that serve "everyone" join it for each connection.
+pub const BROADCAST_ROOM: &str = "broadcast";
+
 /// Which transport a subscriber speaks; for statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -589,6 +593,13 @@ impl Subscription {
             return None;
         }
         self.rx.try_recv().ok()
+    }
+
+    /// Resolves once the hub has ended this subscription (too slow, or shutting
+    /// down), without taking any delivery: lets a transport stop waiting on a
+    /// socket write that a slow client never drains.
+    pub async fn ended(&self) {
+        self.kicked.cancelled().await
     }
 
     /// Why the subscription ended, once [`Subscription::recv`] returned `None`.

@@ -18,6 +18,8 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 /// A running server.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The RESP listener's address, when the test turned it on.
+    pub resp_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     pub state: likewise::http::AppState,
     pub shutdown: CancellationToken,
@@ -39,6 +41,15 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     app
 }
 
+/// Starts a server with the RESP listener on a free loopback port, after `tweak`.
+pub async fn spawn_app_with_resp(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with(|s| {
+        s.resp = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        tweak(s);
+    })
+    .await
+}
+
 /// Starts a server on an existing data directory (kept by the caller).
 pub async fn spawn_app_in(data: &Path, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     if std::env::var_os("RUST_LOG").is_some() {
@@ -50,11 +61,13 @@ pub async fn spawn_app_in(data: &Path, tweak: impl FnOnce(&mut Settings)) -> Tes
     tweak(&mut settings);
     let app = Application::build(settings).await.expect("server builds");
     let addr = app.http_addr();
+    let resp_addr = app.resp_addr();
     let state = app.state().clone();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
         addr,
+        resp_addr,
         client: reqwest::Client::new(),
         state,
         shutdown,
@@ -75,6 +88,13 @@ pub struct TestUser {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// A `redis://` URL for the RESP listener; `query` is appended (e.g.
+    /// `?protocol=resp3`).
+    pub fn resp_url(&self, query: &str) -> String {
+        let addr = self.resp_addr.expect("RESP listener turned on");
+        format!("redis://{addr}/{query}")
     }
 
     /// Sends a request; returns the status and the JSON body (Null if none).

@@ -8,5 +8,6 @@ mod backup;
 mod durability;
 mod queue;
 mod realtime;
+mod resp;
 mod social;
 mod web;

@@ -1,0 +1,195 @@
+//! Accepting RESP connections and driving each one: frame what was read, run it
+//! through the [`Session`], add the deliveries waiting in the hub, write it all at
+//! once, then wait for more input or the next delivery.
+//!
+//! A connection ends on `QUIT`, end of stream, a framing error (answered first),
+//! a query buffer over its limit, the hub dropping it as too slow, or shutdown.
+//! At shutdown the listener stops accepting and waits for its connections, which
+//! all watch the same token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::connection::Connection;
+use super::frame::FrameLimits;
+use super::session::{Context, Flow, Session};
+use crate::config::Limits;
+use crate::hub::{Closed, Delivery, Hub};
+
+/// A bound RESP listener, not yet accepting.
+pub struct Listener {
+    listener: TcpListener,
+    addr: SocketAddr,
+    ctx: Arc<Context>,
+    max_query: usize,
+    max_clients: usize,
+}
+
+/// The frame limits of authenticated clients, from the `[limits]` settings.
+pub fn frame_limits(limits: &Limits) -> FrameLimits {
+    FrameLimits {
+        max_bulk: limits.resp_max_bulk_bytes,
+        max_array: limits.resp_max_array_len,
+        max_depth: limits.resp_max_nesting,
+        max_inline: limits.resp_max_inline_bytes,
+    }
+}
+
+impl Listener {
+    /// Binds `addr` (port 0 picks a free port).
+    pub async fn bind(
+        addr: SocketAddr,
+        hub: Hub,
+        password: Option<String>,
+        limits: &Limits,
+    ) -> std::io::Result<Listener> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let ctx = Context::new(hub, password, frame_limits(limits), addr.port());
+        Ok(Listener {
+            listener,
+            addr,
+            ctx: Arc::new(ctx),
+            max_query: limits.resp_max_query_bytes,
+            max_clients: limits.resp_max_clients,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Accepts until `shutdown`, then waits for every connection to end.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        let slots = Arc::new(Semaphore::new(self.max_clients));
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        let ctx = self.ctx.clone();
+                        let shutdown = shutdown.clone();
+                        let max_query = self.max_query;
+                        tracker.spawn(async move {
+                            let why = serve(stream, ctx, max_query, &shutdown).await;
+                            tracing::debug!(%peer, "RESP connection ended: {why}");
+                            drop(slot);
+                        });
+                    }
+                    Err(_) => {
+                        tracing::warn!(%peer, max = self.max_clients, "refusing a RESP connection: too many clients");
+                        tracker.spawn(refuse(stream));
+                    }
+                },
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a RESP connection failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    }
+                }
+            }
+        }
+        drop(self.listener);
+        tracker.close();
+        tracker.wait().await;
+    }
+}
+
+async fn refuse(mut stream: TcpStream) {
+    let _ = stream
+        .write_all(b"-ERR max number of clients reached\r\n")
+        .await;
+}
+
+enum Event {
+    Shutdown,
+    Delivery(Option<Delivery>),
+    Read(std::io::Result<usize>),
+}
+
+/// Drives one connection; returns why it ended.
+async fn serve(
+    stream: TcpStream,
+    ctx: Arc<Context>,
+    max_query: usize,
+    shutdown: &CancellationToken,
+) -> &'static str {
+    let mut conn = Connection::new(stream);
+    let mut session = Session::new(ctx);
+    loop {
+        let mut close: Option<&'static str> = None;
+        loop {
+            match conn.next_frame(&session.frame_limits()) {
+                Ok(Some(frame)) => {
+                    if session.handle(frame, conn.output()) == Flow::Close {
+                        close = Some("closed on request");
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    if conn.buffered() > max_query {
+                        session.protocol_error("query buffer limit exceeded", conn.output());
+                        close = Some("query buffer limit exceeded");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    session.protocol_error(&e.to_string(), conn.output());
+                    close = Some("protocol error");
+                    break;
+                }
+            }
+        }
+        if close.is_none() {
+            while let Some(d) = session.try_recv() {
+                session.deliver(&d, conn.output());
+            }
+        }
+        let written = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return "server shutting down",
+            _ = session.ended() => return "dropped by the hub (too slow or shutting down)",
+            r = conn.flush() => r,
+        };
+        if written.is_err() {
+            return "write failed";
+        }
+        if let Some(why) = close {
+            return why;
+        }
+        let event = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Event::Shutdown,
+            d = session.recv() => Event::Delivery(d),
+            r = conn.read() => Event::Read(r),
+        };
+        match event {
+            Event::Shutdown => return "server shutting down",
+            Event::Delivery(Some(d)) => session.deliver(&d, conn.output()),
+            Event::Delivery(None) => {
+                return match session.closed() {
+                    Some(Closed::TooSlow) => "dropped as too slow",
+                    _ => "server shutting down",
+                }
+            }
+            Event::Read(Ok(0)) => return "end of stream",
+            Event::Read(Ok(_)) => {}
+            Event::Read(Err(_)) => return "read failed",
+        }
+    }
+}
