@@ -4,6 +4,13 @@
 mod helpers;
 
 mod accounts;
+mod comments;
+mod crash;
 mod durability;
+mod errors;
+mod messages;
+mod notifications;
+mod outbox;
+mod posts;
 mod queue;
 mod social;
