@@ -7,6 +7,11 @@
 //! up and form the next batch, so under load hundreds of writes share one transaction
 //! and one fsync, and when idle a lone write pays for exactly one.
 //!
+//! A change submitted with [`Writer::submit_lazy`] does not need the flush: a batch
+//! made only of such changes is answered once committed. It becomes durable with the
+//! next flush, which covers every earlier commit, so order on disk is kept; when the
+//! writer runs out of work it flushes what such changes left, so they do not wait long.
+//!
 //! A change that aborts (a stored value that does not decode) would abort its whole
 //! batch; the batch is then re-run one change at a time so that only the broken change
 //! fails.
@@ -43,12 +48,14 @@ pub struct WriterStats {
 
 trait Job: Send {
     fn apply(&self, tx: &Tx<'_>) -> TxResult<()>;
+    fn needs_flush(&self) -> bool;
     fn finish(self: Box<Self>, outcome: Result<(), Error>);
 }
 
 struct Pending<T, F> {
     change: F,
     out: RefCell<Option<T>>,
+    flush: bool,
     reply: oneshot::Sender<Result<T, Error>>,
 }
 
@@ -61,6 +68,10 @@ where
         let value = (self.change)(tx)?;
         *self.out.borrow_mut() = Some(value);
         Ok(())
+    }
+
+    fn needs_flush(&self) -> bool {
+        self.flush
     }
 
     fn finish(self: Box<Self>, outcome: Result<(), Error>) {
@@ -117,10 +128,28 @@ impl Writer {
         T: Send + 'static,
         F: Fn(&Tx<'_>) -> TxResult<T> + Send + 'static,
     {
+        self.send(change, true).await
+    }
+
+    /// Like `submit`, but answered once committed, without waiting for a flush.
+    pub(super) async fn submit_lazy<T, F>(&self, change: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: Fn(&Tx<'_>) -> TxResult<T> + Send + 'static,
+    {
+        self.send(change, false).await
+    }
+
+    async fn send<T, F>(&self, change: F, flush: bool) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: Fn(&Tx<'_>) -> TxResult<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job: BoxedJob = Box::new(Pending {
             change,
             out: RefCell::new(None),
+            flush,
             reply,
         });
         {
@@ -164,7 +193,25 @@ struct WriterThread {
 impl WriterThread {
     fn run(self, mut receiver: mpsc::UnboundedReceiver<BoxedJob>) {
         let mut batch: Vec<BoxedJob> = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = receiver.blocking_recv() {
+        let mut unflushed = false;
+        loop {
+            let first = match receiver.try_recv() {
+                Ok(job) => job,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if unflushed {
+                        // Idle: make the lazy changes durable now, off the hot path.
+                        if let Err(e) = self.flush(true) {
+                            tracing::error!(error = %e, "flush failed");
+                        }
+                        unflushed = false;
+                    }
+                    match receiver.blocking_recv() {
+                        Some(job) => job,
+                        None => break,
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            };
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match receiver.try_recv() {
@@ -175,17 +222,19 @@ impl WriterThread {
             self.stats
                 .max_batch
                 .fetch_max(batch.len() as u64, Ordering::Relaxed);
-            self.commit_batch(&mut batch);
+            unflushed |= !self.commit_batch(&mut batch);
         }
         tracing::debug!("writer stopped");
     }
 
-    fn commit_batch(&self, batch: &mut Vec<BoxedJob>) {
+    /// Commits `batch`; returns whether it was flushed (or needed no flush).
+    fn commit_batch(&self, batch: &mut Vec<BoxedJob>) -> bool {
         let n = batch.len() as u64;
+        let must_flush = batch.iter().any(|job| job.needs_flush());
         let (outcome, enqueued) = self.transact(batch);
         let outcomes: Vec<Result<(), Error>> = match outcome {
             Ok(()) => {
-                let flushed = self.flush();
+                let flushed = self.flush(must_flush);
                 vec![flushed; batch.len()]
             }
             Err(TransactionError::Storage(e)) => vec![Err(Error::from(e)); batch.len()],
@@ -201,7 +250,7 @@ impl WriterThread {
                         TransactionError::Storage(e) => Error::from(e),
                     }));
                 }
-                let flushed = self.flush();
+                let flushed = self.flush(must_flush);
                 if any_enqueued {
                     self.wake();
                 }
@@ -211,7 +260,7 @@ impl WriterThread {
                     }
                 }
                 self.finish(batch, outcomes, n);
-                return;
+                return must_flush;
             }
             Err(TransactionError::Abort(e)) => vec![Err(e)],
         };
@@ -219,6 +268,7 @@ impl WriterThread {
             self.wake();
         }
         self.finish(batch, outcomes, n);
+        must_flush
     }
 
     fn finish(&self, batch: &mut Vec<BoxedJob>, outcomes: Vec<Result<(), Error>>, n: u64) {
@@ -249,8 +299,8 @@ impl WriterThread {
         (result, enqueued.get())
     }
 
-    fn flush(&self) -> Result<(), Error> {
-        if self.durability == Durability::Relaxed {
+    fn flush(&self, needed: bool) -> Result<(), Error> {
+        if !needed || self.durability == Durability::Relaxed {
             return Ok(());
         }
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
