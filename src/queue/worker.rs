@@ -376,9 +376,10 @@ impl WorkerPool {
                 continue;
             }
             let lease_ms = inner.settings.lease_ms;
+            // Lazy: a lease lost in a crash only means the task is leased again.
             let leased = inner
                 .store
-                .write(move |tx| {
+                .write_lazy(move |tx| {
                     let mut leased = Vec::with_capacity(due.len());
                     for (run_at, id) in &due {
                         if let Some(task) = super::lease(tx, *run_at, *id, lease_ms)? {
@@ -468,9 +469,11 @@ impl WorkerPool {
                     span.in_scope(|| tracing::warn!(error = %e.message, "task attempt failed"));
                 }
                 let policy = inner.policy.clone();
+                // Lazy: an outcome lost in a crash leaves the task started, and
+                // recovery runs it again (at least once; handlers are idempotent).
                 inner
                     .store
-                    .write(move |tx| super::finish(tx, id, attempt, &outcome, &policy))
+                    .write_lazy(move |tx| super::finish(tx, id, attempt, &outcome, &policy))
                     .await
             }
         };

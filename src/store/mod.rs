@@ -268,6 +268,20 @@ impl Store {
         answer.blocking_recv().map_err(|_| Error::Closed)
     }
 
+    /// Like [`Store::write`], but answered as soon as the change is committed, without
+    /// waiting for a flush even in sync mode. The change becomes durable with the next
+    /// flush (any later [`Store::write`] in sync mode, sled's background flush, or
+    /// [`Store::close`]), and changes reach the disk in commit order. Only for changes
+    /// whose loss in a crash is harmless, such as the queue's leases and acks:
+    /// delivery is at least once, so a lost ack means the task runs again.
+    pub async fn write_lazy<T, F>(&self, change: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: Fn(&Tx<'_>) -> TxResult<T> + Send + 'static,
+    {
+        self.inner.writer.submit_lazy(change).await
+    }
+
     /// Registers a callback run by the writer after every commit that enqueued a task.
     pub fn on_enqueue(&self, wake: Arc<tokio::sync::Notify>) {
         self.inner.writer.set_enqueue_hook(wake);

@@ -7,6 +7,11 @@
 //! up and form the next batch, so under load hundreds of writes share one transaction
 //! and one fsync, and when idle a lone write pays for exactly one.
 //!
+//! A change submitted with [`Writer::submit_lazy`] does not need the flush: a batch
+//! made only of such changes is answered once committed. It becomes durable with the
+//! next flush, which covers every earlier commit, so order on disk is kept; when the
+//! writer runs out of work it flushes what such changes left, so they do not wait long.
+//!
 //! A change that aborts (a stored value that does not decode) would abort its whole
 //! batch; the batch is then re-run one change at a time so that only the broken change
 //! fails.
@@ -48,12 +53,14 @@ pub struct WriterStats {
 
 trait Job: Send {
     fn apply(&self, tx: &Tx<'_>) -> TxResult<()>;
+    fn needs_flush(&self) -> bool;
     fn finish(self: Box<Self>, outcome: Result<(), Error>);
 }
 
 struct Pending<T, F> {
     change: F,
     out: RefCell<Option<T>>,
+    flush: bool,
     reply: oneshot::Sender<Result<T, Error>>,
 }
 
@@ -66,6 +73,10 @@ where
         let value = (self.change)(tx)?;
         *self.out.borrow_mut() = Some(value);
         Ok(())
+    }
+
+    fn needs_flush(&self) -> bool {
+        self.flush
     }
 
     fn finish(self: Box<Self>, outcome: Result<(), Error>) {
@@ -131,10 +142,28 @@ impl Writer {
         T: Send + 'static,
         F: Fn(&Tx<'_>) -> TxResult<T> + Send + 'static,
     {
+        self.submit_change(change, true).await
+    }
+
+    /// Like `submit`, but answered once committed, without waiting for a flush.
+    pub(super) async fn submit_lazy<T, F>(&self, change: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: Fn(&Tx<'_>) -> TxResult<T> + Send + 'static,
+    {
+        self.submit_change(change, false).await
+    }
+
+    async fn submit_change<T, F>(&self, change: F, flush: bool) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: Fn(&Tx<'_>) -> TxResult<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job: BoxedJob = Box::new(Pending {
             change,
             out: RefCell::new(None),
+            flush,
             reply,
         });
         self.send(Work::Change(job))?;
@@ -195,7 +224,25 @@ struct WriterThread {
 impl WriterThread {
     fn run(self, mut receiver: mpsc::UnboundedReceiver<Work>) {
         let mut batch: Vec<BoxedJob> = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = receiver.blocking_recv() {
+        let mut unflushed = false;
+        loop {
+            let first = match receiver.try_recv() {
+                Ok(work) => work,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if unflushed {
+                        // Idle: make the lazy changes durable now, off the hot path.
+                        if let Err(e) = self.flush(true) {
+                            tracing::error!(error = %e, "flush failed");
+                        }
+                        unflushed = false;
+                    }
+                    match receiver.blocking_recv() {
+                        Some(work) => work,
+                        None => break,
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            };
             let mut exclusive = None;
             match first {
                 Work::Change(job) => batch.push(job),
@@ -214,7 +261,7 @@ impl WriterThread {
                 self.stats
                     .max_batch
                     .fetch_max(batch.len() as u64, Ordering::Relaxed);
-                self.commit_batch(&mut batch);
+                unflushed |= !self.commit_batch(&mut batch);
             }
             if let Some(job) = exclusive {
                 job(&super::Frozen::new(&self.db, &self.trees));
@@ -223,12 +270,14 @@ impl WriterThread {
         tracing::debug!("writer stopped");
     }
 
-    fn commit_batch(&self, batch: &mut Vec<BoxedJob>) {
+    /// Commits `batch`; returns whether it was flushed (or needed no flush).
+    fn commit_batch(&self, batch: &mut Vec<BoxedJob>) -> bool {
         let n = batch.len() as u64;
+        let must_flush = batch.iter().any(|job| job.needs_flush());
         let (outcome, enqueued) = self.transact(batch);
         let outcomes: Vec<Result<(), Error>> = match outcome {
             Ok(()) => {
-                let flushed = self.flush();
+                let flushed = self.flush(must_flush);
                 vec![flushed; batch.len()]
             }
             Err(TransactionError::Storage(e)) => vec![Err(Error::from(e)); batch.len()],
@@ -244,7 +293,7 @@ impl WriterThread {
                         TransactionError::Storage(e) => Error::from(e),
                     }));
                 }
-                let flushed = self.flush();
+                let flushed = self.flush(must_flush);
                 if any_enqueued {
                     self.wake();
                 }
@@ -254,7 +303,7 @@ impl WriterThread {
                     }
                 }
                 self.finish(batch, outcomes, n);
-                return;
+                return must_flush;
             }
             Err(TransactionError::Abort(e)) => vec![Err(e)],
         };
@@ -262,6 +311,7 @@ impl WriterThread {
             self.wake();
         }
         self.finish(batch, outcomes, n);
+        must_flush
     }
 
     fn finish(&self, batch: &mut Vec<BoxedJob>, outcomes: Vec<Result<(), Error>>, n: u64) {
@@ -292,8 +342,8 @@ impl WriterThread {
         (result, enqueued.get())
     }
 
-    fn flush(&self) -> Result<(), Error> {
-        if self.durability == Durability::Relaxed {
+    fn flush(&self, needed: bool) -> Result<(), Error> {
+        if !needed || self.durability == Durability::Relaxed {
             return Ok(());
         }
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);

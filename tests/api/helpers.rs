@@ -15,12 +15,28 @@ use tokio_util::sync::CancellationToken;
 /// The admin token every test server uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
-/// A running server.
-pub struct TestApp {
+/// A client of a running server, in this process or not.
+pub struct Api {
     pub addr: SocketAddr,
     /// The RESP listener's address, when the test turned it on.
     pub resp_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
+}
+
+impl Api {
+    /// A client of the server listening on `addr`.
+    pub fn new(addr: SocketAddr) -> Api {
+        Api {
+            addr,
+            resp_addr: None,
+            client: reqwest::Client::new(),
+        }
+    }
+}
+
+/// A running server in this process; derefs to its [`Api`] client.
+pub struct TestApp {
+    pub api: Api,
     pub state: likewise::http::AppState,
     pub shutdown: CancellationToken,
     pub handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -66,9 +82,10 @@ pub async fn spawn_app_in(data: &Path, tweak: impl FnOnce(&mut Settings)) -> Tes
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
-        addr,
-        resp_addr,
-        client: reqwest::Client::new(),
+        api: Api {
+            resp_addr,
+            ..Api::new(addr)
+        },
         state,
         shutdown,
         handle: Some(handle),
@@ -85,7 +102,15 @@ pub struct TestUser {
     pub token: String,
 }
 
-impl TestApp {
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Api {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -207,7 +232,9 @@ impl TestApp {
         })
         .await
     }
+}
 
+impl TestApp {
     /// Stops the server gracefully and waits for it to finish.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
@@ -222,5 +249,57 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// Asserts an error answer: the status, and a body of exactly the shape
+/// `{"error":{"code","message"}}` with the given code and a non-empty message.
+pub fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(!message.is_empty(), "an error needs a message: {body}");
+    assert_eq!(
+        body.as_object().map(|o| o.len()),
+        Some(1),
+        "nothing beside \"error\": {body}"
+    );
+    assert_eq!(
+        body["error"].as_object().map(|o| o.len()),
+        Some(2),
+        "only code and message: {body}"
+    );
+}
+
+impl Api {
+    /// Every notification of `user`, newest first, walking all pages.
+    pub async fn all_notifications(&self, user: &TestUser) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut path = "/api/notifications?limit=100".to_owned();
+        loop {
+            let (status, page) = self.get(&path, &user.token).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            out.extend(page["notifications"].as_array().unwrap().iter().cloned());
+            match page["next_before"].as_u64() {
+                Some(before) => path = format!("/api/notifications?limit=100&before={before}"),
+                None => return out,
+            }
+        }
+    }
+
+    /// Waits until the queue has nothing waiting or running.
+    pub async fn settled(&self) {
+        self.eventually(Duration::from_secs(10), || async {
+            let (_, stats) = self
+                .call(Method::GET, "/api/admin/stats", Some(ADMIN_TOKEN), None)
+                .await;
+            let q = &stats["queue"];
+            let busy = ["pending", "started", "retry"]
+                .iter()
+                .map(|s| q[*s].as_u64().unwrap_or(0))
+                .sum::<u64>();
+            (busy == 0).then_some(())
+        })
+        .await
     }
 }

@@ -5,7 +5,14 @@ mod helpers;
 
 mod accounts;
 mod backup;
+mod comments;
+mod crash;
 mod durability;
+mod errors;
+mod messages;
+mod notifications;
+mod outbox;
+mod posts;
 mod queue;
 mod realtime;
 mod resp;

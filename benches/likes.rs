@@ -1,0 +1,160 @@
+//! End-to-end likes: the whole server in this process on port 0 of loopback with a
+//! temporary data directory, and `CONNECTIONS` HTTP/1.1 keep-alive connections each
+//! sending `PUT /api/posts/{id}/like` for distinct (user, post) pairs, one request at
+//! a time. Prints likes acknowledged per second, p50/p99/max latency and how many
+//! likes shared a transaction and a flush, in `sync` and then `relaxed` durability.
+//! Run with `cargo bench --bench likes`.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use likewise::config::{Durability, Settings};
+use likewise::startup::Application;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+/// Concurrent connections, one user each.
+const CONNECTIONS: usize = 64;
+/// Posts each user likes; requests = CONNECTIONS * POSTS.
+const POSTS: usize = 300;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .build()
+        .expect("client")
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Value {
+    let resp = req.send().await.expect("request");
+    assert!(resp.status().is_success(), "status {}", resp.status());
+    resp.json().await.expect("JSON answer")
+}
+
+async fn run(durability: Durability) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings::for_tests(dir.path());
+    settings.resp = None;
+    settings.durability = durability;
+    settings.workers = Settings::default().workers;
+    settings.admin_token = Some("bench-admin-token-0123456789abcdef".into());
+    let app = Application::build(settings).await.expect("server builds");
+    let base = format!("http://{}", app.http_addr());
+    let state = app.state().clone();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+
+    // Users (argon2: a few at a time) and posts.
+    let setup = client();
+    let mut tokens = Vec::with_capacity(CONNECTIONS);
+    for chunk in (0..CONNECTIONS).collect::<Vec<_>>().chunks(8) {
+        let answers = futures::future::join_all(chunk.iter().map(|i| {
+            send(
+                setup
+                    .post(format!("{base}/api/users"))
+                    .json(&json!({"name": format!("user{i}"), "password": "password123"})),
+            )
+        }))
+        .await;
+        tokens.extend(
+            answers
+                .iter()
+                .map(|a| a["token"].as_str().unwrap().to_owned()),
+        );
+    }
+    let mut posts = Vec::with_capacity(POSTS);
+    for i in 0..POSTS {
+        let post = send(
+            setup
+                .post(format!("{base}/api/posts"))
+                .bearer_auth(&tokens[i % CONNECTIONS])
+                .json(&json!({"title": format!("post {i}"), "body": "bench"})),
+        )
+        .await;
+        posts.push(post["id"].as_u64().unwrap());
+    }
+    // Let the setup's tasks drain so that they do not share the measured window.
+    while state
+        .queue
+        .queue_stats()
+        .expect("stats")
+        .depth
+        .get("pending")
+        .copied()
+        .unwrap_or(0)
+        > 0
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let stats = state.social.store().writer_stats();
+    let tx_before = stats.transactions.load(Ordering::Relaxed);
+    let flushes_before = stats.flushes.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let mut connections = Vec::with_capacity(CONNECTIONS);
+    for token in tokens {
+        let base = base.clone();
+        let posts = posts.clone();
+        connections.push(tokio::spawn(async move {
+            let client = client();
+            let mut latencies = Vec::with_capacity(posts.len());
+            for post in posts {
+                let t = Instant::now();
+                let like = send(
+                    client
+                        .put(format!("{base}/api/posts/{post}/like"))
+                        .bearer_auth(&token),
+                )
+                .await;
+                latencies.push(t.elapsed());
+                assert_eq!(like["created"], true);
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::with_capacity(CONNECTIONS * POSTS);
+    for c in connections {
+        latencies.extend(c.await.expect("connection task"));
+    }
+    let elapsed = started.elapsed();
+    let transactions = stats.transactions.load(Ordering::Relaxed) - tx_before;
+    let flushes = stats.flushes.load(Ordering::Relaxed) - flushes_before;
+
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let n = latencies.len();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "likes/{:<7} {n} likes over {CONNECTIONS} connections in {:.2} s: {:.0} likes/s; \
+         latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+         {transactions} transactions and {flushes} flushes during the run (workers included)",
+        format!("{durability:?}").to_lowercase(),
+        elapsed.as_secs_f64(),
+        n as f64 / elapsed.as_secs_f64(),
+        ms(pct(0.50)),
+        ms(pct(0.99)),
+        ms(*latencies.last().unwrap()),
+    );
+
+    shutdown.cancel();
+    server
+        .await
+        .expect("server task")
+        .expect("server stops cleanly");
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument selects one mode.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for (name, durability) in [("sync", Durability::Sync), ("relaxed", Durability::Relaxed)] {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        rt.block_on(run(durability));
+    }
+}
