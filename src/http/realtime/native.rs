@@ -3,7 +3,8 @@
 //! Server → client: `{"event": NAME, "data": ...}`; first `ready`, then (with
 //! `?since=N`) every stored notification newer than N, oldest first, then live
 //! events. Client → server: `subscribe`, `unsubscribe`, `ping` ops. The user is
-//! always in `user:{id}` and may not join another user's room.
+//! always in `user:{id}` and in the `broadcast` room (events for everyone), and may
+//! not join another user's room.
 //!
 //! Resuming without a gap or a duplicate: the subscription to `user:{id}` is made
 //! BEFORE the store is read for the replay, so a notification committed during the
@@ -28,7 +29,7 @@ use super::{
 };
 use crate::http::error::ApiError;
 use crate::http::AppState;
-use crate::hub::{Delivery, Transport};
+use crate::hub::{Delivery, Transport, BROADCAST_ROOM};
 
 /// Longest room name a client may join.
 pub(crate) const MAX_ROOM_BYTES: usize = 128;
@@ -173,6 +174,7 @@ impl Session for NativeSession {
     fn start(&mut self, ctx: &mut Ctx<'_>) -> Vec<Out> {
         let sub = ctx.hub.subscribe(Transport::Ws);
         sub.join(&format!("user:{}", self.user));
+        sub.join(BROADCAST_ROOM);
         *ctx.sub = Some(sub);
         let mut out = vec![event("ready", json!({"user_id": self.user}))];
         if let Some(since) = self.since {

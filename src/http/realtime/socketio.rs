@@ -27,7 +27,7 @@ use super::{
 use crate::domain::new_token;
 use crate::http::error::ApiError;
 use crate::http::AppState;
-use crate::hub::{Delivery, Transport};
+use crate::hub::{Delivery, Transport, BROADCAST_ROOM};
 
 /// `GET /socket.io/?EIO=4&transport=websocket`.
 pub(crate) async fn upgrade(State(state): State<AppState>, mut parts: Parts) -> Response {
@@ -206,6 +206,7 @@ impl SocketIoSession {
         self.user = Some(user);
         let sub = ctx.hub.subscribe(Transport::SocketIo);
         sub.join(&format!("user:{user}"));
+        sub.join(BROADCAST_ROOM);
         *ctx.sub = Some(sub);
         let mut out = vec![text(format!("40{}", json!({"sid": self.sid})))];
         if let Some(since) = since {
