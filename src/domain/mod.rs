@@ -309,6 +309,16 @@ where
     store.write(change).await?
 }
 
+/// [`commit`] through [`Store::write_lazy`]: answered once committed, without
+/// waiting for a flush. Only for changes a re-run of their task can redo.
+pub(crate) async fn commit_lazy<T, F>(store: &Store, change: F) -> DomainResult<T>
+where
+    T: Send + 'static,
+    F: Fn(&store::Tx<'_>) -> store::TxResult<DomainResult<T>> + Send + 'static,
+{
+    store.write_lazy(change).await?
+}
+
 /// Slices one more than a page into a page and its cursor.
 pub(crate) fn into_page<T>(mut items: Vec<T>, limit: usize, id: impl Fn(&T) -> u64) -> Page<T> {
     let next_before = if items.len() > limit {

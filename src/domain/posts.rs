@@ -5,8 +5,8 @@ use std::ops::Bound;
 use serde::Serialize;
 
 use super::{
-    check_text, commit, effects, into_page, Comment, DomainError, DomainResult, Page, Post, Social,
-    Timestamp,
+    check_text, commit, commit_lazy, effects, into_page, Comment, DomainError, DomainResult, Page,
+    Post, Social, Timestamp,
 };
 
 /// Answer of a like or unlike.
@@ -349,6 +349,10 @@ impl Social {
     }
 
     /// Recounts a post from its indexes; returns the post if a count changed.
+    ///
+    /// Counts are derived data, so the write does not wait for a flush: if a crash
+    /// loses it, the task's acknowledgement (committed after it) is lost too and the
+    /// recount runs again.
     pub async fn recount_post(&self, post_id: u64) -> DomainResult<Option<Post>> {
         let t = self.store().tables();
         let prefix = post_id.to_be_bytes();
@@ -356,7 +360,7 @@ impl Social {
         let collects = t.post_collects.count_prefix(&prefix)?;
         let comments = t.post_comments.count_prefix(&prefix)?;
         let shares = t.post_shares.count_prefix(&prefix)?;
-        commit(self.store(), move |tx| {
+        commit_lazy(self.store(), move |tx| {
             let t = tx.t();
             let Some(mut post) = tx.get(&t.posts, &post_id)? else {
                 return Ok(Ok(None));
@@ -391,7 +395,7 @@ impl Social {
             .tables()
             .comment_likes
             .count_prefix(&comment_id.to_be_bytes())?;
-        commit(self.store(), move |tx| {
+        commit_lazy(self.store(), move |tx| {
             let t = tx.t();
             let Some(mut comment) = tx.get(&t.comments, &comment_id)? else {
                 return Ok(Ok(None));

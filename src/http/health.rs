@@ -34,6 +34,11 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     let p = state.queue.stats();
     metrics::gauge!("likewise_workers_busy").set(p.busy.load(Ordering::Relaxed) as f64);
     metrics::gauge!("likewise_workers").set(state.queue.workers() as f64);
+    // Hub counters are plain atomics on the publish path; exported here.
+    let h = state.hub.stats();
+    metrics::gauge!("likewise_hub_published").set(h.published.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("likewise_hub_delivered").set(h.delivered.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("likewise_hub_dropped_slow").set(h.dropped_slow.load(Ordering::Relaxed) as f64);
     let body = state.metrics.render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

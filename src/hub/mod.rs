@@ -347,7 +347,6 @@ impl Hub {
         let s = &self.inner.stats;
         s.published.fetch_add(1, Ordering::Relaxed);
         s.delivered.fetch_add(delivered as u64, Ordering::Relaxed);
-        metrics::counter!("likewise_hub_published_total").increment(1);
         delivered
     }
 

@@ -400,8 +400,7 @@ impl WorkerPool {
             for (task, permit) in leased.into_iter().zip(permits) {
                 let pool = self.clone();
                 inner.running.spawn(async move {
-                    let _permit = permit;
-                    pool.run_attempt(task).await;
+                    pool.run_attempt(task, permit).await;
                 });
             }
         }
@@ -427,7 +426,10 @@ impl WorkerPool {
         }
     }
 
-    async fn run_attempt(&self, task: TaskRecord) {
+    /// Runs one attempt and records its outcome. The worker slot (`permit`) is given
+    /// back as soon as the handler returns: recording the outcome is a write the next
+    /// task need not wait for (the attempt stays tracked until it is recorded).
+    async fn run_attempt(&self, task: TaskRecord, permit: tokio::sync::OwnedSemaphorePermit) {
         let inner = &self.inner;
         let span = tracing::info_span!("task", task_id = task.id, name = %task.name, attempt = task.attempts);
         let cancel = inner.hard_stop.child_token();
@@ -446,6 +448,7 @@ impl WorkerPool {
         };
         let outcome = self.execute(ctx).instrument(span.clone()).await;
         inner.stats.busy.fetch_sub(1, Ordering::Relaxed);
+        drop(permit);
         inner
             .cancels
             .lock()

@@ -277,6 +277,19 @@ impl WriterThread {
         let (outcome, enqueued) = self.transact(batch);
         let outcomes: Vec<Result<(), Error>> = match outcome {
             Ok(()) => {
+                // Lazy changes are answered as soon as they are committed: they never
+                // wait for the fsync that the batch's other changes need.
+                if must_flush {
+                    let mut waiting = Vec::with_capacity(batch.len());
+                    for job in batch.drain(..) {
+                        if job.needs_flush() {
+                            waiting.push(job);
+                        } else {
+                            job.finish(Ok(()));
+                        }
+                    }
+                    *batch = waiting;
+                }
                 let flushed = self.flush(must_flush);
                 vec![flushed; batch.len()]
             }
