@@ -64,6 +64,28 @@ impl Connection {
         &mut self.output
     }
 
+    /// Writes what the socket takes without waiting; `Ok(true)` when nothing is
+    /// left pending. The common case (a reply that fits the socket buffer) then
+    /// costs one `write` and no wakeup registration.
+    pub fn try_flush(&mut self) -> std::io::Result<bool> {
+        while !self.output.is_empty() {
+            match self.stream.try_write(&self.output) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                // All of it: keep the buffer's capacity for the next replies.
+                Ok(n) if n == self.output.len() => self.output.clear(),
+                Ok(n) => {
+                    let _ = self.output.split_to(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        if self.output.capacity() > MAX_IDLE_OUTPUT {
+            self.output = BytesMut::with_capacity(READ_CHUNK);
+        }
+        Ok(true)
+    }
+
     /// Writes every pending reply.
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.output.is_empty() {

@@ -160,14 +160,22 @@ async fn serve(
                 session.deliver(&d, conn.output());
             }
         }
-        let written = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return "server shutting down",
-            _ = session.ended() => return "dropped by the hub (too slow or shutting down)",
-            r = conn.flush() => r,
-        };
-        if written.is_err() {
-            return "write failed";
+        match conn.try_flush() {
+            Ok(true) => {}
+            Ok(false) => {
+                // The client is not reading: wait for it, but not past a shutdown or
+                // the hub dropping this subscriber.
+                let written = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return "server shutting down",
+                    _ = session.ended() => return "dropped by the hub (too slow or shutting down)",
+                    r = conn.flush() => r,
+                };
+                if written.is_err() {
+                    return "write failed";
+                }
+            }
+            Err(_) => return "write failed",
         }
         if let Some(why) = close {
             return why;

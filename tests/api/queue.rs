@@ -112,7 +112,9 @@ async fn webhook_task(app: &TestApp) -> Value {
 #[tokio::test]
 async fn a_webhook_that_fails_twice_succeeds_on_the_third_attempt_with_growing_gaps() {
     let (url, mut rx) = receiver(Behaviour::FailFirst(2)).await;
-    let app = spawn_app_with(hooked(&url, 5, 100)).await;
+    // A base of 300 ms keeps the jittered gaps (225-300 ms, then 450-600 ms) apart
+    // by far more than scheduling noise on a loaded machine.
+    let app = spawn_app_with(hooked(&url, 5, 300)).await;
     like_once(&app).await;
 
     let first = next(&mut rx).await;
@@ -121,7 +123,7 @@ async fn a_webhook_that_fails_twice_succeeds_on_the_third_attempt_with_growing_g
     let gap1 = second.at - first.at;
     let gap2 = third.at - second.at;
     assert!(
-        gap1 >= Duration::from_millis(70),
+        gap1 >= Duration::from_millis(220),
         "first retry waits ~base: {gap1:?}"
     );
     assert!(gap2 > gap1, "backoff grows: {gap1:?} then {gap2:?}");
