@@ -472,6 +472,23 @@ fn truncate_reason(reason: &str) -> &str {
     &reason[..end]
 }
 
+/// Subscribes a newly authenticated connection to the rooms it is always in: its
+/// user's own room and the broadcast room.
+pub(crate) fn subscribe_user(ctx: &mut Ctx<'_>, transport: crate::hub::Transport, user: u64) {
+    let sub = ctx.hub.subscribe(transport);
+    sub.join(&format!("user:{user}"));
+    sub.join(crate::hub::BROADCAST_ROOM);
+    *ctx.sub = Some(sub);
+}
+
+/// Whether a live delivery still has to be sent: a notification the replay already
+/// sent (id up to `replayed_up_to`) is skipped.
+pub(crate) fn not_replayed(d: &Delivery, replayed_up_to: u64) -> bool {
+    d.publication
+        .notification_id()
+        .is_none_or(|id| id > replayed_up_to)
+}
+
 /// Replays the user's notifications newer than `since`, oldest first, as frames
 /// rendered by `render`; returns the frames and the highest id replayed.
 pub(crate) fn replay(

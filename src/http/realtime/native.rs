@@ -25,11 +25,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    accept, check_origin, close, replay, token_user, upgrade_query, Ctx, Out, Session, Timing,
+    accept, check_origin, close, not_replayed, replay, subscribe_user, token_user, upgrade_query,
+    Ctx, Out, Session, Timing,
 };
 use crate::http::error::ApiError;
 use crate::http::AppState;
-use crate::hub::{Delivery, Transport, BROADCAST_ROOM};
+use crate::hub::{Delivery, Transport};
 
 /// Longest room name a client may join.
 pub(crate) const MAX_ROOM_BYTES: usize = 128;
@@ -172,10 +173,7 @@ impl NativeSession {
 
 impl Session for NativeSession {
     fn start(&mut self, ctx: &mut Ctx<'_>) -> Vec<Out> {
-        let sub = ctx.hub.subscribe(Transport::Ws);
-        sub.join(&format!("user:{}", self.user));
-        sub.join(BROADCAST_ROOM);
-        *ctx.sub = Some(sub);
+        subscribe_user(ctx, Transport::Ws, self.user);
         let mut out = vec![event("ready", json!({"user_id": self.user}))];
         if let Some(since) = self.since {
             let (frames, last) = replay(ctx.social, self.user, since, |n| {
@@ -198,13 +196,7 @@ impl Session for NativeSession {
     }
 
     fn on_delivery(&mut self, d: &Delivery) -> Option<Bytes> {
-        if d.publication
-            .notification_id()
-            .is_some_and(|id| id <= self.replayed_up_to)
-        {
-            return None;
-        }
-        Some(d.publication.ws_frame().clone())
+        not_replayed(d, self.replayed_up_to).then(|| d.publication.ws_frame().clone())
     }
 
     fn on_tick(&mut self, now: Instant, last_seen: Instant) -> Vec<Out> {

@@ -22,12 +22,13 @@ use serde_json::{json, Value};
 
 use super::native::{room_allowed, MAX_ROOMS};
 use super::{
-    accept, check_origin, close, replay, token_user, upgrade_query, Ctx, Out, Session, Timing,
+    accept, check_origin, close, not_replayed, replay, subscribe_user, token_user, upgrade_query,
+    Ctx, Out, Session, Timing,
 };
 use crate::domain::new_token;
 use crate::http::error::ApiError;
 use crate::http::AppState;
-use crate::hub::{Delivery, Transport, BROADCAST_ROOM};
+use crate::hub::{Delivery, Transport};
 
 /// `GET /socket.io/?EIO=4&transport=websocket`.
 pub(crate) async fn upgrade(State(state): State<AppState>, mut parts: Parts) -> Response {
@@ -204,10 +205,7 @@ impl SocketIoSession {
             .and_then(Value::as_u64)
             .or(self.query_since);
         self.user = Some(user);
-        let sub = ctx.hub.subscribe(Transport::SocketIo);
-        sub.join(&format!("user:{user}"));
-        sub.join(BROADCAST_ROOM);
-        *ctx.sub = Some(sub);
+        subscribe_user(ctx, Transport::SocketIo, user);
         let mut out = vec![text(format!("40{}", json!({"sid": self.sid})))];
         if let Some(since) = since {
             let (frames, last) = replay(ctx.social, user, since, |n| {
@@ -319,13 +317,7 @@ impl Session for SocketIoSession {
     }
 
     fn on_delivery(&mut self, d: &Delivery) -> Option<Bytes> {
-        if d.publication
-            .notification_id()
-            .is_some_and(|id| id <= self.replayed_up_to)
-        {
-            return None;
-        }
-        Some(d.publication.socketio_frame().clone())
+        not_replayed(d, self.replayed_up_to).then(|| d.publication.socketio_frame().clone())
     }
 
     fn on_tick(&mut self, now: Instant, _last_seen: Instant) -> Vec<Out> {
