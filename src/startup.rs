@@ -183,10 +183,6 @@ impl Application {
         let pool = state.queue.clone();
         let hub = state.hub.clone();
         {
-            let hub = hub.clone();
-            tokio::spawn(async move { hub.run_in_order().await });
-        }
-        {
             // Realtime sessions end (with a close frame) as soon as shutdown starts;
             // axum's graceful shutdown waits for them.
             let hub = hub.clone();

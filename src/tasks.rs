@@ -53,9 +53,8 @@ fn task_error(e: DomainError) -> TaskError {
 /// pushes it to `user:{receiver}` as `new_notification`. Used by the `notify` task
 /// and the admin API.
 ///
-/// The push is queued by the store's writer thread right after the commit is durable,
-/// in commit order, and the hub publishes that queue in order, so every receiver
-/// gets its notifications in id order: a client
+/// The push happens on the store's writer thread right after the commit is durable,
+/// in commit order, so every receiver gets its notifications in id order: a client
 /// that resumes with `since` = the highest id it saw misses nothing. A re-run finds
 /// the stored notification and pushes nothing, so no client sees it twice; if the
 /// process died between the commit and the push, clients that reconnect with
@@ -71,14 +70,11 @@ pub async fn deliver(
         .await
 }
 
-/// Queues a stored notification for its receiver's room, after every one queued
-/// before it.
+/// Pushes a stored notification to its receiver's room.
 pub fn publish_notification(hub: &Hub, n: &Notification) {
     let data = serde_json::to_value(n).unwrap_or(serde_json::Value::Null);
     let room = format!("user:{}", n.receiver_id);
-    hub.publish_in_order(
-        Publication::event(&room, "new_notification", data).with_notification_id(n.id),
-    );
+    hub.publish(Publication::event(&room, "new_notification", data).with_notification_id(n.id));
 }
 
 /// Hex HMAC-SHA256 of `body` keyed with `secret`: the `X-Likewise-Signature` header.

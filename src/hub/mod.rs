@@ -246,18 +246,13 @@ struct HubInner {
     closing: CancellationToken,
     stats: HubStats,
     connections: [AtomicU64; 3],
-    ordered: mpsc::UnboundedSender<Publication>,
-    ordered_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Publication>>>,
 }
 
 impl Hub {
     /// A hub whose subscribers may each have `queue_len` deliveries waiting.
     pub fn new(queue_len: usize) -> Hub {
-        let (ordered, ordered_rx) = mpsc::unbounded_channel();
         Hub {
             inner: Arc::new(HubInner {
-                ordered,
-                ordered_rx: std::sync::Mutex::new(Some(ordered_rx)),
                 registry: RwLock::new(Registry::default()),
                 next_id: AtomicU64::new(1),
                 queue_len: queue_len.max(1),
@@ -305,38 +300,6 @@ impl Hub {
             rx,
             kicked,
             closed: None,
-        }
-    }
-
-    /// Queues `publication` to be published after every publication queued before
-    /// it, from any thread, without blocking: the order of calls is the order in
-    /// which subscribers receive them. [`Hub::run_in_order`] does the publishing.
-    pub fn publish_in_order(&self, publication: Publication) {
-        // Fails only once the hub's publishing task has ended (shutdown).
-        let _ = self.inner.ordered.send(publication);
-    }
-
-    /// Publishes what [`Hub::publish_in_order`] queued, in order, until the hub
-    /// closes. Run it once, as a task of the runtime (so that waking subscribers
-    /// stays on the runtime's own queues).
-    pub async fn run_in_order(&self) {
-        let Some(mut rx) = self
-            .inner
-            .ordered_rx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        else {
-            return;
-        };
-        loop {
-            tokio::select! {
-                p = rx.recv() => match p {
-                    Some(p) => { self.publish(p); }
-                    None => return,
-                },
-                _ = self.inner.closing.cancelled() => return,
-            }
         }
     }
 
@@ -718,34 +681,6 @@ mod tests {
         let p = Publication::event_args("r", "e", vec![1.into(), 2.into()]);
         assert_eq!(p.socketio_frame().as_ref(), br#"42["e",1,2]"#);
         assert_eq!(p.as_event().data(), serde_json::json!([1, 2]));
-    }
-
-    #[tokio::test]
-    async fn publications_queued_from_other_threads_arrive_in_queue_order() {
-        let hub = Hub::new(4096);
-        let mut s = hub.subscribe(Transport::Ws);
-        s.join("user:1");
-        let runner = {
-            let hub = hub.clone();
-            tokio::spawn(async move { hub.run_in_order().await })
-        };
-        let queuer = {
-            let hub = hub.clone();
-            std::thread::spawn(move || {
-                for i in 0..1000u64 {
-                    hub.publish_in_order(
-                        Publication::event("user:1", "n", Value::Null).with_notification_id(i),
-                    );
-                }
-            })
-        };
-        for i in 0..1000u64 {
-            let d = s.recv().await.unwrap();
-            assert_eq!(d.publication.notification_id(), Some(i));
-        }
-        queuer.join().unwrap();
-        hub.close();
-        runner.await.unwrap();
     }
 
     #[tokio::test]
