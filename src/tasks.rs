@@ -53,19 +53,21 @@ fn task_error(e: DomainError) -> TaskError {
 /// pushes it to `user:{receiver}` as `new_notification`. Used by the `notify` task
 /// and the admin API.
 ///
-/// A re-run finds the stored notification and pushes nothing, so no client sees it
-/// twice; if the process died between the commit and the push, clients that
-/// reconnect with `since` get it from the store.
+/// The push happens on the store's writer thread right after the commit is durable,
+/// in commit order, so every receiver gets its notifications in id order: a client
+/// that resumes with `since` = the highest id it saw misses nothing. A re-run finds
+/// the stored notification and pushes nothing, so no client sees it twice; if the
+/// process died between the commit and the push, clients that reconnect with
+/// `since` get it from the store.
 pub async fn deliver(
     social: &Social,
     hub: &Hub,
     args: NotifyArgs,
 ) -> Result<(Notification, bool), DomainError> {
-    let (notification, created) = social.deliver_notification(args).await?;
-    if created {
-        publish_notification(hub, &notification);
-    }
-    Ok((notification, created))
+    let hub = hub.clone();
+    social
+        .deliver_notification(args, move |n| publish_notification(&hub, n))
+        .await
 }
 
 /// Pushes a stored notification to its receiver's room.

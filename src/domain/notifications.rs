@@ -52,9 +52,14 @@ impl Social {
     /// Stores the notification for `args` unless one with its key exists. Returns
     /// the notification and whether it was created by this call. Idempotent: a
     /// re-run after a crash returns the first one.
+    ///
+    /// `on_created` runs once the new notification is durable, in commit order
+    /// (so in id order), before this returns; it is not run when the notification
+    /// already existed.
     pub async fn deliver_notification(
         &self,
         args: NotifyArgs,
+        on_created: impl FnOnce(&Notification) + Send + 'static,
     ) -> DomainResult<(Notification, bool)> {
         if self.store().tables().users.get(&args.receiver)?.is_none() {
             return Err(DomainError::NotFound("user"));
@@ -62,7 +67,12 @@ impl Social {
         let text = self.compose_text(&args)?;
         let hooks = self.inner.webhooks.clone();
         let max_attempts = self.max_attempts();
-        commit(self.store(), move |tx| {
+        let after = move |r: &DomainResult<(Notification, bool)>| {
+            if let Ok((n, true)) = r {
+                on_created(n);
+            }
+        };
+        let change = move |tx: &crate::store::Tx<'_>| {
             let t = tx.t();
             let key = format!("notified:{}", args.key);
             if let Some(id) = tx.get(&t.effects, &key)? {
@@ -91,8 +101,8 @@ impl Social {
             tx.insert(&t.effects, &key, &n.id)?;
             super::effects::notification_created(tx, &n, &hooks, max_attempts)?;
             Ok(Ok((n, true)))
-        })
-        .await
+        };
+        self.store().write_then(change, after).await?
     }
 
     /// The user's unread count.

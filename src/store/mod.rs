@@ -268,6 +268,20 @@ impl Store {
         answer.blocking_recv().map_err(|_| Error::Closed)
     }
 
+    /// Like [`Store::write`], and runs `after` on the result once the change is
+    /// durable: on the writer thread, in commit order, before the caller is answered.
+    /// For effects whose order must follow the commit order (pushing notifications:
+    /// a client resuming after the highest id it saw must not miss a lower one
+    /// pushed later). `after` must be quick and must not block.
+    pub async fn write_then<T, F, A>(&self, change: F, after: A) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: Fn(&Tx<'_>) -> TxResult<T> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
+        self.inner.writer.submit_then(change, Box::new(after)).await
+    }
+
     /// Like [`Store::write`], but answered as soon as the change is committed, without
     /// waiting for a flush even in sync mode. The change becomes durable with the next
     /// flush (any later [`Store::write`] in sync mode, sled's background flush, or

@@ -57,10 +57,14 @@ trait Job: Send {
     fn finish(self: Box<Self>, outcome: Result<(), Error>);
 }
 
+/// Runs on the writer thread once a change is durable, before its caller is answered.
+pub(super) type AfterCommit<T> = Box<dyn FnOnce(&T) + Send>;
+
 struct Pending<T, F> {
     change: F,
     out: RefCell<Option<T>>,
     flush: bool,
+    after: Option<AfterCommit<T>>,
     reply: oneshot::Sender<Result<T, Error>>,
 }
 
@@ -84,6 +88,10 @@ where
             Ok(()) => self.out.into_inner().ok_or(Error::Closed),
             Err(e) => Err(e),
         };
+        // Jobs finish in commit order, so hooks run in commit order too.
+        if let (Ok(value), Some(after)) = (&result, self.after) {
+            after(value);
+        }
         // The caller may have gone away (client disconnected); the write stands.
         let _ = self.reply.send(result);
     }
@@ -142,7 +150,21 @@ impl Writer {
         T: Send + 'static,
         F: Fn(&Tx<'_>) -> TxResult<T> + Send + 'static,
     {
-        self.submit_change(change, true).await
+        self.submit_change(change, true, None).await
+    }
+
+    /// Like `submit`, and runs `after` on the result once it is durable, on the
+    /// writer thread, in commit order, before the caller is answered.
+    pub(super) async fn submit_then<T, F>(
+        &self,
+        change: F,
+        after: AfterCommit<T>,
+    ) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: Fn(&Tx<'_>) -> TxResult<T> + Send + 'static,
+    {
+        self.submit_change(change, true, Some(after)).await
     }
 
     /// Like `submit`, but answered once committed, without waiting for a flush.
@@ -151,10 +173,15 @@ impl Writer {
         T: Send + 'static,
         F: Fn(&Tx<'_>) -> TxResult<T> + Send + 'static,
     {
-        self.submit_change(change, false).await
+        self.submit_change(change, false, None).await
     }
 
-    async fn submit_change<T, F>(&self, change: F, flush: bool) -> Result<T, Error>
+    async fn submit_change<T, F>(
+        &self,
+        change: F,
+        flush: bool,
+        after: Option<AfterCommit<T>>,
+    ) -> Result<T, Error>
     where
         T: Send + 'static,
         F: Fn(&Tx<'_>) -> TxResult<T> + Send + 'static,
@@ -164,6 +191,7 @@ impl Writer {
             change,
             out: RefCell::new(None),
             flush,
+            after,
             reply,
         });
         self.send(Work::Change(job))?;

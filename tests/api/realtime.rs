@@ -316,7 +316,8 @@ async fn a_slow_consumer_is_disconnected_without_blocking_the_publisher() {
 }
 
 #[tokio::test]
-async fn resuming_with_since_replays_in_order_without_gap_or_duplicate() {
+async fn resuming_with_since_replays_in_order_without_gap_or_duplicate_and_live_ones_follow_in_id_order(
+) {
     let app = spawn_app().await;
     let author = app.register("author").await;
     let mut posts = Vec::new();
@@ -331,12 +332,14 @@ async fn resuming_with_since_replays_in_order_without_gap_or_duplicate() {
     let like_all = |fans: Vec<TestUser>, posts: Vec<u64>| {
         let app = &app;
         async move {
-            for fan in &fans {
-                for p in &posts {
+            // All at once: many notify tasks for one receiver run concurrently.
+            let likes = fans.iter().flat_map(|fan| {
+                posts.iter().map(move |p| async move {
                     let (s, _) = app.put(&format!("/api/posts/{p}/like"), &fan.token).await;
                     assert_eq!(s, StatusCode::OK);
-                }
-            }
+                })
+            });
+            futures::future::join_all(likes).await;
         }
     };
     like_all(fans[..2].to_vec(), posts.clone()).await;
@@ -363,6 +366,10 @@ async fn resuming_with_since_replays_in_order_without_gap_or_duplicate() {
         like_all(fans[2..].to_vec(), posts.clone())
     );
 
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "pushed in id order, so resuming after the highest id misses nothing: {ids:?}"
+    );
     let mut unique = ids.clone();
     unique.sort_unstable();
     unique.dedup();
