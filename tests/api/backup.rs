@@ -152,7 +152,17 @@ async fn a_backup_taken_while_serving_restores_users_posts_likes_notifications_a
 
     // Stopped: an offline backup works, and --force replaces the directory.
     let offline = dir.path().join("offline.backup");
-    let out = likewise(&["backup", "--data", path(&restored), "--out", path(&offline)]).await;
+    // The stopped server's last tasks may still hold the store for a moment after
+    // `stop` returns; poll until the directory is free (bounded).
+    let mut attempts = 0;
+    let out = loop {
+        let out = likewise(&["backup", "--data", path(&restored), "--out", path(&offline)]).await;
+        attempts += 1;
+        if out.status.success() || attempts == 50 {
+            break out;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("from the stopped store"),

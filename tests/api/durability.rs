@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::helpers::{spawn_app, spawn_app_in};
+use crate::helpers::{spawn_app_in, spawn_app_with};
 
 #[tokio::test]
 async fn a_burst_of_concurrent_likes_shares_few_transactions_and_flushes() {
-    let app = spawn_app().await;
+    // One worker: its own (unflushed) lease and ack writes must not crowd the burst
+    // into many small batches on a loaded machine.
+    let app = spawn_app_with(|s| s.workers = 1).await;
     let author = app.register("author").await;
     let post = app.create_post(&author, "Popular").await;
     let mut likers = Vec::new();
