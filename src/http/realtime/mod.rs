@@ -15,9 +15,8 @@ pub(crate) mod socketio;
 
 use std::time::{Duration, Instant};
 
-use axum::extract::Query;
+use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -127,7 +126,7 @@ pub(crate) struct UpgradeQuery {
 }
 
 /// Refuses an upgrade whose `Origin` is not on the allow-list (when one is set).
-pub(crate) fn check_origin(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
+fn check_origin(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
     let allowed = &state.settings.allowed_origins;
     if allowed.is_empty() {
         return Ok(());
@@ -163,18 +162,29 @@ pub(crate) fn token_user(
 }
 
 /// Extracts the query of an upgrade request in the API's error shape.
-pub(crate) fn upgrade_query(parts: &Parts) -> Result<UpgradeQuery, ApiError> {
+fn upgrade_query(parts: &Parts) -> Result<UpgradeQuery, ApiError> {
     Query::<UpgradeQuery>::try_from_uri(&parts.uri)
         .map(|q| q.0)
         .map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
-/// Accepts the upgrade and spawns the connection; the 101 response goes back.
-pub(crate) fn accept(
-    upgrade: Result<IncomingUpgrade, StatusCode>,
+/// What both endpoints check before anything else: the `Origin` allow-list, then
+/// the query string.
+pub(crate) fn preflight(parts: &Parts, state: &AppState) -> Result<UpgradeQuery, ApiError> {
+    check_origin(parts, state)?;
+    upgrade_query(parts)
+}
+
+/// Accepts the upgrade and spawns the connection; the 101 response goes back. A
+/// request that is not a websocket upgrade gets a 400 in the API's error shape.
+pub(crate) async fn accept(
+    mut parts: Parts,
     state: &AppState,
     session: impl Session + 'static,
 ) -> Response {
+    let upgrade =
+        <IncomingUpgrade as FromRequestParts<AppState>>::from_request_parts(&mut parts, state)
+            .await;
     let Ok(upgrade) = upgrade else {
         return ApiError::BadRequest(
             "expected a websocket upgrade (Upgrade: websocket, Sec-WebSocket-Version: 13)".into(),

@@ -17,16 +17,14 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use fastwebsockets::upgrade::IncomingUpgrade;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    accept, check_origin, close, not_replayed, replay, subscribe_user, token_user, upgrade_query,
-    Ctx, Out, Session, Timing,
+    accept, close, not_replayed, preflight, replay, subscribe_user, token_user, Ctx, Out, Session,
+    Timing,
 };
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -39,11 +37,8 @@ pub(crate) const MAX_ROOM_BYTES: usize = 128;
 pub(crate) const MAX_ROOMS: usize = 256;
 
 /// `GET /ws`: checks the origin and the token, then upgrades.
-pub(crate) async fn upgrade(State(state): State<AppState>, mut parts: Parts) -> Response {
-    if let Err(e) = check_origin(&parts, &state) {
-        return e.into_response();
-    }
-    let query = match upgrade_query(&parts) {
+pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Response {
+    let query = match preflight(&parts, &state) {
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
@@ -52,14 +47,8 @@ pub(crate) async fn upgrade(State(state): State<AppState>, mut parts: Parts) -> 
         Ok(None) => return ApiError::no_token().into_response(),
         Err(e) => return e.into_response(),
     };
-    let incoming =
-        <IncomingUpgrade as axum::extract::FromRequestParts<AppState>>::from_request_parts(
-            &mut parts, &state,
-        )
-        .await
-        .map_err(|_: StatusCode| StatusCode::BAD_REQUEST);
     let session = NativeSession::new(user.id, query.since, Timing::from_state(&state));
-    accept(incoming, &state, session)
+    accept(parts, &state, session).await
 }
 
 /// One `/ws` connection's protocol state.

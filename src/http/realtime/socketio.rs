@@ -14,16 +14,14 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use fastwebsockets::upgrade::IncomingUpgrade;
 use serde_json::{json, Value};
 
 use super::native::{room_allowed, MAX_ROOMS};
 use super::{
-    accept, check_origin, close, not_replayed, replay, subscribe_user, token_user, upgrade_query,
-    Ctx, Out, Session, Timing,
+    accept, close, not_replayed, preflight, replay, subscribe_user, token_user, Ctx, Out, Session,
+    Timing,
 };
 use crate::domain::new_token;
 use crate::http::error::ApiError;
@@ -31,11 +29,8 @@ use crate::http::AppState;
 use crate::hub::{Delivery, Transport};
 
 /// `GET /socket.io/?EIO=4&transport=websocket`.
-pub(crate) async fn upgrade(State(state): State<AppState>, mut parts: Parts) -> Response {
-    if let Err(e) = check_origin(&parts, &state) {
-        return e.into_response();
-    }
-    let query = match upgrade_query(&parts) {
+pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Response {
+    let query = match preflight(&parts, &state) {
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
@@ -58,12 +53,6 @@ pub(crate) async fn upgrade(State(state): State<AppState>, mut parts: Parts) -> 
         Ok(u) => u.map(|u| u.id),
         Err(e) => return e.into_response(),
     };
-    let incoming =
-        <IncomingUpgrade as axum::extract::FromRequestParts<AppState>>::from_request_parts(
-            &mut parts, &state,
-        )
-        .await
-        .map_err(|_: StatusCode| StatusCode::BAD_REQUEST);
     let timing = Timing::from_state(&state);
     let session = SocketIoSession::new(
         user,
@@ -71,7 +60,7 @@ pub(crate) async fn upgrade(State(state): State<AppState>, mut parts: Parts) -> 
         timing,
         state.settings.limits.max_ws_message_bytes,
     );
-    accept(incoming, &state, session)
+    accept(parts, &state, session).await
 }
 
 /// One Socket.IO connection's protocol state.
