@@ -10,10 +10,11 @@ mod assets;
 pub mod error;
 pub mod extract;
 mod health;
+pub mod listener;
 mod messages;
 mod notifications;
 mod posts;
-mod realtime;
+pub mod realtime;
 mod tasks;
 mod users;
 
@@ -48,6 +49,10 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// When the server started.
     pub started: std::time::Instant,
+    /// HTTP connection counters (caps, refusals, header timeouts).
+    pub connections: Arc<listener::ConnectionStats>,
+    /// Websocket and Socket.IO counters.
+    pub realtime: Arc<realtime::RealtimeStats>,
 }
 
 /// The whole HTTP application.

@@ -203,7 +203,7 @@ async fn slowloris_connections_are_closed_by_the_header_timeout() {
         let mut s = TcpStream::connect(app.addr).await.unwrap();
         if i % 2 == 0 {
             // Half a request head, then silence; the rest send nothing at all.
-            s.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-a: ")
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-a: ")
                 .await
                 .unwrap();
         }
@@ -231,7 +231,12 @@ async fn slowloris_connections_are_closed_by_the_header_timeout() {
 
     // Upgraded websockets are not subject to the header timeout.
     honest_like_is_pushed(&app, &mut honest, &author, &fan).await;
-    assert!(stats(&app).await["http"]["header_timeouts"].as_u64().unwrap() >= 100);
+    assert!(
+        stats(&app).await["http"]["header_timeouts"]
+            .as_u64()
+            .unwrap()
+            >= 100
+    );
 }
 
 // --- connection caps --------------------------------------------------------------
@@ -255,7 +260,7 @@ async fn raw_request(addr: SocketAddr, source: [u8; 4], request: &str) -> (u16, 
 }
 
 const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-const HEALTH: &str = "GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+const HEALTH: &str = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 
 #[tokio::test]
 async fn connections_over_the_global_cap_are_refused_with_503_and_counted() {
@@ -336,10 +341,16 @@ async fn socketio_sockets_that_never_send_connect_are_counted_then_closed() {
         assert!(next_text(&mut ws).await.starts_with('0'));
         silent.push(ws);
     }
-    assert_eq!(stats(&app).await["realtime"]["socketio_awaiting_connect"], 20);
+    assert_eq!(
+        stats(&app).await["realtime"]["socketio_awaiting_connect"],
+        20
+    );
     for ws in &mut silent {
         let code = loop {
-            match tokio::time::timeout(WAIT, ws.next()).await.expect("closed in time") {
+            match tokio::time::timeout(WAIT, ws.next())
+                .await
+                .expect("closed in time")
+            {
                 Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
                 Some(Ok(_)) => continue,
                 other => panic!("expected a close frame, got {other:?}"),
@@ -364,9 +375,11 @@ async fn socketio_sockets_that_never_send_connect_are_counted_then_closed() {
         .unwrap();
     assert!(next_text(&mut ws).await.starts_with("40"));
     tokio::time::sleep(Duration::from_millis(800)).await;
-    app.state
-        .hub
-        .publish(Publication::event(&format!("user:{}", user.id), "hi", json!(1)));
+    app.state.hub.publish(Publication::event(
+        &format!("user:{}", user.id),
+        "hi",
+        json!(1),
+    ));
     assert_eq!(next_text(&mut ws).await, r#"42["hi",1]"#);
 }
 
@@ -382,15 +395,20 @@ async fn a_websocket_peer_that_never_reads_is_dropped_by_the_write_timeout() {
     .await;
     let alice = app.register("alice").await;
     let mut ws = ws_user(&app, &alice).await;
-    assert_eq!(subscribe(&mut ws, "public:flood").await["event"], "subscribed");
+    assert_eq!(
+        subscribe(&mut ws, "public:flood").await["event"],
+        "subscribed"
+    );
     // From now on the client reads nothing.
     let hub = &app.state.hub;
     let payload = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
     for _ in 0..600 {
         hub.publish(Publication::raw("public:flood", payload.clone()));
     }
-    app.eventually(WAIT, || async { (hub.room_size("public:flood") == 0).then_some(()) })
-        .await;
+    app.eventually(WAIT, || async {
+        (hub.room_size("public:flood") == 0).then_some(())
+    })
+    .await;
     assert_eq!(stats(&app).await["realtime"]["write_timeouts"], 1);
     drop(ws);
 }
@@ -488,22 +506,18 @@ impl RawWs {
         self.stream.write_all(&out).await.unwrap();
     }
 
-    /// Reads until the server's close frame; returns its code.
+    /// The server's next frame, which must be a close; returns its code.
     async fn close_code(&mut self) -> u16 {
-        loop {
-            match self.frame().await {
-                Some((8, payload)) if payload.len() >= 2 => {
-                    return u16::from_be_bytes([payload[0], payload[1]])
-                }
-                Some((8, _)) => return 1005,
-                Some((_, payload)) => {
-                    panic!(
-                        "expected a close, got {:?}",
-                        String::from_utf8_lossy(&payload)
-                    )
-                }
-                None => panic!("the connection ended without a close frame"),
+        match self.frame().await {
+            Some((8, payload)) if payload.len() >= 2 => {
+                u16::from_be_bytes([payload[0], payload[1]])
             }
+            Some((8, _)) => 1005,
+            Some((_, payload)) => panic!(
+                "expected a close, got {:?}",
+                String::from_utf8_lossy(&payload)
+            ),
+            None => panic!("the connection ended without a close frame"),
         }
     }
 }
