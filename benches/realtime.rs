@@ -37,7 +37,14 @@ impl Server {
         let config = dir.path().join("likewise.toml");
         std::fs::write(&config, "[limits]\nmax_connections_per_ip = 0\n").expect("config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_likewise"))
-            .args(["serve", "--http", "127.0.0.1:0", "--resp", "off", "--config"])
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--resp",
+                "off",
+                "--config",
+            ])
             .arg(&config)
             .arg("--data")
             .arg(dir.path().join("data"))

@@ -543,3 +543,46 @@ async fn socketio_polling_is_refused_with_a_clear_message() {
     let (status, _) = upgrade_status(&app, "/socket.io/?EIO=4&transport=websocket&token=bad").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_replay_longer_than_a_page_arrives_in_order_without_gap_or_duplicate() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let notify = |i: usize| {
+        let app = &app;
+        let id = alice.id;
+        async move {
+            let (status, body) = app
+                .post(
+                    "/api/admin/notifications",
+                    ADMIN_TOKEN,
+                    json!({"user_id": id, "text": format!("n{i}")}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+    };
+    // More than two replay pages before connecting, more while the replay runs.
+    futures::future::join_all((0..450).map(notify)).await;
+    let total = 500;
+    let read = async {
+        let mut ws = connect(&app, &format!("token={}&since=0", alice.token)).await;
+        assert_eq!(next_event(&mut ws).await["event"], "ready");
+        let mut ids = Vec::new();
+        while ids.len() < total {
+            let e = event_named(&mut ws, "new_notification").await;
+            ids.push(e["data"]["id"].as_u64().unwrap());
+        }
+        ids
+    };
+    let (ids, _) = tokio::join!(read, futures::future::join_all((450..total).map(notify)));
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in id order: {ids:?}");
+    let mut stored: Vec<u64> = app
+        .all_notifications(&alice)
+        .await
+        .iter()
+        .map(|n| n["id"].as_u64().unwrap())
+        .collect();
+    stored.sort_unstable();
+    assert_eq!(stored, ids, "every stored notification once");
+}
