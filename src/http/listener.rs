@@ -42,7 +42,7 @@ const MIN_RESERVED_FDS: u64 = 256;
 
 /// Refusals answered at once; past this a refused connection is closed without
 /// an answer.
-const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+const MAX_REFUSALS_IN_FLIGHT: usize = 256;
 
 /// How long a refused client gets to send its request head before the 503.
 const REFUSAL_READ: Duration = Duration::from_millis(500);

@@ -2,7 +2,8 @@
 //! [`AppState`]. Handlers are thin: parse, call the domain or the queue, render.
 //! The demo page and the dashboard are served from files embedded in the binary.
 //! Errors use the API's JSON shape everywhere, including unknown routes, wrong
-//! methods, bodies over the limit and panics.
+//! methods, bodies over the limit and panics. Connections reach the router through
+//! [`listener`], which enforces the connection caps and the header deadline.
 
 mod admin;
 mod admin_stream;

@@ -313,8 +313,9 @@ where
         let mut done = writer.perform(first).await?;
         while !done {
             let replaying = session.replaying();
+            // Not biased: a client that floods messages must not starve its own
+            // heartbeat, deliveries (and so the hub's slow-consumer check) or replay.
             let actions = tokio::select! {
-                biased;
                 msg = inbound.recv() => {
                     last_seen = Instant::now();
                     match msg {
