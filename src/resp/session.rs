@@ -875,4 +875,24 @@ mod tests {
         drop(s);
         assert_eq!(c.hub.connections(Transport::Resp), 0);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_requests_never_panic_the_session(
+            input in proptest::collection::vec(
+                proptest::prop_oneof![
+                    3 => proptest::sample::select(
+                        b"*$\r\n0123 PSUBSCRIBE PUBLISH HELLO AUTH CLIENT RESET ab*?[]".to_vec()
+                    ),
+                    1 => proptest::arbitrary::any::<u8>(),
+                ],
+                0..200,
+            ),
+        ) {
+            let mut s = Session::new(ctx(Some("pw")));
+            let _ = run_bytes(&mut s, &input);
+            let mut s = Session::new(ctx(None));
+            let _ = run_bytes(&mut s, &input);
+        }
+    }
 }

@@ -344,4 +344,116 @@ mod tests {
         assert_eq!(args.len(), 2);
         assert!(!d.in_request());
     }
+
+    mod properties {
+        use super::*;
+        use crate::resp::frame::{Proto, Reply};
+        use proptest::prelude::*;
+
+        /// Every outcome of decoding `input` delivered in pieces cut at `cuts`:
+        /// the requests, then the error that ended them, if any.
+        fn outcomes(input: &[u8], cuts: &[usize]) -> (Vec<Vec<Bytes>>, Option<Error>) {
+            outcomes_within(input, cuts, &limits())
+        }
+
+        fn outcomes_within(
+            input: &[u8],
+            cuts: &[usize],
+            limits: &RequestLimits,
+        ) -> (Vec<Vec<Bytes>>, Option<Error>) {
+            let mut d = Decoder::new();
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            let mut from = 0;
+            let mut ends: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+            ends.sort_unstable();
+            ends.push(input.len());
+            for end in ends {
+                buf.extend_from_slice(&input[from..end.max(from)]);
+                from = end.max(from);
+                loop {
+                    match d.decode(&mut buf, limits) {
+                        Ok(Some(args)) => got.push(args),
+                        Ok(None) => break,
+                        Err(e) => return (got, Some(e)),
+                    }
+                }
+            }
+            (got, None)
+        }
+
+        fn encode(requests: &[Vec<Vec<u8>>]) -> Vec<u8> {
+            let mut buf = BytesMut::new();
+            let mut reply = Reply::new(&mut buf, Proto::Resp2);
+            for args in requests {
+                reply.array(args.len());
+                for a in args {
+                    reply.bulk(a);
+                }
+            }
+            buf.to_vec()
+        }
+
+        /// An inline line quoting every argument, escaping what needs it.
+        fn encode_inline(args: &[Vec<u8>]) -> Vec<u8> {
+            let mut line = Vec::new();
+            for a in args {
+                line.extend_from_slice(b" \"");
+                for &b in a {
+                    match b {
+                        b'"' | b'\\' => line.extend_from_slice(&[b'\\', b]),
+                        0x20..=0x7e => line.push(b),
+                        _ => line.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+                    }
+                }
+                line.push(b'"');
+            }
+            line.extend_from_slice(b"\r\n");
+            line
+        }
+
+        fn bytes_args() -> impl Strategy<Value = Vec<Vec<u8>>> {
+            prop::collection::vec(prop::collection::vec(any::<u8>(), 0..24), 1..8)
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_at_arbitrary_splits_decode_as_they_do_whole(
+                input in prop::collection::vec(
+                    prop_oneof![
+                        4 => prop::sample::select(b"*$:+-\r\n0123456789 \"'ab".to_vec()),
+                        1 => any::<u8>(),
+                    ],
+                    0..256,
+                ),
+                cuts in prop::collection::vec(any::<usize>(), 0..12),
+            ) {
+                prop_assert_eq!(outcomes(&input, &cuts), outcomes(&input, &[]));
+            }
+
+            #[test]
+            fn encoded_requests_decode_to_themselves_at_any_split(
+                requests in prop::collection::vec(bytes_args(), 1..4),
+                cuts in prop::collection::vec(any::<usize>(), 0..12),
+            ) {
+                let wire = encode(&requests);
+                let (got, err) = outcomes(&wire, &cuts);
+                prop_assert_eq!(err, None);
+                let got: Vec<Vec<Vec<u8>>> = got
+                    .iter()
+                    .map(|r| r.iter().map(|a| a.to_vec()).collect())
+                    .collect();
+                prop_assert_eq!(got, requests);
+            }
+
+            #[test]
+            fn quoted_inline_lines_decode_to_their_arguments(args in bytes_args()) {
+                let line = encode_inline(&args);
+                let (got, err) = outcomes_within(&line, &[], &RequestLimits::default());
+                prop_assert_eq!(err, None);
+                let got: Vec<Vec<u8>> = got[0].iter().map(|a| a.to_vec()).collect();
+                prop_assert_eq!(got, args);
+            }
+        }
+    }
 }
