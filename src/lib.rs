@@ -2,6 +2,7 @@
 //! and Redis-compatible pub/sub.
 //!
 //! # Layout
+//! - [`cli`]: the command line (clap), from which the manual pages are rendered too.
 //! - [`config`]: typed settings from flags, environment, TOML file and defaults.
 //! - [`store`]: sled tables and the group-commit writer (the only code that commits).
 //! - [`domain`]: the social operations; decides which tasks each action enqueues.
@@ -19,6 +20,7 @@
 //! - [`telemetry`]: logging and metrics.
 
 pub mod backup;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;

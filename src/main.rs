@@ -5,81 +5,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-use likewise::config::{self, Durability, FileSettings, Overrides};
+use clap::Parser;
+use likewise::cli::{BackupArgs, Cli, Command, DataDir, ManArgs, RestoreArgs, ServeArgs};
+use likewise::config::{self, FileSettings, Overrides};
 use likewise::startup::Application;
 use tokio_util::sync::CancellationToken;
-
-#[derive(Parser)]
-#[command(
-    name = "likewise",
-    version,
-    about = "A social app's backend in one binary: storage, durable task queue, websockets and Redis-compatible pub/sub"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the server.
-    Serve(ServeArgs),
-    /// Write a consistent snapshot of a data directory to a file, also while the
-    /// server runs.
-    Backup(BackupArgs),
-    /// Restore a snapshot into a data directory (the server must be stopped).
-    Restore(RestoreArgs),
-}
-
-#[derive(Args)]
-struct BackupArgs {
-    /// Data directory to back up.
-    #[arg(long, value_name = "DIR")]
-    data: PathBuf,
-    /// Backup file to write (replaced atomically).
-    #[arg(long, value_name = "FILE")]
-    out: PathBuf,
-}
-
-#[derive(Args)]
-struct RestoreArgs {
-    /// Backup file to read.
-    #[arg(long, value_name = "FILE")]
-    from: PathBuf,
-    /// Data directory to restore into; created if missing.
-    #[arg(long, value_name = "DIR")]
-    data: PathBuf,
-    /// Replace the contents of a non-empty data directory.
-    #[arg(long)]
-    force: bool,
-}
-
-#[derive(Args)]
-struct ServeArgs {
-    /// TOML config file (flags and environment variables override it).
-    #[arg(long, env = "LIKEWISE_CONFIG", value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Data directory [default: ./likewise-data].
-    #[arg(long, env = "LIKEWISE_DATA", value_name = "DIR")]
-    data: Option<PathBuf>,
-    /// HTTP and websocket listen address [default: 127.0.0.1:8080].
-    #[arg(long, env = "LIKEWISE_HTTP", value_name = "ADDR")]
-    http: Option<String>,
-    /// RESP (Redis protocol) listen address, or `off` [default: 127.0.0.1:6379].
-    #[arg(long, env = "LIKEWISE_RESP", value_name = "ADDR")]
-    resp: Option<String>,
-    /// Task worker concurrency [default: cores x 4].
-    #[arg(long, env = "LIKEWISE_WORKERS", value_name = "N")]
-    workers: Option<usize>,
-    /// `sync` (flush before acknowledging) or `relaxed` [default: sync].
-    #[arg(long, env = "LIKEWISE_DURABILITY", value_name = "MODE")]
-    durability: Option<Durability>,
-    /// Also create demo users (with the passwords printed at start-up), posts,
-    /// comments and likes; a second start adds nothing twice.
-    #[arg(long)]
-    demo: bool,
-}
 
 fn env_secret(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -92,11 +22,52 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Backup(args) => backup(args),
         Command::Restore(args) => restore(args),
+        Command::Man(args) => man(args),
+    }
+}
+
+/// The data directory named by `--data`, `LIKEWISE_DATA` or the config file's `data`.
+fn data_dir(dir: DataDir) -> Result<PathBuf, ExitCode> {
+    let file = match &dir.config {
+        Some(path) => FileSettings::load(path).map_err(|e| {
+            eprintln!("likewise: {e}");
+            ExitCode::from(2)
+        })?,
+        None => FileSettings::default(),
+    };
+    let overrides = Overrides {
+        data: dir.data,
+        ..Overrides::default()
+    };
+    config::resolve(file, overrides)
+        .map(|settings| settings.data)
+        .map_err(|e| {
+            eprintln!("likewise: {e}");
+            ExitCode::from(2)
+        })
+}
+
+fn man(args: ManArgs) -> ExitCode {
+    match likewise::cli::write_man_pages(&args.out) {
+        Ok(pages) => {
+            for page in pages {
+                println!("{}", page.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("likewise: cannot write the manual pages: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 fn backup(args: BackupArgs) -> ExitCode {
-    match likewise::backup::backup(&args.data, &args.out) {
+    let data = match data_dir(args.dir) {
+        Ok(data) => data,
+        Err(code) => return code,
+    };
+    match likewise::backup::backup(&data, &args.out) {
         Ok((summary, mode)) => {
             let how = match mode {
                 likewise::backup::Mode::Online => "from the running server",
@@ -118,12 +89,16 @@ fn backup(args: BackupArgs) -> ExitCode {
 }
 
 fn restore(args: RestoreArgs) -> ExitCode {
-    match likewise::backup::restore(&args.from, &args.data, args.force) {
+    let data = match data_dir(args.dir) {
+        Ok(data) => data,
+        Err(code) => return code,
+    };
+    match likewise::backup::restore(&args.from, &data, args.force) {
         Ok(summary) => {
             println!(
                 "restored {} records into {}",
                 summary.records,
-                args.data.display()
+                data.display()
             );
             ExitCode::SUCCESS
         }
