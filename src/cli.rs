@@ -198,6 +198,9 @@ mod tests {
         assert!(serve.contains("LIKEWISE_ADMIN_TOKEN"));
         assert!(serve.starts_with(".ie") || serve.contains(".TH"));
         let top = std::fs::read_to_string(dir.path().join("likewise.1")).unwrap();
-        assert!(!top.contains("likewise\\-man"), "hidden subcommand listed: {top}");
+        assert!(
+            !top.contains("likewise\\-man"),
+            "hidden subcommand listed: {top}"
+        );
     }
 }

@@ -705,10 +705,10 @@ impl Hub {
     /// Rooms with at least one subscriber whose name matches `pattern` (all rooms
     /// when `None`), as `PUBSUB CHANNELS`.
     pub fn rooms(&self, pattern: Option<&[u8]>) -> Vec<String> {
-        let reg = self.read();
-        let mut rooms: Vec<String> = reg
-            .rooms
-            .keys()
+        // Names are collected under the lock, matched outside it.
+        let names: Vec<Arc<str>> = self.read().rooms.keys().cloned().collect();
+        let mut rooms: Vec<String> = names
+            .iter()
             .filter(|r| pattern.is_none_or(|p| glob::matches(p, r.as_bytes())))
             .map(|r| r.to_string())
             .collect();
