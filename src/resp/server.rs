@@ -124,9 +124,11 @@ async fn serve(
     ctx: Arc<Context>,
     shutdown: &CancellationToken,
 ) -> &'static str {
-    let auth_deadline = tokio::time::Instant::now() + ctx.limits.auth_timeout;
+    let auth_timeout = ctx.limits.auth_timeout;
+    let mut auth_deadline = tokio::time::Instant::now() + auth_timeout;
     let mut conn = Connection::new(stream);
     let mut session = Session::new(ctx).with_peer(peer.ip());
+    let mut was_authenticated = session.authenticated();
     loop {
         let mut close: Option<&'static str> = None;
         loop {
@@ -172,6 +174,11 @@ async fn serve(
             return why;
         }
         let waiting_for_auth = !session.authenticated();
+        if waiting_for_auth && was_authenticated {
+            // `RESET` made it a stranger again: a fresh deadline from now.
+            auth_deadline = tokio::time::Instant::now() + auth_timeout;
+        }
+        was_authenticated = !waiting_for_auth;
         let event = tokio::select! {
             biased;
             _ = shutdown.cancelled() => Event::Shutdown,

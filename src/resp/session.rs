@@ -648,6 +648,11 @@ mod tests {
             run(&mut p, "PUBLISH 01234567890 x\r\n"),
             "-ERR channel name too long (over 10 bytes)\r\n"
         );
+        assert_eq!(
+            run(&mut p, "PUBSUB CHANNELS aaaaaaaa*\r\n"),
+            "-ERR pattern too long (over 8 bytes)\r\n"
+        );
+        assert_eq!(run(&mut p, "PUBSUB CHANNELS *\r\n"), "*0\r\n");
     }
 
     #[test]
