@@ -12,28 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Durability of acknowledged writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// A write is flushed to disk (group commit) before it is acknowledged.
-    Sync,
-    /// Writes are flushed in the background every `flush_every_ms`.
-    Relaxed,
-}
-
-impl std::str::FromStr for Durability {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "sync" => Ok(Self::Sync),
-            "relaxed" => Ok(Self::Relaxed),
-            other => Err(format!(
-                "durability must be \"sync\" or \"relaxed\", not {other:?}"
-            )),
-        }
-    }
-}
+pub use crate::store::Durability;
 
 /// The task queue's tunables (`[queue]` in the config file).
 #[derive(Debug, Clone, Deserialize)]

@@ -94,7 +94,8 @@ impl Application {
             settings.webhooks.clone(),
         );
         let hub = Hub::new(settings.limits.outbound_queue);
-        let registry = crate::tasks::registry(&social, &hub, &settings);
+        social.set_event_sink(crate::tasks::event_sink(&social, &hub));
+        let registry = crate::tasks::registry(&social, &settings);
         let pool = WorkerPool::new(
             store.clone(),
             registry,

@@ -27,6 +27,9 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("likewise_store_transactions")
         .set(w.transactions.load(Ordering::Relaxed) as f64);
     metrics::gauge!("likewise_store_flushes").set(w.flushes.load(Ordering::Relaxed) as f64);
+    metrics::counter!("likewise_store_flushes_total").absolute(w.flushes.load(Ordering::Relaxed));
+    metrics::counter!("likewise_store_key_writes_total")
+        .absolute(w.key_writes.load(Ordering::Relaxed));
     metrics::gauge!("likewise_store_changes").set(w.changes.load(Ordering::Relaxed) as f64);
     metrics::gauge!("likewise_store_max_batch").set(w.max_batch.load(Ordering::Relaxed) as f64);
     metrics::gauge!("likewise_store_size_on_disk_bytes")
