@@ -454,3 +454,159 @@ impl WriterThread {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc as std_mpsc;
+    use std::sync::Mutex;
+
+    use sled::transaction::ConflictableTransactionError;
+
+    use super::super::{Durability, Store};
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Sync, 500).unwrap();
+        (dir, store)
+    }
+
+    /// Holds the writer thread in an exclusive job until the returned sender is used
+    /// (or dropped), so that everything submitted meanwhile forms one batch.
+    fn hold(store: &Store) -> std_mpsc::Sender<()> {
+        let (release, wait) = std_mpsc::channel::<()>();
+        let (started, running) = std_mpsc::channel::<()>();
+        let _answer = store
+            .inner
+            .writer
+            .submit_exclusive(move |_| {
+                started.send(()).unwrap();
+                let _ = wait.recv();
+            })
+            .unwrap();
+        running.recv().unwrap();
+        release
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broken_change_fails_alone_and_the_rest_of_its_batch_commits() {
+        let (_dir, store) = open();
+        let release = hold(&store);
+        let write = |key: u64| {
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |tx| tx.insert(&tx.t().unread_counts, &key, &key))
+                    .await
+            }
+        };
+        let broken = {
+            let store = store.clone();
+            async move {
+                store
+                    .write(|tx| {
+                        tx.insert(&tx.t().unread_counts, &2, &2)?;
+                        Err::<(), _>(ConflictableTransactionError::Abort(Error::Closed))
+                    })
+                    .await
+            }
+        };
+        let all = futures::future::join3(write(1), broken, write(3));
+        let releaser = async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            drop(release);
+        };
+        let ((one, two, three), ()) = tokio::join!(all, releaser);
+        assert!(one.is_ok() && three.is_ok(), "{one:?} {three:?}");
+        assert!(matches!(two, Err(Error::Closed)), "{two:?}");
+        let t = store.tables();
+        assert_eq!(t.unread_counts.get(&1).unwrap(), Some(1));
+        assert_eq!(
+            t.unread_counts.get(&2).unwrap(),
+            None,
+            "nothing of it stays"
+        );
+        assert_eq!(t.unread_counts.get(&3).unwrap(), Some(3));
+        assert!(store.writer_stats().max_batch.load(Ordering::Relaxed) >= 3);
+        assert_eq!(store.writer_stats().failures.load(Ordering::Relaxed), 1);
+        store.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deferred_work_runs_on_the_publisher_in_commit_order() {
+        let (_dir, store) = open();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let release = hold(&store);
+        let writes = (0..50).map(|_| {
+            let seen = seen.clone();
+            store.write_then(
+                |tx| tx.next_id(),
+                move |id: &mut u64| {
+                    let id = *id;
+                    let deferred: Deferred = Box::new(move || seen.lock().unwrap().push(id));
+                    Some(deferred)
+                },
+            )
+        });
+        let all = futures::future::join_all(writes);
+        let releaser = async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            drop(release);
+        };
+        let (ids, ()) = tokio::join!(all, releaser);
+        let ids: Vec<u64> = ids.into_iter().map(Result::unwrap).collect();
+        // Closing joins the publisher: everything handed to it has run.
+        store.close();
+        let seen = seen.lock().unwrap().clone();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        assert_eq!(seen, sorted, "pushed in id (= commit) order");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exclusive_job_sees_every_earlier_write_and_holds_later_ones() {
+        let (_dir, store) = open();
+        store
+            .write(|tx| tx.insert(&tx.t().unread_counts, &1, &1))
+            .await
+            .unwrap();
+        let lazy = store.write_lazy(|tx| tx.insert(&tx.t().unread_counts, &2, &2));
+        let job = store.exclusive(|frozen| {
+            frozen
+                .tables()
+                .find(|t| t.name() == "unread_counts")
+                .map(|t| t.entries().count())
+        });
+        let (lazy, seen) = tokio::join!(lazy, job);
+        lazy.unwrap();
+        assert_eq!(seen.unwrap(), Some(2), "the lazy write came first");
+        store.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lazy_batch_is_answered_without_a_flush_and_flushed_when_idle() {
+        let (_dir, store) = open();
+        let stats = store.writer_stats();
+        store
+            .write(|tx| tx.insert(&tx.t().unread_counts, &1, &1))
+            .await
+            .unwrap();
+        let flushes = stats.flushes.load(Ordering::Relaxed);
+        assert!(flushes >= 1, "a sync write is flushed before its answer");
+        let release = hold(&store);
+        let lazy = store.write_lazy(|tx| tx.insert(&tx.t().unread_counts, &2, &2));
+        let releaser = async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            drop(release);
+        };
+        let (lazy, ()) = tokio::join!(lazy, releaser);
+        lazy.unwrap();
+        // The writer flushes what lazy changes left as soon as it runs out of work.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while stats.flushes.load(Ordering::Relaxed) == flushes {
+            assert!(std::time::Instant::now() < deadline, "no idle flush");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        store.close();
+    }
+}
