@@ -208,6 +208,7 @@ async fn run(durability: Durability) {
         flushes as f64 / n as f64,
     );
 
+    let live = state.social.store().live_bytes().await.expect("live bytes");
     shutdown.cancel();
     server
         .await
@@ -216,8 +217,11 @@ async fn run(durability: Durability) {
     let bytes = dir_bytes(dir.path());
     println!(
         "likes/{mode:<7} data directory after a graceful shutdown: {bytes} bytes, \
-         {:.0} bytes per like (setup included)",
-        bytes as f64 / n as f64
+         {:.0} bytes per like (setup included); keys and values stored: {live} bytes \
+         ({:.0} per like); space amplification {:.1}x",
+        bytes as f64 / n as f64,
+        live as f64 / n as f64,
+        bytes as f64 / live.max(1) as f64,
     );
 }
 

@@ -221,6 +221,7 @@ pub struct Store {
 }
 
 struct Inner {
+    cache_bytes: u64,
     db: sled::Db,
     tables: Arc<Tables>,
     writer: writer::Writer,
@@ -257,7 +258,12 @@ impl Store {
         let tables = Arc::new(tables);
         let writer = writer::Writer::start(db.clone(), trees, tables.clone(), settings.durability);
         let store = Store {
-            inner: Arc::new(Inner { db, tables, writer }),
+            inner: Arc::new(Inner {
+                cache_bytes: settings.cache_bytes,
+                db,
+                tables,
+                writer,
+            }),
         };
         Ok(store)
     }
@@ -356,6 +362,27 @@ impl Store {
         if let Err(e) = self.inner.db.flush() {
             tracing::error!(error = %e, "final flush failed");
         }
+    }
+
+    /// Bytes of every key and value stored (walks every table on the writer thread,
+    /// so it is one point in time): what sled's files hold besides overhead and
+    /// garbage. `size_on_disk() / live_bytes()` is the space amplification.
+    pub async fn live_bytes(&self) -> Result<u64, Error> {
+        self.exclusive(|frozen| {
+            let mut total = 0u64;
+            for table in frozen.tables() {
+                for (k, v) in table.entries().flatten() {
+                    total += (k.len() + v.len()) as u64;
+                }
+            }
+            total
+        })
+        .await
+    }
+
+    /// The page cache's size limit in bytes.
+    pub fn cache_bytes(&self) -> u64 {
+        self.inner.cache_bytes
     }
 
     /// Bytes the database occupies on disk.
