@@ -3,7 +3,11 @@
 //! sending `PUT /api/posts/{id}/like` for distinct (user, post) pairs, one request at
 //! a time. Prints likes acknowledged per second, p50/p99/max latency and how many
 //! likes shared a transaction and a flush, in `sync` and then `relaxed` durability.
-//! Run with `cargo bench --bench likes`.
+//! Also prints what one like cost the store (key writes and flushes, everything it
+//! caused included), how long its notifications took to be stored (the backlog when
+//! the last like was answered) and, after a graceful shutdown, the data directory's
+//! bytes per like. Run with `cargo bench --bench likes`; `LIKES_POSTS=N` makes every
+//! connection like N posts instead of 300 (a longer, sustained run).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -15,8 +19,37 @@ use tokio_util::sync::CancellationToken;
 
 /// Concurrent connections, one user each.
 const CONNECTIONS: usize = 64;
-/// Posts each user likes; requests = CONNECTIONS * POSTS.
+/// Posts each user likes by default; requests = CONNECTIONS * posts.
 const POSTS: usize = 300;
+
+fn posts_per_connection() -> usize {
+    std::env::var("LIKES_POSTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(POSTS)
+}
+
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        total += if path.is_dir() {
+            dir_bytes(&path)
+        } else {
+            entry.metadata().map_or(0, |m| m.len())
+        };
+    }
+    total
+}
+
+/// Unread notifications of every user: the notifications stored so far.
+fn stored_notifications(social: &likewise::domain::Social, users: &[u64]) -> u64 {
+    users
+        .iter()
+        .map(|u| social.unread_count(*u).expect("unread count"))
+        .sum()
+}
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -48,6 +81,7 @@ async fn run(durability: Durability) {
     // Users (argon2: a few at a time) and posts.
     let setup = client();
     let mut tokens = Vec::with_capacity(CONNECTIONS);
+    let mut users = Vec::with_capacity(CONNECTIONS);
     for chunk in (0..CONNECTIONS).collect::<Vec<_>>().chunks(8) {
         let answers = futures::future::join_all(chunk.iter().map(|i| {
             send(
@@ -62,9 +96,14 @@ async fn run(durability: Durability) {
                 .iter()
                 .map(|a| a["token"].as_str().unwrap().to_owned()),
         );
+        users.extend(answers.iter().map(|a| a["user"]["id"].as_u64().unwrap()));
     }
-    let mut posts = Vec::with_capacity(POSTS);
-    for i in 0..POSTS {
+    let n_posts = posts_per_connection();
+    let mut posts = Vec::with_capacity(n_posts);
+    // Who wrote each post: a like by its own author notifies nobody.
+    let mut expected_notifications = 0u64;
+    for i in 0..n_posts {
+        expected_notifications += (CONNECTIONS - 1) as u64;
         let post = send(
             setup
                 .post(format!("{base}/api/posts"))
@@ -91,6 +130,8 @@ async fn run(durability: Durability) {
     let stats = state.social.store().writer_stats();
     let tx_before = stats.transactions.load(Ordering::Relaxed);
     let flushes_before = stats.flushes.load(Ordering::Relaxed);
+    let keys_before = stats.key_writes.load(Ordering::Relaxed);
+    let notified_before = stored_notifications(&state.social, &users);
     let started = Instant::now();
     let mut connections = Vec::with_capacity(CONNECTIONS);
     for token in tokens {
@@ -113,35 +154,75 @@ async fn run(durability: Durability) {
             latencies
         }));
     }
-    let mut latencies = Vec::with_capacity(CONNECTIONS * POSTS);
+    let mut latencies = Vec::with_capacity(CONNECTIONS * n_posts);
     for c in connections {
         latencies.extend(c.await.expect("connection task"));
     }
     let elapsed = started.elapsed();
+    let backlog =
+        expected_notifications - (stored_notifications(&state.social, &users) - notified_before);
+    // Everything the likes caused: wait until their notifications are all stored.
+    while stored_notifications(&state.social, &users) - notified_before < expected_notifications {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let drained = started.elapsed();
+    // And until the workers are idle (recounts and acks are writes of the likes too).
+    loop {
+        let depth = state.queue.queue_stats().expect("stats").depth;
+        let busy = ["pending", "started", "retry"]
+            .iter()
+            .map(|s| depth.get(*s).copied().unwrap_or(0))
+            .sum::<u64>();
+        if busy == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let transactions = stats.transactions.load(Ordering::Relaxed) - tx_before;
     let flushes = stats.flushes.load(Ordering::Relaxed) - flushes_before;
+    let key_writes = stats.key_writes.load(Ordering::Relaxed) - keys_before;
 
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     let n = latencies.len();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mode = format!("{durability:?}").to_lowercase();
     println!(
         "likes/{:<7} {n} likes over {CONNECTIONS} connections in {:.2} s: {:.0} likes/s; \
          latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
          {transactions} transactions and {flushes} flushes during the run (workers included)",
-        format!("{durability:?}").to_lowercase(),
+        mode,
         elapsed.as_secs_f64(),
         n as f64 / elapsed.as_secs_f64(),
         ms(pct(0.50)),
         ms(pct(0.99)),
         ms(*latencies.last().unwrap()),
     );
+    println!(
+        "likes/{mode:<7} notifications: {expected_notifications} stored in {:.2} s \
+         ({:.0}/s), {backlog} not yet stored when the last like was answered; \
+         per like: {:.2} key writes, {:.3} flushes",
+        drained.as_secs_f64(),
+        expected_notifications as f64 / drained.as_secs_f64(),
+        key_writes as f64 / n as f64,
+        flushes as f64 / n as f64,
+    );
 
+    let live = state.social.store().live_bytes().await.expect("live bytes");
     shutdown.cancel();
     server
         .await
         .expect("server task")
         .expect("server stops cleanly");
+    let bytes = dir_bytes(dir.path());
+    println!(
+        "likes/{mode:<7} data directory after a graceful shutdown: {bytes} bytes, \
+         {:.0} bytes per like (setup included); keys and values stored: {live} bytes \
+         ({:.0} per like); space amplification {:.1}x",
+        bytes as f64 / n as f64,
+        live as f64 / n as f64,
+        bytes as f64 / live.max(1) as f64,
+    );
 }
 
 fn main() {

@@ -12,28 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Durability of acknowledged writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// A write is flushed to disk (group commit) before it is acknowledged.
-    Sync,
-    /// Writes are flushed in the background every `flush_every_ms`.
-    Relaxed,
-}
-
-impl std::str::FromStr for Durability {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "sync" => Ok(Self::Sync),
-            "relaxed" => Ok(Self::Relaxed),
-            other => Err(format!(
-                "durability must be \"sync\" or \"relaxed\", not {other:?}"
-            )),
-        }
-    }
-}
+pub use crate::store::Durability;
 
 /// The task queue's tunables (`[queue]` in the config file).
 #[derive(Debug, Clone, Deserialize)]
@@ -239,6 +218,8 @@ pub struct Settings {
     pub durability: Durability,
     /// Background flush period in `relaxed` mode.
     pub flush_every_ms: u64,
+    /// Megabytes of the store's page cache (`cache_mb`).
+    pub cache_mb: u64,
     /// Seed demo data on start.
     pub demo: bool,
     /// Allowed websocket `Origin` values; empty allows any.
@@ -269,6 +250,7 @@ impl Default for Settings {
             workers: default_workers(),
             durability: Durability::Sync,
             flush_every_ms: 500,
+            cache_mb: crate::store::DEFAULT_CACHE_BYTES / (1024 * 1024),
             demo: false,
             allowed_origins: Vec::new(),
             queue: QueueSettings::default(),
@@ -292,6 +274,15 @@ impl Settings {
         }
     }
 
+    /// How the store is opened.
+    pub fn store(&self) -> crate::store::StoreSettings {
+        crate::store::StoreSettings {
+            durability: self.durability,
+            flush_every_ms: self.flush_every_ms,
+            cache_bytes: self.cache_mb.saturating_mul(1024 * 1024),
+        }
+    }
+
     /// Period of the relaxed-mode background flush.
     pub fn flush_every(&self) -> Duration {
         Duration::from_millis(self.flush_every_ms.max(1))
@@ -311,6 +302,11 @@ impl Settings {
                      password: set LIKEWISE_RESP_PASSWORD or bind to 127.0.0.1"
                 )));
             }
+        }
+        if !(1..=65_536).contains(&self.cache_mb) {
+            return Err(ConfigError::Invalid(
+                "cache_mb must be between 1 and 65536".into(),
+            ));
         }
         let q = &self.queue;
         if q.max_attempts == 0 {
@@ -450,6 +446,7 @@ pub struct FileSettings {
     workers: Option<usize>,
     durability: Option<Durability>,
     flush_every_ms: Option<u64>,
+    cache_mb: Option<u64>,
     allowed_origins: Option<Vec<String>>,
     #[serde(default)]
     queue: Option<QueueSettings>,
@@ -540,6 +537,7 @@ pub fn resolve(file: FileSettings, over: Overrides) -> Result<Settings, ConfigEr
         workers: over.workers.or(file.workers).unwrap_or(d.workers),
         durability: over.durability.or(file.durability).unwrap_or(d.durability),
         flush_every_ms: file.flush_every_ms.unwrap_or(d.flush_every_ms),
+        cache_mb: file.cache_mb.unwrap_or(d.cache_mb),
         demo: over.demo,
         allowed_origins: file.allowed_origins.unwrap_or_default(),
         queue: file.queue.unwrap_or_default(),

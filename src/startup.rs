@@ -59,12 +59,10 @@ impl Application {
         std::fs::create_dir_all(&settings.data)
             .with_context(|| format!("creating data directory {}", settings.data.display()))?;
         let data = settings.data.clone();
-        let durability = settings.durability;
-        let flush_every = settings.flush_every_ms;
-        let store =
-            tokio::task::spawn_blocking(move || Store::open(&data, durability, flush_every))
-                .await?
-                .with_context(|| format!("opening the store in {}", settings.data.display()))?;
+        let store_settings = settings.store();
+        let store = tokio::task::spawn_blocking(move || Store::open_with(&data, &store_settings))
+            .await?
+            .with_context(|| format!("opening the store in {}", settings.data.display()))?;
         // After the store is open: sled's lock means no other server owns this socket.
         let control = match ControlSocket::bind(&settings.data) {
             Ok(control) => Some(control),
@@ -93,7 +91,8 @@ impl Application {
             settings.webhooks.clone(),
         );
         let hub = Hub::with_limits(crate::hub::OutputLimits::from(&settings.limits));
-        let registry = crate::tasks::registry(&social, &hub, &settings);
+        social.set_event_sink(crate::tasks::event_sink(&social, &hub));
+        let registry = crate::tasks::registry(&social, &settings);
         let pool = WorkerPool::new(
             store.clone(),
             registry,

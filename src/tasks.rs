@@ -1,9 +1,10 @@
 //! What each named task does. The queue runs these by name; each is idempotent, so
 //! running one again after a crash changes nothing twice.
 //!
-//! - `notify`: store one notification (keyed by its event) and push it to the hub.
-//! - counter changes are pushed as `post_updated` / `comment_updated` to `post:{id}`.
-//! - `recount_post` / `recount_comment`: recompute counters from their indexes.
+//! - `notify`: store one notification (keyed by its event); enqueued by 0.1.0 only.
+//! - `recount_post` / `recount_comment`: enqueued by 0.1.0 only; nothing left to do.
+//! - [`event_sink`]: committed events pushed to the hub (notifications to
+//!   `user:{id}`, counter changes as `post_updated` / `comment_updated` to `post:{id}`).
 //! - `deliver_webhook`: POST an event to a configured URL, signed.
 //! - `purge_expired_results`: forget finished tasks older than `result_ttl_s`.
 
@@ -18,7 +19,7 @@ use crate::config::{Settings, WebhookSettings};
 use crate::domain::effects::{
     NotifyArgs, RecountArgs, WebhookArgs, DELIVER_WEBHOOK, NOTIFY, RECOUNT_COMMENT, RECOUNT_POST,
 };
-use crate::domain::{DomainError, Notification, Social, Timestamp};
+use crate::domain::{DomainError, Event, EventSink, Notification, Social, Timestamp};
 use crate::hub::{Hub, Publication};
 use crate::queue::{Registry, TaskContext, TaskError};
 
@@ -28,20 +29,6 @@ pub const PURGE_EXPIRED_RESULTS: &str = "purge_expired_results";
 /// Tasks that take no arguments and so may be named in `[[schedules]]`.
 pub const PERIODIC: &[&str] = &[PURGE_EXPIRED_RESULTS];
 
-/// Recounts of one post must not interleave: an older recount finishing after a
-/// newer one would write stale counts. Striped locks serialise them per id.
-struct Stripes([tokio::sync::Mutex<()>; 64]);
-
-impl Stripes {
-    fn new() -> Self {
-        Stripes(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
-    }
-
-    fn lock(&self, id: u64) -> &tokio::sync::Mutex<()> {
-        &self.0[(id % 64) as usize]
-    }
-}
-
 fn task_error(e: DomainError) -> TaskError {
     match e {
         DomainError::Store(e) => TaskError::retryable(e.to_string()),
@@ -49,25 +36,49 @@ fn task_error(e: DomainError) -> TaskError {
     }
 }
 
-/// Stores a notification (idempotently, by its key) and, if this call created it,
-/// pushes it to `user:{receiver}` as `new_notification`. Used by the `notify` task
-/// and the admin API.
-///
-/// The push happens on the store's writer thread right after the commit is durable,
-/// in commit order, so every receiver gets its notifications in id order: a client
-/// that resumes with `since` = the highest id it saw misses nothing. A re-run finds
-/// the stored notification and pushes nothing, so no client sees it twice; if the
-/// process died between the commit and the push, clients that reconnect with
-/// `since` get it from the store.
+/// Stores a notification (idempotently, by its key); if this call created it, it is
+/// pushed to `user:{receiver}` as `new_notification` by the store's publisher, in
+/// commit order. Used by the `notify` tasks 0.1.0 left waiting and the admin API.
 pub async fn deliver(
     social: &Social,
-    hub: &Hub,
     args: NotifyArgs,
 ) -> Result<(Notification, bool), DomainError> {
+    social.deliver_notification(args).await
+}
+
+/// Pushes committed events to the hub: the event sink wired at start-up. Runs on the
+/// store's publisher thread, in commit order, so every receiver gets its
+/// notifications in id order and a client that resumes with `since` = the highest
+/// id it saw misses nothing. Counter updates are pushed only to rooms somebody is
+/// in, read fresh (a later state than the event's is fine: it is the newest).
+pub fn event_sink(social: &Social, hub: &Hub) -> EventSink {
+    // The store, not the `Social`: the sink lives inside the `Social`, and holding it
+    // would keep it (and the database) alive forever.
+    let store = social.store().clone();
     let hub = hub.clone();
-    social
-        .deliver_notification(args, move |n| publish_notification(&hub, n))
-        .await
+    Arc::new(move |event| match event {
+        Event::Notification(n) => publish_notification(&hub, &n),
+        Event::PostCounted(id) => {
+            let room = format!("post:{id}");
+            if hub.room_size(&room) == 0 {
+                return;
+            }
+            if let Ok(Some(post)) = crate::domain::read_post(store.tables(), id) {
+                let data = serde_json::to_value(&post).unwrap_or_default();
+                hub.publish(Publication::event(&room, "post_updated", data));
+            }
+        }
+        Event::CommentCounted { comment, post } => {
+            let room = format!("post:{post}");
+            if hub.room_size(&room) == 0 {
+                return;
+            }
+            if let Ok(Some(c)) = crate::domain::read_comment(store.tables(), comment) {
+                let data = serde_json::to_value(&c).unwrap_or_default();
+                hub.publish(Publication::event(&room, "comment_updated", data));
+            }
+        }
+    })
 }
 
 /// Pushes a stored notification to its receiver's room.
@@ -130,62 +141,28 @@ async fn deliver_webhook(
 }
 
 /// The registry of built-in tasks.
-pub fn registry(social: &Social, hub: &Hub, settings: &Settings) -> Registry {
+pub fn registry(social: &Social, settings: &Settings) -> Registry {
     let mut registry = Registry::default();
     let s = social.clone();
-    let h = hub.clone();
     registry.register(NOTIFY, move |ctx: TaskContext| {
         let social = s.clone();
-        let hub = h.clone();
         async move {
             let args: NotifyArgs = ctx.args()?;
-            let (notification, created) = deliver(&social, &hub, args).await.map_err(task_error)?;
+            let (notification, created) = deliver(&social, args).await.map_err(task_error)?;
             Ok(Some(
                 json!({"notification_id": notification.id, "created": created}),
             ))
         }
     });
-    let post_locks = Arc::new(Stripes::new());
-    let s = social.clone();
-    let h = hub.clone();
-    registry.register(RECOUNT_POST, move |ctx: TaskContext| {
-        let social = s.clone();
-        let hub = h.clone();
-        let locks = post_locks.clone();
-        async move {
-            let RecountArgs { id } = ctx.args()?;
-            let _serial = locks.lock(id).lock().await;
-            let post = social.recount_post(id).await.map_err(task_error)?;
-            if let Some(post) = &post {
-                let data = serde_json::to_value(post).unwrap_or_default();
-                hub.publish(Publication::event(
-                    &format!("post:{id}"),
-                    "post_updated",
-                    data,
-                ));
-            }
-            Ok(Some(json!({"changed": post.is_some()})))
-        }
-    });
-    let comment_locks = Arc::new(Stripes::new());
-    let s = social.clone();
-    let h = hub.clone();
-    registry.register(RECOUNT_COMMENT, move |ctx: TaskContext| {
-        let social = s.clone();
-        let hub = h.clone();
-        let locks = comment_locks.clone();
-        async move {
-            let RecountArgs { id } = ctx.args()?;
-            let _serial = locks.lock(id).lock().await;
-            let comment = social.recount_comment(id).await.map_err(task_error)?;
-            if let Some(c) = &comment {
-                let data = serde_json::to_value(c).unwrap_or_default();
-                let room = format!("post:{}", c.post_id);
-                hub.publish(Publication::event(&room, "comment_updated", data));
-            }
-            Ok(Some(json!({"changed": comment.is_some()})))
-        }
-    });
+    // Counters are exact since schema 2 (updated in the commit of what they count,
+    // and recounted by the migration from 0.1.0), so the recounts 0.1.0 left waiting
+    // have nothing left to do.
+    for name in [RECOUNT_POST, RECOUNT_COMMENT] {
+        registry.register(name, |ctx: TaskContext| async move {
+            let RecountArgs { id: _ } = ctx.args()?;
+            Ok(Some(json!({"changed": false})))
+        });
+    }
     let hooks = Arc::new(settings.webhooks.clone());
     let timeout = Duration::from_millis(settings.queue.task_timeout_ms.clamp(1, 30_000));
     let client = reqwest::Client::builder()

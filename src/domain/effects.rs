@@ -1,24 +1,33 @@
-//! The one place that decides which tasks an action causes. Every function here runs
+//! The one place that decides what an action causes. Every function here runs
 //! inside the transaction of the action itself (the transactional outbox): the
-//! record and its tasks are committed together or not at all.
+//! record and everything it causes are committed together or not at all.
 //!
-//! Notifications are idempotent twice over: the action writes an effect key the
-//! first time it schedules a notification for an event (a second like by the same
-//! user after an unlike schedules none), and the `notify` task stores the
-//! notification under its own key, so a re-run after a crash creates nothing twice.
+//! What a like (or collect, comment, message) causes is written in its own commit:
+//! the exact counters and the notification, stored with its indexes and unread
+//! count. Only work that leaves the process — webhooks — becomes a task, enqueued in
+//! the same commit. A notification is created once per event: the action writes the
+//! event's key (`scheduled:{event}`) with it, so a second like by the same user after
+//! an unlike, or a retried request, creates nothing. The pushes to clients follow the
+//! commit as [`Event`]s.
+//!
+//! Tasks named `notify`, `recount_post` and `recount_comment` are no longer enqueued;
+//! their handlers stay, so tasks that release 0.1.0 left waiting still run.
 
 use serde::{Deserialize, Serialize};
 
-use super::{Comment, Message, Notification, NotificationKind, Post};
+use super::{Event, Notification, NotificationKind};
 use crate::config::WebhookSettings;
 use crate::queue::{self, TaskSpec};
-use crate::store::{Tx, TxResult};
+use crate::store::records::{
+    CommentRecord, MessageRecord, NotificationRecord, PostCounts, PostRecord,
+};
+use crate::store::{now_ms, Tx, TxResult};
 
-/// Task name: store and push one notification.
+/// Task name: store and push one notification (enqueued by 0.1.0 only).
 pub const NOTIFY: &str = "notify";
-/// Task name: recount a post's likes, collects, comments and shares.
+/// Task name: recount a post's likes, collects, comments and shares (0.1.0 only).
 pub const RECOUNT_POST: &str = "recount_post";
-/// Task name: recount a comment's likes.
+/// Task name: recount a comment's likes (0.1.0 only).
 pub const RECOUNT_COMMENT: &str = "recount_comment";
 /// Task name: POST an event to one configured webhook.
 pub const DELIVER_WEBHOOK: &str = "deliver_webhook";
@@ -65,47 +74,84 @@ pub struct RecountArgs {
     pub id: u64,
 }
 
-fn recount_post(tx: &Tx<'_>, post_id: u64, max_attempts: u32) -> TxResult<u64> {
-    let spec = TaskSpec::new(RECOUNT_POST, &RecountArgs { id: post_id }, max_attempts)
-        .unique(format!("{RECOUNT_POST}:{post_id}"));
-    queue::enqueue(tx, &spec)
+/// What the effects of an action need to know beyond the action.
+#[derive(Clone, Copy)]
+pub(crate) struct Policy<'a> {
+    /// Configured webhooks (their deliveries are tasks).
+    pub hooks: &'a [WebhookSettings],
+    /// Attempts allowed to the tasks enqueued.
+    pub max_attempts: u32,
 }
 
-fn recount_comment(tx: &Tx<'_>, comment_id: u64, max_attempts: u32) -> TxResult<u64> {
-    let spec = TaskSpec::new(
-        RECOUNT_COMMENT,
-        &RecountArgs { id: comment_id },
-        max_attempts,
+/// What an action caused: the notification it created, if any, and the events to
+/// push once it is committed.
+#[derive(Debug, Default)]
+pub(crate) struct Caused {
+    /// The notification created.
+    pub notification: Option<u64>,
+    /// Events for the publisher.
+    pub events: Vec<Event>,
+}
+
+/// Adds `delta` to one of a post's counters (saturating at zero).
+fn count_post(
+    tx: &Tx<'_>,
+    post_id: u64,
+    delta: i64,
+    field: fn(&mut PostCounts) -> &mut u64,
+) -> TxResult<()> {
+    let t = tx.t();
+    let mut counts = tx.get(&t.post_counts, &post_id)?.unwrap_or_default();
+    let n = field(&mut counts);
+    *n = n.saturating_add_signed(delta);
+    tx.insert(&t.post_counts, &post_id, &counts)
+}
+
+fn count_comment(tx: &Tx<'_>, comment_id: u64, delta: i64) -> TxResult<()> {
+    let t = tx.t();
+    let n = tx.get(&t.comment_counts, &comment_id)?.unwrap_or(0);
+    tx.insert(
+        &t.comment_counts,
+        &comment_id,
+        &n.saturating_add_signed(delta),
     )
-    .unique(format!("{RECOUNT_COMMENT}:{comment_id}"));
-    queue::enqueue(tx, &spec)
 }
 
-/// Schedules the notification for `args` once per event key; returns the task id,
-/// or `None` if this event was already notified (or is being notified).
+/// Stores the notification `r` for event `event` unless the event was notified
+/// before (or the actor is the receiver). `title` is the post's title, when known.
 fn notify_once(
     tx: &Tx<'_>,
-    actor: u64,
-    args: NotifyArgs,
-    max_attempts: u32,
-) -> TxResult<Option<u64>> {
-    if args.actor == Some(args.receiver) {
+    policy: Policy<'_>,
+    event: &str,
+    r: NotificationRecord,
+    title: Option<&str>,
+) -> TxResult<Option<Notification>> {
+    if r.actor == Some(r.receiver) {
         return Ok(None);
     }
     let t = tx.t();
-    let mark = format!("scheduled:{}", args.key);
+    let mark = format!("scheduled:{event}");
     if tx.contains(&t.effects, &mark)? {
         return Ok(None);
     }
-    let spec = TaskSpec::new(NOTIFY, &args, max_attempts).owned_by(actor);
-    let id = queue::enqueue(tx, &spec)?;
+    let id = tx.next_id()?;
+    tx.insert(&t.notifications, &id, &r)?;
+    tx.insert(&t.user_notifications, &(r.receiver, id), &())?;
+    tx.insert(&t.user_unread, &(r.receiver, id), &())?;
+    let unread = tx.get(&t.unread_counts, &r.receiver)?.unwrap_or(0);
+    tx.insert(&t.unread_counts, &r.receiver, &(unread + 1))?;
     tx.insert(&t.effects, &mark, &id)?;
-    Ok(Some(id))
+    let actor = match r.actor {
+        Some(a) => tx.get(&t.users, &a)?.map(|u| u.name),
+        None => None,
+    };
+    let n = Notification::from_record(id, &r, |_, _| (actor, title.map(str::to_owned)));
+    notification_created(tx, &n, policy.hooks, policy.max_attempts)?;
+    Ok(Some(n))
 }
 
-fn args(kind: NotificationKind, key: String, receiver: u64, actor: u64) -> NotifyArgs {
-    NotifyArgs {
-        key,
+fn record(kind: NotificationKind, receiver: u64, actor: u64) -> NotificationRecord {
+    NotificationRecord {
         kind,
         receiver,
         actor: Some(actor),
@@ -113,119 +159,139 @@ fn args(kind: NotificationKind, key: String, receiver: u64, actor: u64) -> Notif
         comment: None,
         message: None,
         text: None,
+        created_at: now_ms(),
+        read: false,
     }
 }
 
-/// A new like on a post: recount it, and notify its author once per liker.
-pub fn post_liked(
+fn caused(n: Option<Notification>, mut events: Vec<Event>) -> Caused {
+    let notification = n.as_ref().map(|n| n.id);
+    if let Some(n) = n {
+        events.insert(0, Event::Notification(n));
+    }
+    Caused {
+        notification,
+        events,
+    }
+}
+
+/// A new like on a post: count it, and notify its author once per liker.
+pub(crate) fn post_liked(
     tx: &Tx<'_>,
-    post: &Post,
+    policy: Policy<'_>,
+    post_id: u64,
+    post: &PostRecord,
     liker: u64,
-    max_attempts: u32,
-) -> TxResult<Option<u64>> {
-    recount_post(tx, post.id, max_attempts)?;
-    let mut a = args(
-        NotificationKind::LikePost,
-        format!("like_post:{liker}:{}", post.id),
-        post.author_id,
-        liker,
-    );
-    a.post = Some(post.id);
-    notify_once(tx, liker, a, max_attempts)
+) -> TxResult<Caused> {
+    count_post(tx, post_id, 1, |c| &mut c.likes)?;
+    let mut r = record(NotificationKind::LikePost, post.author_id, liker);
+    r.post = Some(post_id);
+    let event = format!("like_post:{liker}:{post_id}");
+    let n = notify_once(tx, policy, &event, r, Some(&post.title))?;
+    Ok(caused(n, vec![Event::PostCounted(post_id)]))
 }
 
-/// A like removed from a post: recount it.
-pub fn post_unliked(tx: &Tx<'_>, post_id: u64, max_attempts: u32) -> TxResult<()> {
-    recount_post(tx, post_id, max_attempts).map(drop)
+/// A like removed from a post: count it.
+pub(crate) fn post_unliked(tx: &Tx<'_>, post_id: u64) -> TxResult<Caused> {
+    count_post(tx, post_id, -1, |c| &mut c.likes)?;
+    Ok(caused(None, vec![Event::PostCounted(post_id)]))
 }
 
-/// A new like on a comment: recount it, and notify its author once per liker.
-pub fn comment_liked(
+/// A new like on a comment: count it, and notify its author once per liker.
+pub(crate) fn comment_liked(
     tx: &Tx<'_>,
-    comment: &Comment,
+    policy: Policy<'_>,
+    comment_id: u64,
+    comment: &CommentRecord,
     liker: u64,
-    max_attempts: u32,
-) -> TxResult<Option<u64>> {
-    recount_comment(tx, comment.id, max_attempts)?;
-    let mut a = args(
-        NotificationKind::LikeComment,
-        format!("like_comment:{liker}:{}", comment.id),
-        comment.author_id,
-        liker,
-    );
-    a.post = Some(comment.post_id);
-    a.comment = Some(comment.id);
-    notify_once(tx, liker, a, max_attempts)
+) -> TxResult<Caused> {
+    count_comment(tx, comment_id, 1)?;
+    let title = tx.get(&tx.t().posts, &comment.post_id)?.map(|p| p.title);
+    let mut r = record(NotificationKind::LikeComment, comment.author_id, liker);
+    r.post = Some(comment.post_id);
+    r.comment = Some(comment_id);
+    let event = format!("like_comment:{liker}:{comment_id}");
+    let n = notify_once(tx, policy, &event, r, title.as_deref())?;
+    let counted = Event::CommentCounted {
+        comment: comment_id,
+        post: comment.post_id,
+    };
+    Ok(caused(n, vec![counted]))
 }
 
-/// A like removed from a comment: recount it.
-pub fn comment_unliked(tx: &Tx<'_>, comment_id: u64, max_attempts: u32) -> TxResult<()> {
-    recount_comment(tx, comment_id, max_attempts).map(drop)
+/// A like removed from a comment: count it.
+pub(crate) fn comment_unliked(tx: &Tx<'_>, comment_id: u64, post_id: u64) -> TxResult<Caused> {
+    count_comment(tx, comment_id, -1)?;
+    let counted = Event::CommentCounted {
+        comment: comment_id,
+        post: post_id,
+    };
+    Ok(caused(None, vec![counted]))
 }
 
-/// A post collected: recount it, and notify its author once per collector.
-pub fn post_collected(
+/// A post collected: count it, and notify its author once per collector.
+pub(crate) fn post_collected(
     tx: &Tx<'_>,
-    post: &Post,
+    policy: Policy<'_>,
+    post_id: u64,
+    post: &PostRecord,
     user: u64,
-    max_attempts: u32,
-) -> TxResult<Option<u64>> {
-    recount_post(tx, post.id, max_attempts)?;
-    let mut a = args(
-        NotificationKind::Collect,
-        format!("collect:{user}:{}", post.id),
-        post.author_id,
-        user,
-    );
-    a.post = Some(post.id);
-    notify_once(tx, user, a, max_attempts)
+) -> TxResult<Caused> {
+    count_post(tx, post_id, 1, |c| &mut c.collects)?;
+    let mut r = record(NotificationKind::Collect, post.author_id, user);
+    r.post = Some(post_id);
+    let event = format!("collect:{user}:{post_id}");
+    let n = notify_once(tx, policy, &event, r, Some(&post.title))?;
+    Ok(caused(n, vec![Event::PostCounted(post_id)]))
 }
 
-/// A collect removed: recount.
-pub fn post_uncollected(tx: &Tx<'_>, post_id: u64, max_attempts: u32) -> TxResult<()> {
-    recount_post(tx, post_id, max_attempts).map(drop)
+/// A collect removed: count it.
+pub(crate) fn post_uncollected(tx: &Tx<'_>, post_id: u64) -> TxResult<Caused> {
+    count_post(tx, post_id, -1, |c| &mut c.collects)?;
+    Ok(caused(None, vec![Event::PostCounted(post_id)]))
 }
 
-/// A share: recount; returns the recount task's id.
-pub fn post_shared(tx: &Tx<'_>, post_id: u64, max_attempts: u32) -> TxResult<u64> {
-    recount_post(tx, post_id, max_attempts)
+/// A share: count it.
+pub(crate) fn post_shared(tx: &Tx<'_>, post_id: u64) -> TxResult<Caused> {
+    count_post(tx, post_id, 1, |c| &mut c.shares)?;
+    Ok(caused(None, vec![Event::PostCounted(post_id)]))
 }
 
-/// A comment: recount the post, and notify the post's author — or, for a reply, the
-/// parent comment's author.
-pub fn commented(
+/// A comment: count it on the post, and notify the post's author — or, for a
+/// reply, the parent comment's author.
+pub(crate) fn commented(
     tx: &Tx<'_>,
-    post: &Post,
-    comment: &Comment,
-    parent: Option<&Comment>,
-    max_attempts: u32,
-) -> TxResult<Option<u64>> {
-    recount_post(tx, post.id, max_attempts)?;
+    policy: Policy<'_>,
+    post: &PostRecord,
+    comment_id: u64,
+    comment: &CommentRecord,
+    parent: Option<&CommentRecord>,
+) -> TxResult<Caused> {
+    count_post(tx, comment.post_id, 1, |c| &mut c.comments)?;
     let (kind, receiver) = match parent {
         Some(p) => (NotificationKind::Reply, p.author_id),
         None => (NotificationKind::Comment, post.author_id),
     };
-    let mut a = args(
-        kind,
-        format!("comment:{}", comment.id),
-        receiver,
-        comment.author_id,
-    );
-    a.post = Some(post.id);
-    a.comment = Some(comment.id);
-    notify_once(tx, comment.author_id, a, max_attempts)
+    let mut r = record(kind, receiver, comment.author_id);
+    r.post = Some(comment.post_id);
+    r.comment = Some(comment_id);
+    let event = format!("comment:{comment_id}");
+    let n = notify_once(tx, policy, &event, r, Some(&post.title))?;
+    Ok(caused(n, vec![Event::PostCounted(comment.post_id)]))
 }
 
 /// A private message: notify the receiver.
-pub fn message_sent(tx: &Tx<'_>, message: &Message, max_attempts: u32) -> TxResult<Option<u64>> {
-    let mut a = args(
-        NotificationKind::Message,
-        format!("message:{}", message.id),
-        message.to_user_id,
-        message.from_user_id,
-    );
-    a.message = Some(message.id);
-    notify_once(tx, message.from_user_id, a, max_attempts)
+pub(crate) fn message_sent(
+    tx: &Tx<'_>,
+    policy: Policy<'_>,
+    message_id: u64,
+    message: &MessageRecord,
+) -> TxResult<Caused> {
+    let mut r = record(NotificationKind::Message, message.to, message.from);
+    r.message = Some(message_id);
+    let event = format!("message:{message_id}");
+    let n = notify_once(tx, policy, &event, r, None)?;
+    Ok(caused(n, Vec::new()))
 }
 
 /// A notification was stored: schedule its delivery to every webhook that wants
@@ -248,7 +314,10 @@ pub fn notification_created(
             data: data.clone(),
         };
         let attempts = hook.max_attempts.unwrap_or(max_attempts);
-        queue::enqueue(tx, &TaskSpec::new(DELIVER_WEBHOOK, &args, attempts))?;
+        let mut spec = TaskSpec::new(DELIVER_WEBHOOK, &args, attempts);
+        // The user whose action caused it may follow its delivery.
+        spec.owner = n.actor_id;
+        queue::enqueue(tx, &spec)?;
     }
     Ok(())
 }

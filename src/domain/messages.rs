@@ -2,10 +2,10 @@
 
 use std::ops::Bound;
 
-use super::{
-    check_text, commit, effects, into_page, DomainError, DomainResult, Message, Page, Social,
-    Timestamp,
-};
+use super::effects::{self, Policy};
+use super::{check_text, into_page, DomainError, DomainResult, Message, Page, Social};
+use crate::store::now_ms;
+use crate::store::records::MessageRecord;
 
 fn pair(a: u64, b: u64) -> (u64, u64) {
     (a.min(b), a.max(b))
@@ -21,23 +21,28 @@ impl Social {
             ));
         }
         let max_attempts = self.max_attempts();
-        commit(self.store(), move |tx| {
+        let hooks = self.inner.webhooks.clone();
+        self.commit_with_events(move |tx| {
             let t = tx.t();
             if !tx.contains(&t.users, &to)? {
                 return Ok(Err(DomainError::NotFound("user")));
             }
-            let message = Message {
-                id: tx.next_id()?,
-                from_user_id: from,
-                to_user_id: to,
+            let id = tx.next_id()?;
+            let message = MessageRecord {
+                from,
+                to,
                 body: body.clone(),
-                created_at: Timestamp::now(),
+                created_at: now_ms(),
             };
             let (lo, hi) = pair(from, to);
-            tx.insert(&t.messages, &message.id, &message)?;
-            tx.insert(&t.conversations, &(lo, hi, message.id), &())?;
-            effects::message_sent(tx, &message, max_attempts)?;
-            Ok(Ok(message))
+            tx.insert(&t.messages, &id, &message)?;
+            tx.insert(&t.conversations, &(lo, hi, id), &())?;
+            let policy = Policy {
+                hooks: &hooks,
+                max_attempts,
+            };
+            let caused = effects::message_sent(tx, policy, id, &message)?;
+            Ok(Ok((Message::from_record(id, &message), caused.events)))
         })
         .await
     }
@@ -67,7 +72,7 @@ impl Social {
         let mut items = Vec::with_capacity(keys.len());
         for ((_, _, id), ()) in keys {
             if let Some(m) = t.messages.get(&id)? {
-                items.push(m);
+                items.push(Message::from_record(id, &m));
             }
         }
         Ok(into_page(items, limit, |m| m.id))

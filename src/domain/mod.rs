@@ -18,15 +18,18 @@ mod views;
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Limits, QueueSettings, WebhookSettings};
+use crate::store::records::{
+    CommentRecord, MessageRecord, NotificationRecord, PostCounts, PostRecord,
+};
 use crate::store::{self, Store};
 
 pub use directory::PostMarks;
 pub use effects::NotifyArgs;
 pub use notifications::NotificationPage;
-pub use posts::{CollectOutcome, LikeOutcome, ShareOutcome};
+pub use posts::{read_comment, read_post, CollectOutcome, LikeOutcome, ShareOutcome};
 pub use users::{new_token, AdminToken, Session, User};
 pub use views::ViewCounter;
 
@@ -59,49 +62,9 @@ pub enum DomainError {
 /// Result of a domain operation.
 pub type DomainResult<T> = Result<T, DomainError>;
 
-/// A point in time, stored as milliseconds since the epoch and rendered as RFC 3339
-/// (UTC, millisecond precision) in human-readable formats such as JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(pub i64);
+pub use crate::store::Timestamp;
 
-impl Timestamp {
-    /// The current time.
-    pub fn now() -> Self {
-        Timestamp(store::now_ms())
-    }
-
-    /// RFC 3339 text, e.g. `2026-11-22T18:00:00.000Z`.
-    pub fn to_rfc3339(self) -> String {
-        chrono::DateTime::from_timestamp_millis(self.0)
-            .unwrap_or_default()
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            s.serialize_str(&self.to_rfc3339())
-        } else {
-            s.serialize_i64(self.0)
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        if d.is_human_readable() {
-            let text = String::deserialize(d)?;
-            chrono::DateTime::parse_from_rfc3339(&text)
-                .map(|t| Timestamp(t.timestamp_millis()))
-                .map_err(serde::de::Error::custom)
-        } else {
-            i64::deserialize(d).map(Timestamp)
-        }
-    }
-}
-
-/// A post, as stored and as rendered (API.md `Post`). Counts are kept by tasks.
+/// A post as rendered (API.md `Post`): its record and its exact counters.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Post {
     /// Id.
@@ -114,13 +77,13 @@ pub struct Post {
     pub body: String,
     /// Creation time.
     pub created_at: Timestamp,
-    /// Likes, as last counted.
+    /// Likes.
     pub likes_count: u64,
-    /// Collects, as last counted.
+    /// Collects.
     pub collects_count: u64,
-    /// Comments, as last counted.
+    /// Comments and replies.
     pub comments_count: u64,
-    /// Shares, as last counted.
+    /// Shares.
     pub shares_count: u64,
     /// Views (batched).
     pub view_count: u64,
@@ -141,7 +104,7 @@ pub struct Comment {
     pub body: String,
     /// Creation time.
     pub created_at: Timestamp,
-    /// Likes, as last counted.
+    /// Likes.
     pub likes_count: u64,
 }
 
@@ -160,25 +123,7 @@ pub struct Message {
     pub created_at: Timestamp,
 }
 
-/// What a notification is about.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum NotificationKind {
-    /// Someone liked your post.
-    LikePost,
-    /// Someone liked your comment.
-    LikeComment,
-    /// Someone commented on your post.
-    Comment,
-    /// Someone replied to your comment.
-    Reply,
-    /// Someone sent you a message.
-    Message,
-    /// Someone collected your post.
-    Collect,
-    /// Sent by an outside app through the admin API.
-    Custom,
-}
+pub use crate::store::records::NotificationKind;
 
 /// A notification (API.md `Notification`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -214,6 +159,119 @@ pub struct Page<T> {
     pub next_before: Option<u64>,
 }
 
+impl Post {
+    /// The view of post `id` from its record and counters.
+    pub fn from_record(id: u64, r: &PostRecord, c: &PostCounts) -> Post {
+        Post {
+            id,
+            author_id: r.author_id,
+            title: r.title.clone(),
+            body: r.body.clone(),
+            created_at: Timestamp(r.created_at),
+            likes_count: c.likes,
+            collects_count: c.collects,
+            comments_count: c.comments,
+            shares_count: c.shares,
+            view_count: c.views,
+        }
+    }
+}
+
+impl Comment {
+    /// The view of comment `id` from its record and like count.
+    pub fn from_record(id: u64, r: &CommentRecord, likes: u64) -> Comment {
+        Comment {
+            id,
+            post_id: r.post_id,
+            author_id: r.author_id,
+            parent_id: r.parent_id,
+            body: r.body.clone(),
+            created_at: Timestamp(r.created_at),
+            likes_count: likes,
+        }
+    }
+}
+
+impl Message {
+    /// The view of message `id` from its record.
+    pub fn from_record(id: u64, r: &MessageRecord) -> Message {
+        Message {
+            id,
+            from_user_id: r.from,
+            to_user_id: r.to,
+            body: r.body.clone(),
+            created_at: Timestamp(r.created_at),
+        }
+    }
+}
+
+/// The text of a notification without a caller-given one, from the names it
+/// mentions (`None`: the actor or post is gone).
+pub fn compose_text(kind: NotificationKind, actor: Option<&str>, title: Option<&str>) -> String {
+    let actor = actor.unwrap_or("someone");
+    let title = title.map_or_else(String::new, |t| format!(" \u{201c}{t}\u{201d}"));
+    match kind {
+        NotificationKind::LikePost => format!("{actor} liked your post{title}"),
+        NotificationKind::LikeComment => format!("{actor} liked your comment on{title}"),
+        NotificationKind::Comment => format!("{actor} commented on your post{title}"),
+        NotificationKind::Reply => format!("{actor} replied to your comment on{title}"),
+        NotificationKind::Message => format!("{actor} sent you a message"),
+        NotificationKind::Collect => format!("{actor} collected your post{title}"),
+        NotificationKind::Custom => "notification".to_owned(),
+    }
+}
+
+impl Notification {
+    /// The view of notification `id`; `names` looks up the actor's name and the
+    /// post's title when the text must be composed.
+    pub fn from_record(
+        id: u64,
+        r: &NotificationRecord,
+        names: impl FnOnce(Option<u64>, Option<u64>) -> (Option<String>, Option<String>),
+    ) -> Notification {
+        let text = match &r.text {
+            Some(text) => text.clone(),
+            None => {
+                let (actor, title) = names(r.actor, r.post);
+                compose_text(r.kind, actor.as_deref(), title.as_deref())
+            }
+        };
+        Notification {
+            id,
+            kind: r.kind,
+            receiver_id: r.receiver,
+            actor_id: r.actor,
+            post_id: r.post,
+            comment_id: r.comment,
+            message_id: r.message,
+            text,
+            created_at: Timestamp(r.created_at),
+            read: r.read,
+        }
+    }
+}
+
+/// Something committed that clients may want pushed to them. The store's publisher
+/// hands these to the [`EventSink`], in commit order.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A new notification, for `user:{receiver}`.
+    Notification(Notification),
+    /// A post's counters changed (`post:{id}` subscribers get `post_updated`).
+    PostCounted(u64),
+    /// A comment's like count changed (`comment_updated` to `post:{post}`).
+    CommentCounted {
+        /// The comment.
+        comment: u64,
+        /// Its post.
+        post: u64,
+    },
+}
+
+/// Where committed events go (the realtime hub, wired at start-up). Runs on the
+/// store's publisher thread, never on the writer.
+pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
+
 /// The social operations over one store. Cheap to clone.
 #[derive(Clone)]
 pub struct Social {
@@ -228,6 +286,7 @@ struct SocialInner {
     logins: users::LoginLimiter,
     hashing: tokio::sync::Semaphore,
     webhooks: Arc<Vec<WebhookSettings>>,
+    sink: std::sync::OnceLock<EventSink>,
 }
 
 impl Social {
@@ -249,8 +308,41 @@ impl Social {
                 views: ViewCounter::default(),
                 hashing: tokio::sync::Semaphore::new(hashing),
                 webhooks: Arc::new(webhooks),
+                sink: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Sends every committed event to `sink` from now on (set once, at start-up;
+    /// before that, events are dropped: nobody can be connected yet).
+    pub fn set_event_sink(&self, sink: EventSink) {
+        let _ = self.inner.sink.set(sink);
+    }
+
+    /// Commits `change`, whose result carries the events it caused, and hands those
+    /// events to the sink once the change is durable, in commit order.
+    pub(crate) async fn commit_with_events<T, F>(&self, change: F) -> DomainResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&store::Tx<'_>) -> store::TxResult<DomainResult<(T, Vec<Event>)>> + Send + 'static,
+    {
+        let sink = self.inner.sink.get().cloned();
+        let after = move |r: &mut DomainResult<(T, Vec<Event>)>| -> Option<store::Deferred> {
+            let sink = sink?;
+            let events = match r {
+                Ok((_, events)) if !events.is_empty() => std::mem::take(events),
+                _ => return None,
+            };
+            Some(Box::new(move || {
+                for e in events {
+                    sink(e);
+                }
+            }))
+        };
+        self.store()
+            .write_then(change, after)
+            .await?
+            .map(|(t, _)| t)
     }
 
     /// The underlying store.
@@ -309,16 +401,6 @@ where
     store.write(change).await?
 }
 
-/// [`commit`] through [`Store::write_lazy`]: answered once committed, without
-/// waiting for a flush. Only for changes a re-run of their task can redo.
-pub(crate) async fn commit_lazy<T, F>(store: &Store, change: F) -> DomainResult<T>
-where
-    T: Send + 'static,
-    F: Fn(&store::Tx<'_>) -> store::TxResult<DomainResult<T>> + Send + 'static,
-{
-    store.write_lazy(change).await?
-}
-
 /// Slices one more than a page into a page and its cursor.
 pub(crate) fn into_page<T>(mut items: Vec<T>, limit: usize, id: impl Fn(&T) -> u64) -> Page<T> {
     let next_before = if items.len() > limit {
@@ -333,16 +415,6 @@ pub(crate) fn into_page<T>(mut items: Vec<T>, limit: usize, id: impl Fn(&T) -> u
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_are_rfc3339_in_json_and_integers_in_postcard() {
-        let t = Timestamp(1_700_000_000_123);
-        let json = serde_json::to_string(&t).unwrap();
-        assert_eq!(json, "\"2023-11-14T22:13:20.123Z\"");
-        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
-        let bin = postcard::to_stdvec(&t).unwrap();
-        assert_eq!(postcard::from_bytes::<Timestamp>(&bin).unwrap(), t);
-    }
 
     #[test]
     fn text_checks_count_characters_not_bytes() {

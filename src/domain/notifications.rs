@@ -3,10 +3,9 @@
 use std::ops::Bound;
 
 use super::effects::NotifyArgs;
-use super::{
-    commit, into_page, DomainError, DomainResult, Notification, NotificationKind, Page, Social,
-    Timestamp,
-};
+use super::{commit, into_page, DomainError, DomainResult, Event, Notification, Page, Social};
+use crate::store::now_ms;
+use crate::store::records::NotificationRecord;
 
 /// A page of notifications with the receiver's unread count.
 #[derive(Debug, Clone)]
@@ -21,88 +20,77 @@ pub struct NotificationPage {
 pub const MAX_MARK_IDS: usize = 1000;
 
 impl Social {
-    fn compose_text(&self, a: &NotifyArgs) -> DomainResult<String> {
-        if let Some(text) = &a.text {
-            return Ok(text.clone());
-        }
+    /// The view of a stored notification, its text composed if it has none.
+    pub(crate) fn render_notification(&self, id: u64, r: &NotificationRecord) -> Notification {
         let t = self.store().tables();
-        let actor = match a.actor {
-            Some(id) => t
-                .users
-                .get(&id)?
-                .map_or_else(|| "someone".to_owned(), |u| u.name),
-            None => "someone".to_owned(),
-        };
-        let title = match a.post {
-            Some(id) => t.posts.get(&id)?.map(|p| p.title),
-            None => None,
-        };
-        let title = title.map_or_else(String::new, |t| format!(" \u{201c}{t}\u{201d}"));
-        Ok(match a.kind {
-            NotificationKind::LikePost => format!("{actor} liked your post{title}"),
-            NotificationKind::LikeComment => format!("{actor} liked your comment on{title}"),
-            NotificationKind::Comment => format!("{actor} commented on your post{title}"),
-            NotificationKind::Reply => format!("{actor} replied to your comment on{title}"),
-            NotificationKind::Message => format!("{actor} sent you a message"),
-            NotificationKind::Collect => format!("{actor} collected your post{title}"),
-            NotificationKind::Custom => "notification".to_owned(),
+        Notification::from_record(id, r, |actor, post| {
+            let actor = actor.and_then(|a| t.users.get(&a).ok().flatten().map(|u| u.name));
+            let title = post.and_then(|p| t.posts.get(&p).ok().flatten().map(|p| p.title));
+            (actor, title)
         })
     }
 
     /// Stores the notification for `args` unless one with its key exists. Returns
     /// the notification and whether it was created by this call. Idempotent: a
-    /// re-run after a crash returns the first one.
-    ///
-    /// `on_created` runs once the new notification is durable, in commit order
-    /// (so in id order), before this returns; it is not run when the notification
-    /// already existed.
+    /// re-run after a crash returns the first one. A new notification is pushed
+    /// after its commit, in commit order (so in id order).
     pub async fn deliver_notification(
         &self,
         args: NotifyArgs,
-        on_created: impl FnOnce(&Notification) + Send + 'static,
     ) -> DomainResult<(Notification, bool)> {
         if self.store().tables().users.get(&args.receiver)?.is_none() {
             return Err(DomainError::NotFound("user"));
         }
-        let text = self.compose_text(&args)?;
         let hooks = self.inner.webhooks.clone();
         let max_attempts = self.max_attempts();
-        let after = move |r: &DomainResult<(Notification, bool)>| {
-            if let Ok((n, true)) = r {
-                on_created(n);
-            }
-        };
-        let change = move |tx: &crate::store::Tx<'_>| {
-            let t = tx.t();
-            let key = format!("notified:{}", args.key);
-            if let Some(id) = tx.get(&t.effects, &key)? {
-                return Ok(match tx.get(&t.notifications, &id)? {
-                    Some(n) => Ok((n, false)),
-                    None => Err(DomainError::NotFound("notification")),
-                });
-            }
-            let n = Notification {
-                id: tx.next_id()?,
-                kind: args.kind,
-                receiver_id: args.receiver,
-                actor_id: args.actor,
-                post_id: args.post,
-                comment_id: args.comment,
-                message_id: args.message,
-                text: text.clone(),
-                created_at: Timestamp::now(),
-                read: false,
-            };
-            tx.insert(&t.notifications, &n.id, &n)?;
-            tx.insert(&t.user_notifications, &(n.receiver_id, n.id), &())?;
-            tx.insert(&t.user_unread, &(n.receiver_id, n.id), &())?;
-            let unread = tx.get(&t.unread_counts, &n.receiver_id)?.unwrap_or(0);
-            tx.insert(&t.unread_counts, &n.receiver_id, &(unread + 1))?;
-            tx.insert(&t.effects, &key, &n.id)?;
-            super::effects::notification_created(tx, &n, &hooks, max_attempts)?;
-            Ok(Ok((n, true)))
-        };
-        self.store().write_then(change, after).await?
+        let (id, created) = self
+            .commit_with_events(move |tx| {
+                let t = tx.t();
+                let key = format!("notified:{}", args.key);
+                if let Some(id) = tx.get(&t.effects, &key)? {
+                    return Ok(match tx.contains(&t.notifications, &id)? {
+                        true => Ok(((id, false), Vec::new())),
+                        false => Err(DomainError::NotFound("notification")),
+                    });
+                }
+                let id = tx.next_id()?;
+                let r = NotificationRecord {
+                    kind: args.kind,
+                    receiver: args.receiver,
+                    actor: args.actor,
+                    post: args.post,
+                    comment: args.comment,
+                    message: args.message,
+                    text: args.text.clone(),
+                    created_at: now_ms(),
+                    read: false,
+                };
+                tx.insert(&t.notifications, &id, &r)?;
+                tx.insert(&t.user_notifications, &(r.receiver, id), &())?;
+                tx.insert(&t.user_unread, &(r.receiver, id), &())?;
+                let unread = tx.get(&t.unread_counts, &r.receiver)?.unwrap_or(0);
+                tx.insert(&t.unread_counts, &r.receiver, &(unread + 1))?;
+                tx.insert(&t.effects, &key, &id)?;
+                let actor = match r.actor {
+                    Some(a) => tx.get(&t.users, &a)?.map(|u| u.name),
+                    None => None,
+                };
+                let title = match r.post {
+                    Some(p) => tx.get(&t.posts, &p)?.map(|p| p.title),
+                    None => None,
+                };
+                let n = Notification::from_record(id, &r, |_, _| (actor, title));
+                super::effects::notification_created(tx, &n, &hooks, max_attempts)?;
+                Ok(Ok(((id, true), vec![Event::Notification(n)])))
+            })
+            .await?;
+        let r = self
+            .store()
+            .tables()
+            .notifications
+            .get(&id)?
+            .ok_or(DomainError::NotFound("notification"))?;
+        Ok((self.render_notification(id, &r), created))
     }
 
     /// The user's unread count.
@@ -133,8 +121,8 @@ impl Social {
         let keys = index.range_rev(Bound::Included(&(user, 0)), upper, limit + 1)?;
         let mut items = Vec::with_capacity(keys.len());
         for ((_, id), ()) in keys {
-            if let Some(n) = t.notifications.get(&id)? {
-                items.push(n);
+            if let Some(r) = t.notifications.get(&id)? {
+                items.push(self.render_notification(id, &r));
             }
         }
         Ok(NotificationPage {
@@ -158,8 +146,8 @@ impl Social {
         )?;
         let mut items = Vec::with_capacity(keys.len());
         for ((_, id), ()) in keys {
-            if let Some(n) = t.notifications.get(&id)? {
-                items.push(n);
+            if let Some(r) = t.notifications.get(&id)? {
+                items.push(self.render_notification(id, &r));
             }
         }
         Ok(items)
@@ -178,16 +166,16 @@ impl Social {
             let mut found = Vec::with_capacity(ids.len());
             for id in &ids {
                 match tx.get(&t.notifications, id)? {
-                    Some(n) if n.receiver_id == user => found.push(n),
+                    Some(n) if n.receiver == user => found.push((*id, n)),
                     _ => return Ok(Err(DomainError::NotFound("notification"))),
                 }
             }
             let mut unread = tx.get(&t.unread_counts, &user)?.unwrap_or(0);
-            for mut n in found {
+            for (id, mut n) in found {
                 if !n.read {
                     n.read = true;
-                    tx.insert(&t.notifications, &n.id, &n)?;
-                    tx.remove(&t.user_unread, &(user, n.id))?;
+                    tx.insert(&t.notifications, &id, &n)?;
+                    tx.remove(&t.user_unread, &(user, id))?;
                     unread = unread.saturating_sub(1);
                 }
             }

@@ -4,10 +4,12 @@ use std::ops::Bound;
 
 use serde::Serialize;
 
+use super::effects::{self, Caused, Policy};
 use super::{
-    check_text, commit, commit_lazy, effects, into_page, Comment, DomainError, DomainResult, Page,
-    Post, Social, Timestamp,
+    check_text, commit, into_page, Comment, DomainError, DomainResult, Page, Post, Social,
 };
+use crate::store::records::{CommentRecord, PostCounts, PostRecord};
+use crate::store::{now_ms, Tables};
 
 /// Answer of a like or unlike.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -17,9 +19,13 @@ pub struct LikeOutcome {
     /// Whether this call created the like.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created: Option<bool>,
-    /// The notification task this like caused, if any.
+    /// The task this like caused: always null since the notification is written
+    /// with the like (kept for clients of 0.1.0).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_id: Option<Option<u64>>,
+    /// The notification this like created, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notification_id: Option<Option<u64>>,
 }
 
 /// Answer of a collect or uncollect.
@@ -29,8 +35,10 @@ pub struct CollectOutcome {
     pub collected: bool,
     /// Whether this call changed anything.
     pub changed: bool,
-    /// The notification task this collect caused, if any.
+    /// Always null since the notification is written with the collect.
     pub task_id: Option<u64>,
+    /// The notification this collect created, if any.
+    pub notification_id: Option<u64>,
 }
 
 /// Answer of a share.
@@ -40,8 +48,26 @@ pub struct ShareOutcome {
     pub shared: bool,
     /// The share's id.
     pub share_id: u64,
-    /// The recount task the share caused.
-    pub task_id: u64,
+    /// Always null since the count is updated with the share.
+    pub task_id: Option<u64>,
+}
+
+/// The view of post `id`, read outside any transaction.
+pub fn read_post(t: &Tables, id: u64) -> DomainResult<Option<Post>> {
+    let Some(r) = t.posts.get(&id)? else {
+        return Ok(None);
+    };
+    let counts = t.post_counts.get(&id)?.unwrap_or_default();
+    Ok(Some(Post::from_record(id, &r, &counts)))
+}
+
+/// The view of comment `id`, read outside any transaction.
+pub fn read_comment(t: &Tables, id: u64) -> DomainResult<Option<Comment>> {
+    let Some(r) = t.comments.get(&id)? else {
+        return Ok(None);
+    };
+    let likes = t.comment_counts.get(&id)?.unwrap_or(0);
+    Ok(Some(Comment::from_record(id, &r, likes)))
 }
 
 impl Social {
@@ -57,20 +83,16 @@ impl Social {
         check_text("body", &body, l.max_body_chars)?;
         commit(self.store(), move |tx| {
             let t = tx.t();
-            let post = Post {
-                id: tx.next_id()?,
+            let id = tx.next_id()?;
+            let post = PostRecord {
                 author_id: author,
                 title: title.clone(),
                 body: body.clone(),
-                created_at: Timestamp::now(),
-                likes_count: 0,
-                collects_count: 0,
-                comments_count: 0,
-                shares_count: 0,
-                view_count: 0,
+                created_at: now_ms(),
             };
-            tx.insert(&t.posts, &post.id, &post)?;
-            Ok(Ok(post))
+            tx.insert(&t.posts, &id, &post)?;
+            tx.insert(&t.post_counts, &id, &PostCounts::default())?;
+            Ok(Ok(Post::from_record(id, &post, &PostCounts::default())))
         })
         .await
     }
@@ -87,21 +109,17 @@ impl Social {
         let rows = t
             .posts
             .range_rev(Bound::Unbounded, upper.as_ref(), limit + 1)?;
-        let items = rows
-            .into_iter()
-            .map(|(_, p)| self.with_pending_views(p))
-            .collect();
+        let mut items = Vec::with_capacity(rows.len());
+        for (id, r) in rows {
+            let counts = t.post_counts.get(&id)?.unwrap_or_default();
+            items.push(self.with_pending_views(Post::from_record(id, &r, &counts)));
+        }
         Ok(into_page(items, limit, |p: &Post| p.id))
     }
 
     /// One post; `count_view` counts a view (batched in memory).
     pub fn post(&self, id: u64, count_view: bool) -> DomainResult<Post> {
-        let post = self
-            .store()
-            .tables()
-            .posts
-            .get(&id)?
-            .ok_or(DomainError::NotFound("post"))?;
+        let post = read_post(self.store().tables(), id)?.ok_or(DomainError::NotFound("post"))?;
         if count_view {
             self.views().add(id);
         }
@@ -121,9 +139,9 @@ impl Social {
             .write(move |tx| {
                 let t = tx.t();
                 for (id, views) in &batch {
-                    if let Some(mut post) = tx.get(&t.posts, id)? {
-                        post.view_count += views;
-                        tx.insert(&t.posts, id, &post)?;
+                    if let Some(mut counts) = tx.get(&t.post_counts, id)? {
+                        counts.views += views;
+                        tx.insert(&t.post_counts, id, &counts)?;
                     }
                 }
                 Ok(())
@@ -136,140 +154,169 @@ impl Social {
         Ok(n)
     }
 
-    /// Likes a post (idempotent).
+    fn policy_parts(&self) -> (std::sync::Arc<Vec<crate::config::WebhookSettings>>, u32) {
+        (self.inner.webhooks.clone(), self.max_attempts())
+    }
+
+    /// Likes a post (idempotent). The like, the post's like count and the author's
+    /// notification are one commit.
     pub async fn like_post(&self, user: u64, post_id: u64) -> DomainResult<LikeOutcome> {
-        let max_attempts = self.max_attempts();
-        commit(self.store(), move |tx| {
+        let (hooks, max_attempts) = self.policy_parts();
+        self.commit_with_events(move |tx| {
             let t = tx.t();
             let Some(post) = tx.get(&t.posts, &post_id)? else {
                 return Ok(Err(DomainError::NotFound("post")));
             };
             let key = (post_id, user);
             if tx.contains(&t.post_likes, &key)? {
-                return Ok(Ok(liked(false, None)));
+                return Ok(Ok((liked(false, None), Vec::new())));
             }
-            tx.insert(&t.post_likes, &key, &crate::store::now_ms())?;
-            let task = effects::post_liked(tx, &post, user, max_attempts)?;
-            Ok(Ok(liked(true, task)))
+            tx.insert(&t.post_likes, &key, &now_ms())?;
+            let policy = Policy {
+                hooks: &hooks,
+                max_attempts,
+            };
+            let Caused {
+                notification,
+                events,
+            } = effects::post_liked(tx, policy, post_id, &post, user)?;
+            Ok(Ok((liked(true, notification), events)))
         })
         .await
     }
 
     /// Removes a like from a post (idempotent).
     pub async fn unlike_post(&self, user: u64, post_id: u64) -> DomainResult<LikeOutcome> {
-        let max_attempts = self.max_attempts();
-        commit(self.store(), move |tx| {
+        self.commit_with_events(move |tx| {
             let t = tx.t();
             if !tx.contains(&t.posts, &post_id)? {
                 return Ok(Err(DomainError::NotFound("post")));
             }
+            let mut events = Vec::new();
             if tx.remove(&t.post_likes, &(post_id, user))? {
-                effects::post_unliked(tx, post_id, max_attempts)?;
+                events = effects::post_unliked(tx, post_id)?.events;
             }
-            Ok(Ok(unliked()))
+            Ok(Ok((unliked(), events)))
         })
         .await
     }
 
     /// Likes a comment (idempotent).
     pub async fn like_comment(&self, user: u64, comment_id: u64) -> DomainResult<LikeOutcome> {
-        let max_attempts = self.max_attempts();
-        commit(self.store(), move |tx| {
+        let (hooks, max_attempts) = self.policy_parts();
+        self.commit_with_events(move |tx| {
             let t = tx.t();
             let Some(comment) = tx.get(&t.comments, &comment_id)? else {
                 return Ok(Err(DomainError::NotFound("comment")));
             };
             let key = (comment_id, user);
             if tx.contains(&t.comment_likes, &key)? {
-                return Ok(Ok(liked(false, None)));
+                return Ok(Ok((liked(false, None), Vec::new())));
             }
-            tx.insert(&t.comment_likes, &key, &crate::store::now_ms())?;
-            let task = effects::comment_liked(tx, &comment, user, max_attempts)?;
-            Ok(Ok(liked(true, task)))
+            tx.insert(&t.comment_likes, &key, &now_ms())?;
+            let policy = Policy {
+                hooks: &hooks,
+                max_attempts,
+            };
+            let Caused {
+                notification,
+                events,
+            } = effects::comment_liked(tx, policy, comment_id, &comment, user)?;
+            Ok(Ok((liked(true, notification), events)))
         })
         .await
     }
 
     /// Removes a like from a comment (idempotent).
     pub async fn unlike_comment(&self, user: u64, comment_id: u64) -> DomainResult<LikeOutcome> {
-        let max_attempts = self.max_attempts();
-        commit(self.store(), move |tx| {
+        self.commit_with_events(move |tx| {
             let t = tx.t();
-            if !tx.contains(&t.comments, &comment_id)? {
+            let Some(comment) = tx.get(&t.comments, &comment_id)? else {
                 return Ok(Err(DomainError::NotFound("comment")));
-            }
+            };
+            let mut events = Vec::new();
             if tx.remove(&t.comment_likes, &(comment_id, user))? {
-                effects::comment_unliked(tx, comment_id, max_attempts)?;
+                events = effects::comment_unliked(tx, comment_id, comment.post_id)?.events;
             }
-            Ok(Ok(unliked()))
+            Ok(Ok((unliked(), events)))
         })
         .await
     }
 
     /// Collects a post (idempotent).
     pub async fn collect(&self, user: u64, post_id: u64) -> DomainResult<CollectOutcome> {
-        let max_attempts = self.max_attempts();
-        commit(self.store(), move |tx| {
+        let (hooks, max_attempts) = self.policy_parts();
+        self.commit_with_events(move |tx| {
             let t = tx.t();
             let Some(post) = tx.get(&t.posts, &post_id)? else {
                 return Ok(Err(DomainError::NotFound("post")));
             };
             let key = (post_id, user);
             if tx.contains(&t.post_collects, &key)? {
-                return Ok(Ok(CollectOutcome {
+                let outcome = CollectOutcome {
                     collected: true,
                     changed: false,
                     task_id: None,
-                }));
+                    notification_id: None,
+                };
+                return Ok(Ok((outcome, Vec::new())));
             }
-            tx.insert(&t.post_collects, &key, &crate::store::now_ms())?;
-            let task_id = effects::post_collected(tx, &post, user, max_attempts)?;
-            Ok(Ok(CollectOutcome {
+            tx.insert(&t.post_collects, &key, &now_ms())?;
+            let policy = Policy {
+                hooks: &hooks,
+                max_attempts,
+            };
+            let caused = effects::post_collected(tx, policy, post_id, &post, user)?;
+            let outcome = CollectOutcome {
                 collected: true,
                 changed: true,
-                task_id,
-            }))
+                task_id: None,
+                notification_id: caused.notification,
+            };
+            Ok(Ok((outcome, caused.events)))
         })
         .await
     }
 
     /// Removes a collect (idempotent).
     pub async fn uncollect(&self, user: u64, post_id: u64) -> DomainResult<CollectOutcome> {
-        let max_attempts = self.max_attempts();
-        commit(self.store(), move |tx| {
+        self.commit_with_events(move |tx| {
             let t = tx.t();
             if !tx.contains(&t.posts, &post_id)? {
                 return Ok(Err(DomainError::NotFound("post")));
             }
             let changed = tx.remove(&t.post_collects, &(post_id, user))?;
+            let mut events = Vec::new();
             if changed {
-                effects::post_uncollected(tx, post_id, max_attempts)?;
+                events = effects::post_uncollected(tx, post_id)?.events;
             }
-            Ok(Ok(CollectOutcome {
+            let outcome = CollectOutcome {
                 collected: false,
                 changed,
                 task_id: None,
-            }))
+                notification_id: None,
+            };
+            Ok(Ok((outcome, events)))
         })
         .await
     }
 
     /// Records a share of a post.
     pub async fn share(&self, user: u64, post_id: u64) -> DomainResult<ShareOutcome> {
-        let max_attempts = self.max_attempts();
-        commit(self.store(), move |tx| {
+        self.commit_with_events(move |tx| {
             let t = tx.t();
             if !tx.contains(&t.posts, &post_id)? {
                 return Ok(Err(DomainError::NotFound("post")));
             }
             let share_id = tx.next_id()?;
             tx.insert(&t.post_shares, &(post_id, share_id), &user)?;
-            let task_id = effects::post_shared(tx, post_id, max_attempts)?;
-            Ok(Ok(ShareOutcome {
+            let events = effects::post_shared(tx, post_id)?.events;
+            let outcome = ShareOutcome {
                 shared: true,
                 share_id,
-                task_id,
-            }))
+                task_id: None,
+            };
+            Ok(Ok((outcome, events)))
         })
         .await
     }
@@ -283,8 +330,8 @@ impl Social {
         parent_id: Option<u64>,
     ) -> DomainResult<Comment> {
         check_text("body", &body, self.limits().max_body_chars)?;
-        let max_attempts = self.max_attempts();
-        commit(self.store(), move |tx| {
+        let (hooks, max_attempts) = self.policy_parts();
+        self.commit_with_events(move |tx| {
             let t = tx.t();
             let Some(post) = tx.get(&t.posts, &post_id)? else {
                 return Ok(Err(DomainError::NotFound("post")));
@@ -301,21 +348,30 @@ impl Social {
                 },
                 None => None,
             };
-            let comment = Comment {
-                id: tx.next_id()?,
+            let id = tx.next_id()?;
+            let comment = CommentRecord {
                 post_id,
                 author_id: author,
                 parent_id,
                 body: body.clone(),
-                created_at: Timestamp::now(),
-                likes_count: 0,
+                created_at: now_ms(),
             };
-            tx.insert(&t.comments, &comment.id, &comment)?;
-            tx.insert(&t.post_comments, &(post_id, comment.id), &())?;
-            effects::commented(tx, &post, &comment, parent.as_ref(), max_attempts)?;
-            Ok(Ok(comment))
+            tx.insert(&t.comments, &id, &comment)?;
+            tx.insert(&t.comment_counts, &id, &0)?;
+            tx.insert(&t.post_comments, &(post_id, id), &())?;
+            let policy = Policy {
+                hooks: &hooks,
+                max_attempts,
+            };
+            let caused = effects::commented(tx, policy, &post, id, &comment, parent.as_ref())?;
+            Ok(Ok((Comment::from_record(id, &comment, 0), caused.events)))
         })
         .await
+    }
+
+    /// One comment.
+    pub fn comment(&self, id: u64) -> DomainResult<Option<Comment>> {
+        read_comment(self.store().tables(), id)
     }
 
     /// A post's comments, oldest first, after comment `after`, at most `limit`.
@@ -336,7 +392,7 @@ impl Social {
         let more = keys.len() > limit;
         let mut items = Vec::with_capacity(keys.len().min(limit));
         for ((_, id), ()) in keys.into_iter().take(limit) {
-            if let Some(c) = t.comments.get(&id)? {
+            if let Some(c) = read_comment(t, id)? {
                 items.push(c);
             }
         }
@@ -347,75 +403,14 @@ impl Social {
         };
         Ok((items, next_after))
     }
-
-    /// Recounts a post from its indexes; returns the post if a count changed.
-    ///
-    /// Counts are derived data, so the write does not wait for a flush: if a crash
-    /// loses it, the task's acknowledgement (committed after it) is lost too and the
-    /// recount runs again.
-    pub async fn recount_post(&self, post_id: u64) -> DomainResult<Option<Post>> {
-        let t = self.store().tables();
-        let prefix = post_id.to_be_bytes();
-        let likes = t.post_likes.count_prefix(&prefix)?;
-        let collects = t.post_collects.count_prefix(&prefix)?;
-        let comments = t.post_comments.count_prefix(&prefix)?;
-        let shares = t.post_shares.count_prefix(&prefix)?;
-        commit_lazy(self.store(), move |tx| {
-            let t = tx.t();
-            let Some(mut post) = tx.get(&t.posts, &post_id)? else {
-                return Ok(Ok(None));
-            };
-            let before = (
-                post.likes_count,
-                post.collects_count,
-                post.comments_count,
-                post.shares_count,
-            );
-            let after = (likes, collects, comments, shares);
-            if before == after {
-                return Ok(Ok(None));
-            }
-            (
-                post.likes_count,
-                post.collects_count,
-                post.comments_count,
-                post.shares_count,
-            ) = after;
-            tx.insert(&t.posts, &post_id, &post)?;
-            Ok(Ok(Some(post)))
-        })
-        .await
-        .map(|p| p.map(|p| self.with_pending_views(p)))
-    }
-
-    /// Recounts a comment's likes; returns the comment if the count changed.
-    pub async fn recount_comment(&self, comment_id: u64) -> DomainResult<Option<Comment>> {
-        let likes = self
-            .store()
-            .tables()
-            .comment_likes
-            .count_prefix(&comment_id.to_be_bytes())?;
-        commit_lazy(self.store(), move |tx| {
-            let t = tx.t();
-            let Some(mut comment) = tx.get(&t.comments, &comment_id)? else {
-                return Ok(Ok(None));
-            };
-            if comment.likes_count == likes {
-                return Ok(Ok(None));
-            }
-            comment.likes_count = likes;
-            tx.insert(&t.comments, &comment_id, &comment)?;
-            Ok(Ok(Some(comment)))
-        })
-        .await
-    }
 }
 
-fn liked(created: bool, task_id: Option<u64>) -> LikeOutcome {
+fn liked(created: bool, notification: Option<u64>) -> LikeOutcome {
     LikeOutcome {
         liked: true,
         created: Some(created),
-        task_id: Some(task_id),
+        task_id: Some(None),
+        notification_id: Some(notification),
     }
 }
 
@@ -424,5 +419,6 @@ fn unliked() -> LikeOutcome {
         liked: false,
         created: None,
         task_id: None,
+        notification_id: None,
     }
 }

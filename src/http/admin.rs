@@ -229,7 +229,7 @@ async fn notify(
         message: n.message_id,
         text: Some(n.text),
     };
-    let (notification, created) = crate::tasks::deliver(&state.social, &state.hub, args).await?;
+    let (notification, created) = crate::tasks::deliver(&state.social, args).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

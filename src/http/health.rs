@@ -27,10 +27,20 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("likewise_store_transactions")
         .set(w.transactions.load(Ordering::Relaxed) as f64);
     metrics::gauge!("likewise_store_flushes").set(w.flushes.load(Ordering::Relaxed) as f64);
+    metrics::counter!("likewise_store_flushes_total").absolute(w.flushes.load(Ordering::Relaxed));
+    metrics::counter!("likewise_store_key_writes_total")
+        .absolute(w.key_writes.load(Ordering::Relaxed));
     metrics::gauge!("likewise_store_changes").set(w.changes.load(Ordering::Relaxed) as f64);
     metrics::gauge!("likewise_store_max_batch").set(w.max_batch.load(Ordering::Relaxed) as f64);
     metrics::gauge!("likewise_store_size_on_disk_bytes")
         .set(state.social.store().size_on_disk() as f64);
+    metrics::gauge!("likewise_store_cache_capacity_bytes")
+        .set(state.social.store().cache_bytes() as f64);
+    if let Ok(q) = state.queue.queue_stats() {
+        for (task_state, n) in &q.depth {
+            metrics::gauge!("likewise_queue_depth", "state" => *task_state).set(*n as f64);
+        }
+    }
     let p = state.queue.stats();
     metrics::gauge!("likewise_workers_busy").set(p.busy.load(Ordering::Relaxed) as f64);
     metrics::gauge!("likewise_workers").set(state.queue.workers() as f64);

@@ -6,23 +6,13 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::{enqueue, is_finished, TaskSpec};
 use crate::config::ScheduleSettings;
 use crate::store::{now_ms, Store};
 
-/// A schedule's persisted state.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct ScheduleRecord {
-    /// When it last fired (ms), whether it enqueued or skipped.
-    pub last_run: i64,
-    /// The task of its last enqueued run.
-    pub last_task: Option<u64>,
-    /// Runs skipped because the previous one had not finished.
-    pub skipped: u64,
-}
+pub use crate::store::records::ScheduleRecord;
 
 #[derive(Debug, Clone)]
 struct Entry {

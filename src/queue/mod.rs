@@ -16,7 +16,7 @@ mod inspect;
 mod state;
 pub mod worker;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::domain::Timestamp;
 use crate::store::{Tx, TxResult};
@@ -26,23 +26,7 @@ pub use inspect::{QueueStats, RatePoint};
 pub use state::{backoff_ms, Outcome, TaskError};
 pub use worker::{Handler, HandlerFuture, Registry, TaskContext, WorkerPool};
 
-/// Where a task is in its life (API.md `Task.state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskState {
-    /// Waiting for its first run.
-    Pending,
-    /// Leased by a worker and running.
-    Started,
-    /// Failed at least once; waiting for its next attempt.
-    Retry,
-    /// Finished; `result` holds what the handler returned.
-    Success,
-    /// Out of attempts (a dead letter).
-    Failure,
-    /// Cancelled before it finished.
-    Cancelled,
-}
+pub use crate::store::records::{TaskRecord, TaskState};
 
 impl TaskState {
     /// All states, for statistics.
@@ -76,41 +60,6 @@ impl TaskState {
     pub fn is_waiting(self) -> bool {
         matches!(self, TaskState::Pending | TaskState::Retry)
     }
-}
-
-/// A task as stored.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TaskRecord {
-    /// Id.
-    pub id: u64,
-    /// Handler name.
-    pub name: String,
-    /// Handler arguments (postcard, handler-specific).
-    pub args: Vec<u8>,
-    /// State.
-    pub state: TaskState,
-    /// Attempts started so far.
-    pub attempts: u32,
-    /// Attempts allowed.
-    pub max_attempts: u32,
-    /// Earliest time of the next attempt (ms).
-    pub run_at: i64,
-    /// Error of the last failed attempt.
-    pub last_error: Option<String>,
-    /// JSON text of the handler's result.
-    pub result: Option<String>,
-    /// Creation time (ms).
-    pub created_at: i64,
-    /// Last state change (ms).
-    pub updated_at: i64,
-    /// User whose action caused it; they may read it.
-    pub owner: Option<u64>,
-    /// Unique key collapsing duplicates while waiting.
-    pub unique: Option<String>,
-    /// Lease deadline while started (ms).
-    pub lease_until: Option<i64>,
-    /// Cancellation was requested while it ran.
-    pub cancel_requested: bool,
 }
 
 /// A task as rendered (API.md `Task`).

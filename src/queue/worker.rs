@@ -130,6 +130,9 @@ pub(super) struct PoolInner {
     pub(super) history: std::sync::Mutex<std::collections::VecDeque<super::inspect::Sample>>,
 }
 
+/// How often finished tasks whose results expired are forgotten.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+
 /// Most tasks leased in one batch.
 const LEASE_BATCH: usize = 512;
 
@@ -246,6 +249,7 @@ impl WorkerPool {
 
     async fn reap_loop(self) {
         let period = Duration::from_millis((self.inner.settings.lease_ms / 2).clamp(50, 1000));
+        let mut last_purge = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
@@ -253,6 +257,15 @@ impl WorkerPool {
             }
             if let Err(e) = self.reap_expired_leases().await {
                 tracing::error!(error = %e, "reaping expired leases failed");
+            }
+            // Finished tasks are compacted away once their results expire, whether or
+            // not a `purge_expired_results` schedule is configured: without it the
+            // task tables would only grow.
+            if last_purge.elapsed() >= PURGE_EVERY {
+                last_purge = tokio::time::Instant::now();
+                if let Err(e) = self.purge_expired_results().await {
+                    tracing::error!(error = %e, "purging expired results failed");
+                }
             }
         }
     }
@@ -456,6 +469,7 @@ impl WorkerPool {
             .remove(&task.id);
         let id = task.id;
         let attempt = task.attempts;
+        let name = task.name.clone();
         let write = match outcome {
             // Stopped by shutdown, not by its own fault: back to ready, attempt refunded.
             None => {
@@ -483,15 +497,18 @@ impl WorkerPool {
         match write {
             Ok(Some(TaskState::Success)) => {
                 inner.stats.completed.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("likewise_tasks_total", "outcome" => "success").increment(1);
+                metrics::counter!("likewise_tasks_total", "name" => name, "outcome" => "success")
+                    .increment(1);
             }
             Ok(Some(TaskState::Retry)) => {
                 inner.stats.retried.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("likewise_tasks_total", "outcome" => "retry").increment(1);
+                metrics::counter!("likewise_tasks_total", "name" => name, "outcome" => "retry")
+                    .increment(1);
             }
             Ok(Some(TaskState::Failure)) => {
                 inner.stats.failed.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("likewise_tasks_total", "outcome" => "failure").increment(1);
+                metrics::counter!("likewise_tasks_total", "name" => name, "outcome" => "failure")
+                    .increment(1);
             }
             Ok(_) => {}
             // The lease stays; recovery or lease expiry puts the task back.

@@ -19,53 +19,75 @@
 //! - This module knows nothing of HTTP, websockets or the queue's policies.
 
 mod keys;
+pub mod migrate;
+pub mod records;
 pub mod snapshot;
 mod table;
+pub mod time;
 pub mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
 
+use serde::Deserialize;
+
 pub use keys::Key;
 pub use snapshot::{Frozen, FrozenTable, Loader};
 pub use table::{Table, Tx, TxResult};
-pub use writer::WriterStats;
+pub use time::{now_ms, Timestamp};
+pub use writer::{Deferred, WriterStats};
 
-use crate::config::Durability;
+/// Version of the records' layout on disk; bumped by every release that changes a
+/// record, together with a step in [`migrate`].
+pub const SCHEMA_VERSION: u32 = 2;
 
-/// Version of the on-disk layout; bumped by every migration.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Durability of acknowledged writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// A write is flushed to disk (group commit) before it is acknowledged.
+    Sync,
+    /// Writes are flushed in the background every `flush_every_ms`.
+    Relaxed,
+}
 
-/// The name of every table, in the order the store opens them (the order of
-/// [`Tables`]'s fields). Restores accept records for these tables only.
-pub const TABLE_NAMES: [&str; 26] = [
-    "meta",
-    "users",
-    "user_names",
-    "tokens",
-    "posts",
-    "post_comments",
-    "post_likes",
-    "post_collects",
-    "post_shares",
-    "comments",
-    "comment_likes",
-    "messages",
-    "conversations",
-    "notifications",
-    "user_notifications",
-    "user_unread",
-    "unread_counts",
-    "effects",
-    "tasks",
-    "queue_ready",
-    "queue_leased",
-    "queue_unique",
-    "queue_expiry",
-    "queue_dead",
-    "queue_counts",
-    "schedules",
-];
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "sync" => Ok(Self::Sync),
+            "relaxed" => Ok(Self::Relaxed),
+            other => Err(format!(
+                "durability must be \"sync\" or \"relaxed\", not {other:?}"
+            )),
+        }
+    }
+}
+
+/// How the store is opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreSettings {
+    /// Write durability.
+    pub durability: Durability,
+    /// Background flush period in `relaxed` mode.
+    pub flush_every_ms: u64,
+    /// Bytes of sled's page cache (sled's own default is 1 GiB; the cache grows to
+    /// it and stays there, so it is most of the process's memory under load).
+    pub cache_bytes: u64,
+}
+
+/// The default page cache: 64 MiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            durability: Durability::Sync,
+            flush_every_ms: 500,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
+}
 
 /// Storage failures. None of these is the caller's fault; HTTP answers 503.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -83,7 +105,9 @@ pub enum Error {
     },
     /// The data directory was written by a newer likewise.
     #[error(
-        "data directory has schema version {found}, this build understands up to {SCHEMA_VERSION}"
+        "the data directory has schema version {found}, but this build of likewise \
+         understands versions up to {SCHEMA_VERSION}: it was written by a newer release; \
+         run that release (or restore a backup taken with this one)"
     )]
     Schema {
         /// Version found on disk.
@@ -100,60 +124,94 @@ impl From<sled::Error> for Error {
     }
 }
 
-/// Every table, typed. Indexes hold `()` or small values; records hold postcard structs.
-pub struct Tables {
+/// Declares every table once: its field in [`Tables`], its name on disk (the field's
+/// name), its key and value types, and its place in the order tables are opened,
+/// listed, backed up and restored. New tables go at the end.
+macro_rules! tables {
+    ($( $(#[$doc:meta])* $name:ident : $key:ty => $value:ty, )*) => {
+        /// Every table, typed. Indexes hold `()` or small values; records hold the
+        /// postcard structs of [`records`].
+        pub struct Tables {
+            $( $(#[$doc])* pub $name: Table<$key, $value>, )*
+        }
+
+        /// The name of every table, in the order the store opens them. Restores
+        /// accept records for these tables only.
+        pub const TABLE_NAMES: &[&str] = &[$( stringify!($name), )*];
+
+        impl Tables {
+            fn open(db: &sled::Db) -> Result<(Tables, Vec<sled::Tree>), Error> {
+                let mut trees = Vec::new();
+                let tables = Tables {
+                    $( $name: {
+                        let tree = db.open_tree(stringify!($name))?;
+                        trees.push(tree.clone());
+                        Table::new(stringify!($name), tree, trees.len() - 1)
+                    }, )*
+                };
+                Ok((tables, trees))
+            }
+        }
+    };
+}
+
+tables! {
     /// Small settings: schema version, admin token hash.
-    pub meta: Table<String, Vec<u8>>,
+    meta: String => Vec<u8>,
     /// user id → user.
-    pub users: Table<u64, crate::domain::records::UserRecord>,
+    users: u64 => records::UserRecord,
     /// lower-cased name → user id.
-    pub user_names: Table<String, u64>,
+    user_names: String => u64,
     /// SHA-256 of a session token → session.
-    pub tokens: Table<[u8; 32], crate::domain::records::SessionRecord>,
-    /// post id → post.
-    pub posts: Table<u64, crate::domain::Post>,
+    tokens: [u8; 32] => records::SessionRecord,
+    /// post id → post (its counters are in `post_counts`).
+    posts: u64 => records::PostRecord,
     /// (post, comment) → ().
-    pub post_comments: Table<(u64, u64), ()>,
+    post_comments: (u64, u64) => (),
     /// (post, user) → when liked (ms).
-    pub post_likes: Table<(u64, u64), i64>,
+    post_likes: (u64, u64) => i64,
     /// (post, user) → when collected (ms).
-    pub post_collects: Table<(u64, u64), i64>,
+    post_collects: (u64, u64) => i64,
     /// (post, share id) → sharer.
-    pub post_shares: Table<(u64, u64), u64>,
-    /// comment id → comment.
-    pub comments: Table<u64, crate::domain::Comment>,
+    post_shares: (u64, u64) => u64,
+    /// comment id → comment (its like count is in `comment_counts`).
+    comments: u64 => records::CommentRecord,
     /// (comment, user) → when liked (ms).
-    pub comment_likes: Table<(u64, u64), i64>,
+    comment_likes: (u64, u64) => i64,
     /// message id → message.
-    pub messages: Table<u64, crate::domain::Message>,
+    messages: u64 => records::MessageRecord,
     /// (lower user id, higher user id, message id) → ().
-    pub conversations: Table<(u64, u64, u64), ()>,
+    conversations: (u64, u64, u64) => (),
     /// notification id → notification.
-    pub notifications: Table<u64, crate::domain::Notification>,
+    notifications: u64 => records::NotificationRecord,
     /// (receiver, notification) → ().
-    pub user_notifications: Table<(u64, u64), ()>,
+    user_notifications: (u64, u64) => (),
     /// (receiver, notification) → () for unread ones only.
-    pub user_unread: Table<(u64, u64), ()>,
+    user_unread: (u64, u64) => (),
     /// receiver → unread count.
-    pub unread_counts: Table<u64, u64>,
+    unread_counts: u64 => u64,
     /// Idempotency keys of effects (one notification per event) → the effect's id.
-    pub effects: Table<String, u64>,
+    effects: String => u64,
     /// task id → task.
-    pub tasks: Table<u64, crate::queue::TaskRecord>,
+    tasks: u64 => records::TaskRecord,
     /// (run at ms, task id) → () for tasks waiting to run.
-    pub queue_ready: Table<(u64, u64), ()>,
+    queue_ready: (u64, u64) => (),
     /// (lease deadline ms, task id) → () for running tasks.
-    pub queue_leased: Table<(u64, u64), ()>,
+    queue_leased: (u64, u64) => (),
     /// unique key → id of the waiting task holding it.
-    pub queue_unique: Table<String, u64>,
+    queue_unique: String => u64,
     /// (expires at ms, task id) → () for finished tasks.
-    pub queue_expiry: Table<(u64, u64), ()>,
+    queue_expiry: (u64, u64) => (),
     /// task id → () for tasks out of attempts (dead letters).
-    pub queue_dead: Table<u64, ()>,
+    queue_dead: u64 => (),
     /// "state\0name" → number of tasks in that state with that name.
-    pub queue_counts: Table<String, u64>,
+    queue_counts: String => u64,
     /// schedule key → its last run.
-    pub schedules: Table<String, crate::queue::ScheduleRecord>,
+    schedules: String => records::ScheduleRecord,
+    /// post id → its exact counters (schema 2).
+    post_counts: u64 => records::PostCounts,
+    /// comment id → its like count (schema 2).
+    comment_counts: u64 => u64,
 }
 
 /// A cheap handle to the database; clone freely.
@@ -163,66 +221,49 @@ pub struct Store {
 }
 
 struct Inner {
+    cache_bytes: u64,
     db: sled::Db,
     tables: Arc<Tables>,
     writer: writer::Writer,
 }
 
 impl Store {
-    /// Opens (or creates) the database in `dir` and starts its writer thread.
+    /// Opens (or creates) the database in `dir` with default settings.
     pub fn open(dir: &Path, durability: Durability, flush_every_ms: u64) -> Result<Store, Error> {
-        let mut config = sled::Config::new().path(dir);
-        config = match durability {
+        Store::open_with(
+            dir,
+            &StoreSettings {
+                durability,
+                flush_every_ms,
+                ..StoreSettings::default()
+            },
+        )
+    }
+
+    /// Opens (or creates) the database in `dir`, migrates data written by an older
+    /// release (refusing data from a newer one), and starts the writer thread and
+    /// the publisher thread.
+    pub fn open_with(dir: &Path, settings: &StoreSettings) -> Result<Store, Error> {
+        let mut config = sled::Config::new()
+            .path(dir)
+            .cache_capacity(settings.cache_bytes);
+        config = match settings.durability {
             // The writer flushes every batch itself; sled's timer only adds writes.
             Durability::Sync => config.flush_every_ms(None),
-            Durability::Relaxed => config.flush_every_ms(Some(flush_every_ms.max(1))),
+            Durability::Relaxed => config.flush_every_ms(Some(settings.flush_every_ms.max(1))),
         };
         let db = config.open()?;
-        let mut trees = Vec::new();
-        let mut open = |name: &'static str| -> Result<(sled::Tree, usize), Error> {
-            let tree = db.open_tree(name)?;
-            trees.push(tree.clone());
-            Ok((tree, trees.len() - 1))
-        };
-        macro_rules! table {
-            ($name:literal) => {{
-                let (tree, idx) = open($name)?;
-                Table::new($name, tree, idx)
-            }};
-        }
-        let tables = Tables {
-            meta: table!("meta"),
-            users: table!("users"),
-            user_names: table!("user_names"),
-            tokens: table!("tokens"),
-            posts: table!("posts"),
-            post_comments: table!("post_comments"),
-            post_likes: table!("post_likes"),
-            post_collects: table!("post_collects"),
-            post_shares: table!("post_shares"),
-            comments: table!("comments"),
-            comment_likes: table!("comment_likes"),
-            messages: table!("messages"),
-            conversations: table!("conversations"),
-            notifications: table!("notifications"),
-            user_notifications: table!("user_notifications"),
-            user_unread: table!("user_unread"),
-            unread_counts: table!("unread_counts"),
-            effects: table!("effects"),
-            tasks: table!("tasks"),
-            queue_ready: table!("queue_ready"),
-            queue_leased: table!("queue_leased"),
-            queue_unique: table!("queue_unique"),
-            queue_expiry: table!("queue_expiry"),
-            queue_dead: table!("queue_dead"),
-            queue_counts: table!("queue_counts"),
-            schedules: table!("schedules"),
-        };
-        check_schema(&tables)?;
+        let (tables, trees) = Tables::open(&db)?;
+        migrate::run(&db, &tables, &trees)?;
         let tables = Arc::new(tables);
-        let writer = writer::Writer::start(db.clone(), trees, tables.clone(), durability);
+        let writer = writer::Writer::start(db.clone(), trees, tables.clone(), settings.durability);
         let store = Store {
-            inner: Arc::new(Inner { db, tables, writer }),
+            inner: Arc::new(Inner {
+                cache_bytes: settings.cache_bytes,
+                db,
+                tables,
+                writer,
+            }),
         };
         Ok(store)
     }
@@ -268,16 +309,19 @@ impl Store {
         answer.blocking_recv().map_err(|_| Error::Closed)
     }
 
-    /// Like [`Store::write`], and runs `after` on the result once the change is
-    /// durable: on the writer thread, in commit order, before the caller is answered.
-    /// For effects whose order must follow the commit order (pushing notifications:
-    /// a client resuming after the highest id it saw must not miss a lower one
-    /// pushed later). `after` must be quick and must not block.
+    /// Like [`Store::write`], and hands what `after` makes of the result to the
+    /// store's publisher once the change is durable. `after` runs on the writer
+    /// thread and must only move data out of the result (it must not block, lock
+    /// or do I/O); the [`Deferred`] it returns runs on the publisher thread, one at a
+    /// time, in commit order. So effects whose order must follow the commit order
+    /// (pushing notifications: a client resuming after the highest id it saw must
+    /// not miss a lower one pushed later) keep that order, while nothing they do —
+    /// waiting for a lock a client holds, say — can slow a commit.
     pub async fn write_then<T, F, A>(&self, change: F, after: A) -> Result<T, Error>
     where
         T: Send + 'static,
         F: Fn(&Tx<'_>) -> TxResult<T> + Send + 'static,
-        A: FnOnce(&T) + Send + 'static,
+        A: FnOnce(&mut T) -> Option<Deferred> + Send + 'static,
     {
         self.inner.writer.submit_then(change, Box::new(after)).await
     }
@@ -320,41 +364,31 @@ impl Store {
         }
     }
 
+    /// Bytes of every key and value stored (walks every table on the writer thread,
+    /// so it is one point in time): what sled's files hold besides overhead and
+    /// garbage. `size_on_disk() / live_bytes()` is the space amplification.
+    pub async fn live_bytes(&self) -> Result<u64, Error> {
+        self.exclusive(|frozen| {
+            let mut total = 0u64;
+            for table in frozen.tables() {
+                for (k, v) in table.entries().flatten() {
+                    total += (k.len() + v.len()) as u64;
+                }
+            }
+            total
+        })
+        .await
+    }
+
+    /// The page cache's size limit in bytes.
+    pub fn cache_bytes(&self) -> u64 {
+        self.inner.cache_bytes
+    }
+
     /// Bytes the database occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.inner.db.size_on_disk().unwrap_or(0)
     }
-}
-
-fn check_schema(t: &Tables) -> Result<(), Error> {
-    let key = "schema_version".to_owned();
-    match t.meta.get(&key)? {
-        None => {
-            // A fresh directory: stamp it. Outside the writer because nothing runs yet.
-            t.meta
-                .insert_at_startup(&key, &SCHEMA_VERSION.to_be_bytes().to_vec())?;
-            Ok(())
-        }
-        Some(bytes) => {
-            let found = bytes
-                .as_slice()
-                .try_into()
-                .map(u32::from_be_bytes)
-                .map_err(|_| Error::Decode {
-                    table: "meta",
-                    message: "schema_version is not 4 bytes".into(),
-                })?;
-            if found > SCHEMA_VERSION {
-                return Err(Error::Schema { found });
-            }
-            Ok(())
-        }
-    }
-}
-
-/// Milliseconds since the Unix epoch, the store's clock.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 #[cfg(test)]
@@ -383,7 +417,13 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(names, TABLE_NAMES.map(str::to_owned).to_vec());
+        assert_eq!(
+            names,
+            TABLE_NAMES
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+        );
         assert_eq!(rows, 1);
         store.close();
     }

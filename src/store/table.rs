@@ -1,7 +1,8 @@
 //! Typed tables over sled trees, and the transaction view [`Tx`] the writer hands to
 //! every change.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::marker::PhantomData;
 use std::ops::Bound;
 
@@ -127,6 +128,13 @@ impl<K: Key, V: Serialize + DeserializeOwned> Table<K, V> {
         })
     }
 
+    /// Every (key, value) pair as stored, for migrations reading old layouts.
+    pub(super) fn raw_iter(
+        &self,
+    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), Error>> + '_ {
+        self.tree.iter().map(|item| item.map_err(Error::from))
+    }
+
     /// Number of entries (walks the table).
     pub fn len(&self) -> usize {
         self.tree.len()
@@ -159,24 +167,46 @@ fn map_bound<K: Key>(b: Bound<&K>) -> Bound<Vec<u8>> {
     }
 }
 
+/// What one transaction did besides its writes, gathered while it runs.
+#[derive(Default)]
+pub(super) struct TxTally {
+    /// Whether a task was enqueued (the workers must be woken).
+    pub(super) enqueued: Cell<bool>,
+    /// Distinct (table, key) pairs inserted or removed: what reaches the disk, since
+    /// sled keeps only the last write of a key within a transaction.
+    pub(super) keys: RefCell<HashSet<(usize, Vec<u8>)>>,
+}
+
+impl TxTally {
+    /// Forgets everything (sled may run a transaction's closure again).
+    pub(super) fn reset(&self) {
+        self.enqueued.set(false);
+        self.keys.borrow_mut().clear();
+    }
+}
+
 /// The view of all tables inside one group-committed transaction.
 pub struct Tx<'a> {
     views: &'a [TransactionalTree],
     tables: &'a super::Tables,
-    enqueued: &'a Cell<bool>,
+    tally: &'a TxTally,
 }
 
 impl<'a> Tx<'a> {
     pub(super) fn new(
         views: &'a [TransactionalTree],
         tables: &'a super::Tables,
-        enqueued: &'a Cell<bool>,
+        tally: &'a TxTally,
     ) -> Self {
         Self {
             views,
             tables,
-            enqueued,
+            tally,
         }
+    }
+
+    fn wrote(&self, idx: usize, key: &[u8]) {
+        self.tally.keys.borrow_mut().insert((idx, key.to_vec()));
     }
 
     /// The tables, to name them in `get`/`insert`/`remove`.
@@ -215,7 +245,9 @@ impl<'a> Tx<'a> {
         value: &V,
     ) -> TxResult<()> {
         let bytes = encode(table.name, value).map_err(ConflictableTransactionError::Abort)?;
-        self.views[table.idx].insert(key.encode(), bytes)?;
+        let key = key.encode();
+        self.wrote(table.idx, &key);
+        self.views[table.idx].insert(key, bytes)?;
         Ok(())
     }
 
@@ -225,7 +257,12 @@ impl<'a> Tx<'a> {
         table: &Table<K, V>,
         key: &K,
     ) -> TxResult<bool> {
-        Ok(self.views[table.idx].remove(key.encode())?.is_some())
+        let key = key.encode();
+        let present = self.views[table.idx].remove(key.as_slice())?.is_some();
+        if present {
+            self.wrote(table.idx, &key);
+        }
+        Ok(present)
     }
 
     /// A fresh id, unique and increasing for the life of the database (never 0).
@@ -236,6 +273,6 @@ impl<'a> Tx<'a> {
     /// Marks that this transaction enqueued a task, so the writer wakes the workers
     /// after it commits.
     pub fn mark_enqueued(&self) {
-        self.enqueued.set(true);
+        self.tally.enqueued.set(true);
     }
 }

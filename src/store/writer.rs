@@ -16,12 +16,19 @@
 //! batch; the batch is then re-run one change at a time so that only the broken change
 //! fails.
 //!
+//! A change may come with an after-commit hook ([`super::Store::write_then`]). The
+//! writer runs the hook once the change is durable, in commit order; the hook only
+//! moves data out of the result and returns a [`Deferred`] closure, which the writer
+//! hands to the *publisher*: a thread of its own that runs them one at a time in the
+//! order received. Pushes to clients happen there, so whatever a client does (hold a
+//! lock, stop reading) can delay other pushes but never a commit.
+//!
 //! Besides changes, the writer runs *exclusive jobs* ([`super::Store::exclusive`]):
 //! the batch in progress (which holds everything submitted before the job) is
 //! committed and flushed first, then the job runs alone on this thread with no
 //! transaction open, so no write can happen while it reads. Later changes wait for it.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
@@ -29,9 +36,9 @@ use std::thread::JoinHandle;
 use sled::transaction::{TransactionError, Transactional};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::table::{Tx, TxResult};
+use super::table::{Tx, TxResult, TxTally};
+use super::Durability;
 use super::Error;
-use crate::config::Durability;
 
 /// Most changes applied in one transaction.
 pub const MAX_BATCH: usize = 2048;
@@ -49,16 +56,36 @@ pub struct WriterStats {
     pub max_batch: AtomicU64,
     /// Changes that failed with a storage error.
     pub failures: AtomicU64,
+    /// Keys inserted or removed by committed transactions (each key counted once per
+    /// transaction: sled writes only its last value).
+    pub key_writes: AtomicU64,
 }
 
 trait Job: Send {
     fn apply(&self, tx: &Tx<'_>) -> TxResult<()>;
     fn needs_flush(&self) -> bool;
-    fn finish(self: Box<Self>, outcome: Result<(), Error>);
+    fn finish(self: Box<Self>, outcome: Result<(), Error>, publisher: &Publisher);
 }
 
-/// Runs on the writer thread once a change is durable, before its caller is answered.
-pub(super) type AfterCommit<T> = Box<dyn FnOnce(&T) + Send>;
+/// The writer's end of the publisher thread's queue.
+pub(super) struct Publisher(Option<std::sync::mpsc::Sender<Deferred>>);
+
+impl Publisher {
+    fn send(&self, work: Deferred) {
+        if let Some(sender) = &self.0 {
+            // Only fails once the publisher has stopped (shutdown): nothing to push to.
+            let _ = sender.send(work);
+        }
+    }
+}
+
+/// Work that must follow the commit order but may take its time: run by the
+/// publisher thread, one at a time, in the order the changes that made it committed.
+pub type Deferred = Box<dyn FnOnce() + Send>;
+
+/// Runs on the writer thread once a change is durable, before its caller is answered:
+/// takes what the publisher needs out of the result.
+pub(super) type AfterCommit<T> = Box<dyn FnOnce(&mut T) -> Option<Deferred> + Send>;
 
 struct Pending<T, F> {
     change: F,
@@ -83,14 +110,16 @@ where
         self.flush
     }
 
-    fn finish(self: Box<Self>, outcome: Result<(), Error>) {
-        let result = match outcome {
+    fn finish(self: Box<Self>, outcome: Result<(), Error>, publisher: &Publisher) {
+        let mut result = match outcome {
             Ok(()) => self.out.into_inner().ok_or(Error::Closed),
             Err(e) => Err(e),
         };
-        // Jobs finish in commit order, so hooks run in commit order too.
-        if let (Ok(value), Some(after)) = (&result, self.after) {
-            after(value);
+        // Jobs finish in commit order, so their deferred work is queued in commit order.
+        if let (Ok(value), Some(after)) = (&mut result, self.after) {
+            if let Some(work) = after(value) {
+                publisher.send(work);
+            }
         }
         // The caller may have gone away (client disconnected); the write stands.
         let _ = self.reply.send(result);
@@ -111,6 +140,7 @@ enum Work {
 pub(super) struct Writer {
     sender: RwLock<Option<mpsc::UnboundedSender<Work>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    publisher: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<WriterStats>,
     enqueue_hook: Arc<OnceLock<Arc<Notify>>>,
 }
@@ -125,7 +155,18 @@ impl Writer {
         let (sender, receiver) = mpsc::unbounded_channel();
         let stats = Arc::new(WriterStats::default());
         let enqueue_hook: Arc<OnceLock<Arc<Notify>>> = Arc::new(OnceLock::new());
+        let (to_publisher, published) = std::sync::mpsc::channel::<Deferred>();
+        let publisher = std::thread::Builder::new()
+            .name("likewise-publisher".into())
+            .spawn(move || {
+                // Ends when the writer thread drops its sender, after its last commit.
+                for work in published {
+                    work();
+                }
+            })
+            .expect("spawning the publisher thread");
         let worker = WriterThread {
+            publisher: Publisher(Some(to_publisher)),
             db,
             trees,
             tables,
@@ -140,6 +181,7 @@ impl Writer {
         Writer {
             sender: RwLock::new(Some(sender)),
             thread: Mutex::new(Some(thread)),
+            publisher: Mutex::new(Some(publisher)),
             stats,
             enqueue_hook,
         }
@@ -154,7 +196,8 @@ impl Writer {
     }
 
     /// Like `submit`, and runs `after` on the result once it is durable, on the
-    /// writer thread, in commit order, before the caller is answered.
+    /// writer thread, in commit order, before the caller is answered; what it
+    /// returns goes to the publisher.
     pub(super) async fn submit_then<T, F>(
         &self,
         change: F,
@@ -237,10 +280,21 @@ impl Writer {
         if let Some(handle) = handle {
             let _ = handle.join();
         }
+        // The writer thread has dropped its end: the publisher runs what is left, then
+        // stops.
+        let handle = self
+            .publisher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
     }
 }
 
 struct WriterThread {
+    publisher: Publisher,
     db: sled::Db,
     trees: Vec<sled::Tree>,
     tables: Arc<super::Tables>,
@@ -313,7 +367,7 @@ impl WriterThread {
                         if job.needs_flush() {
                             waiting.push(job);
                         } else {
-                            job.finish(Ok(()));
+                            job.finish(Ok(()), &self.publisher);
                         }
                     }
                     *batch = waiting;
@@ -363,15 +417,15 @@ impl WriterThread {
             if let Err(e) = &outcome {
                 tracing::error!(error = %e, "write failed");
             }
-            job.finish(outcome);
+            job.finish(outcome, &self.publisher);
         }
     }
 
     fn transact(&self, jobs: &[BoxedJob]) -> (Result<(), TransactionError<Error>>, bool) {
-        let enqueued = Cell::new(false);
+        let tally = TxTally::default();
         let result = self.trees.as_slice().transaction(|views| {
-            enqueued.set(false);
-            let tx = Tx::new(views, &self.tables, &enqueued);
+            tally.reset();
+            let tx = Tx::new(views, &self.tables, &tally);
             for job in jobs {
                 job.apply(&tx)?;
             }
@@ -379,8 +433,11 @@ impl WriterThread {
         });
         if result.is_ok() {
             self.stats.transactions.fetch_add(1, Ordering::Relaxed);
+            let keys = tally.keys.borrow().len() as u64;
+            self.stats.key_writes.fetch_add(keys, Ordering::Relaxed);
+            metrics::histogram!("likewise_store_batch_size").record(jobs.len() as f64);
         }
-        (result, enqueued.get())
+        (result, tally.enqueued.get())
     }
 
     fn flush(&self, needed: bool) -> Result<(), Error> {
@@ -395,5 +452,161 @@ impl WriterThread {
         if let Some(notify) = self.enqueue_hook.get() {
             notify.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc as std_mpsc;
+    use std::sync::Mutex;
+
+    use sled::transaction::ConflictableTransactionError;
+
+    use super::super::{Durability, Store};
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Sync, 500).unwrap();
+        (dir, store)
+    }
+
+    /// Holds the writer thread in an exclusive job until the returned sender is used
+    /// (or dropped), so that everything submitted meanwhile forms one batch.
+    fn hold(store: &Store) -> std_mpsc::Sender<()> {
+        let (release, wait) = std_mpsc::channel::<()>();
+        let (started, running) = std_mpsc::channel::<()>();
+        let _answer = store
+            .inner
+            .writer
+            .submit_exclusive(move |_| {
+                started.send(()).unwrap();
+                let _ = wait.recv();
+            })
+            .unwrap();
+        running.recv().unwrap();
+        release
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broken_change_fails_alone_and_the_rest_of_its_batch_commits() {
+        let (_dir, store) = open();
+        let release = hold(&store);
+        let write = |key: u64| {
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |tx| tx.insert(&tx.t().unread_counts, &key, &key))
+                    .await
+            }
+        };
+        let broken = {
+            let store = store.clone();
+            async move {
+                store
+                    .write(|tx| {
+                        tx.insert(&tx.t().unread_counts, &2, &2)?;
+                        Err::<(), _>(ConflictableTransactionError::Abort(Error::Closed))
+                    })
+                    .await
+            }
+        };
+        let all = futures::future::join3(write(1), broken, write(3));
+        let releaser = async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            drop(release);
+        };
+        let ((one, two, three), ()) = tokio::join!(all, releaser);
+        assert!(one.is_ok() && three.is_ok(), "{one:?} {three:?}");
+        assert!(matches!(two, Err(Error::Closed)), "{two:?}");
+        let t = store.tables();
+        assert_eq!(t.unread_counts.get(&1).unwrap(), Some(1));
+        assert_eq!(
+            t.unread_counts.get(&2).unwrap(),
+            None,
+            "nothing of it stays"
+        );
+        assert_eq!(t.unread_counts.get(&3).unwrap(), Some(3));
+        assert!(store.writer_stats().max_batch.load(Ordering::Relaxed) >= 3);
+        assert_eq!(store.writer_stats().failures.load(Ordering::Relaxed), 1);
+        store.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deferred_work_runs_on_the_publisher_in_commit_order() {
+        let (_dir, store) = open();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let release = hold(&store);
+        let writes = (0..50).map(|_| {
+            let seen = seen.clone();
+            store.write_then(
+                |tx| tx.next_id(),
+                move |id: &mut u64| {
+                    let id = *id;
+                    let deferred: Deferred = Box::new(move || seen.lock().unwrap().push(id));
+                    Some(deferred)
+                },
+            )
+        });
+        let all = futures::future::join_all(writes);
+        let releaser = async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            drop(release);
+        };
+        let (ids, ()) = tokio::join!(all, releaser);
+        let ids: Vec<u64> = ids.into_iter().map(Result::unwrap).collect();
+        // Closing joins the publisher: everything handed to it has run.
+        store.close();
+        let seen = seen.lock().unwrap().clone();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        assert_eq!(seen, sorted, "pushed in id (= commit) order");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exclusive_job_sees_every_earlier_write_and_holds_later_ones() {
+        let (_dir, store) = open();
+        store
+            .write(|tx| tx.insert(&tx.t().unread_counts, &1, &1))
+            .await
+            .unwrap();
+        let lazy = store.write_lazy(|tx| tx.insert(&tx.t().unread_counts, &2, &2));
+        let job = store.exclusive(|frozen| {
+            frozen
+                .tables()
+                .find(|t| t.name() == "unread_counts")
+                .map(|t| t.entries().count())
+        });
+        let (lazy, seen) = tokio::join!(lazy, job);
+        lazy.unwrap();
+        assert_eq!(seen.unwrap(), Some(2), "the lazy write came first");
+        store.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lazy_batch_is_answered_without_a_flush_and_flushed_when_idle() {
+        let (_dir, store) = open();
+        let stats = store.writer_stats();
+        store
+            .write(|tx| tx.insert(&tx.t().unread_counts, &1, &1))
+            .await
+            .unwrap();
+        let flushes = stats.flushes.load(Ordering::Relaxed);
+        assert!(flushes >= 1, "a sync write is flushed before its answer");
+        let release = hold(&store);
+        let lazy = store.write_lazy(|tx| tx.insert(&tx.t().unread_counts, &2, &2));
+        let releaser = async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            drop(release);
+        };
+        let (lazy, ()) = tokio::join!(lazy, releaser);
+        lazy.unwrap();
+        // The writer flushes what lazy changes left as soon as it runs out of work.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while stats.flushes.load(Ordering::Relaxed) == flushes {
+            assert!(std::time::Instant::now() < deadline, "no idle flush");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        store.close();
     }
 }

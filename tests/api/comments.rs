@@ -135,12 +135,12 @@ async fn liking_a_comment_is_idempotent_notifies_once_and_is_counted() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(like["liked"], true);
     assert_eq!(like["created"], true);
-    let task = like["task_id"].as_u64().expect("a notify task");
-    assert_eq!(app.finished_task(task).await["name"], "notify");
+    let notification = like["notification_id"].as_u64().expect("a notification");
+    assert!(like["task_id"].is_null(), "written with the like: {like}");
 
     let (_, again) = app.put(&path, &bob.token).await;
     assert_eq!(again["created"], false);
-    assert!(again["task_id"].is_null());
+    assert!(again["notification_id"].is_null());
     let (status, unliked) = app.delete(&path, &bob.token).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(unliked, json!({"liked": false}));
@@ -148,18 +148,20 @@ async fn liking_a_comment_is_idempotent_notifies_once_and_is_counted() {
     assert_eq!(unliked_again, json!({"liked": false}));
     let (_, relike) = app.put(&path, &bob.token).await;
     assert_eq!(relike["created"], true);
-    assert!(relike["task_id"].is_null(), "no second notification");
+    assert!(
+        relike["notification_id"].is_null(),
+        "no second notification"
+    );
 
-    app.eventually(Duration::from_secs(5), || async {
-        let (_, list) = app
-            .get(&format!("/api/posts/{post}/comments"), &alice.token)
-            .await;
-        (list["comments"][0]["likes_count"] == 1).then_some(())
-    })
-    .await;
+    // Counted in the like's own commit: no waiting.
+    let (_, list) = app
+        .get(&format!("/api/posts/{post}/comments"), &alice.token)
+        .await;
+    assert_eq!(list["comments"][0]["likes_count"], 1, "{list}");
     let all = app.all_notifications(&alice).await;
     let likes: Vec<&Value> = all.iter().filter(|n| n["kind"] == "like_comment").collect();
     assert_eq!(likes.len(), 1, "{all:?}");
+    assert_eq!(likes[0]["id"], notification);
     assert_eq!(likes[0]["comment_id"], id);
     assert_eq!(likes[0]["post_id"], post);
     assert_eq!(likes[0]["actor_id"], bob.id);

@@ -19,7 +19,7 @@ use crate::helpers::{spawn_app_in, Api, TestUser, ADMIN_TOKEN};
 const LIKERS: usize = 40;
 const AUTHORS: usize = 3;
 const POSTS_PER_AUTHOR: usize = 3;
-const KILLS: usize = 8;
+const KILLS: usize = 20;
 const CONCURRENCY: usize = 32;
 
 /// The `likewise serve` child process.

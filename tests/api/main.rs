@@ -19,4 +19,5 @@ mod queue;
 mod realtime;
 mod resp;
 mod social;
+mod upgrade;
 mod web;

@@ -1,7 +1,6 @@
 //! Posts: creation, newest-first paging, views, collects, shares and likes.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -15,17 +14,18 @@ async fn post_json(app: &TestApp, user: &TestUser, id: u64) -> Value {
 }
 
 /// Waits until the stored post's `field` equals `want` (counts are kept by tasks).
-async fn count_converges(app: &TestApp, user: &TestUser, id: u64, field: &str, want: u64) {
-    app.eventually(Duration::from_secs(5), || async {
-        let (_, page) = app.get("/api/posts?limit=100", &user.token).await;
-        page["posts"]
-            .as_array()?
-            .iter()
-            .find(|p| p["id"] == id)
-            .filter(|p| p[field] == want)
-            .map(drop)
-    })
-    .await
+/// Counters are exact: updated in the commit of what they count, so they are right
+/// as soon as the action is acknowledged.
+async fn assert_count(app: &TestApp, user: &TestUser, id: u64, field: &str, want: u64) {
+    let (_, page) = app.get("/api/posts?limit=100", &user.token).await;
+    let post = page["posts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == id)
+        .cloned()
+        .unwrap();
+    assert_eq!(post[field], want, "{post}");
 }
 
 #[tokio::test]
@@ -115,7 +115,7 @@ async fn reading_a_post_counts_views_that_converge_and_survive_a_restart() {
             let p = post_json(&app, &alice, post).await;
             assert_eq!(p["view_count"], n, "each read counts itself");
         }
-        count_converges(&app, &alice, post, "view_count", 3).await;
+        assert_count(&app, &alice, post, "view_count", 3).await;
         app.stop().await;
         (alice, post)
     };
@@ -163,36 +163,43 @@ async fn collecting_is_idempotent_notifies_once_and_is_counted() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(first["collected"], true);
     assert_eq!(first["changed"], true);
-    let task = first["task_id"].as_u64().expect("a notify task");
-    assert_eq!(app.finished_task(task).await["state"], "success");
+    assert!(
+        first["task_id"].is_null(),
+        "written with the collect: {first}"
+    );
+    let notification = first["notification_id"].as_u64().expect("a notification");
 
     let (_, again) = app.put(&path, &bob.token).await;
     assert_eq!(again["collected"], true);
     assert_eq!(again["changed"], false);
-    assert!(again["task_id"].is_null());
-    count_converges(&app, &alice, post, "collects_count", 1).await;
+    assert!(again["notification_id"].is_null());
+    assert_count(&app, &alice, post, "collects_count", 1).await;
 
     let (_, removed) = app.delete(&path, &bob.token).await;
     assert_eq!(removed["collected"], false);
     assert_eq!(removed["changed"], true);
     let (_, removed_again) = app.delete(&path, &bob.token).await;
     assert_eq!(removed_again["changed"], false);
-    count_converges(&app, &alice, post, "collects_count", 0).await;
+    assert_count(&app, &alice, post, "collects_count", 0).await;
 
     let (_, recollected) = app.put(&path, &bob.token).await;
     assert_eq!(recollected["changed"], true);
-    assert!(recollected["task_id"].is_null(), "notified only once");
-    count_converges(&app, &alice, post, "collects_count", 1).await;
+    assert!(
+        recollected["notification_id"].is_null(),
+        "notified only once"
+    );
+    assert_count(&app, &alice, post, "collects_count", 1).await;
 
     let all = app.all_notifications(&alice).await;
     let collects: Vec<&Value> = all.iter().filter(|n| n["kind"] == "collect").collect();
     assert_eq!(collects.len(), 1, "{all:?}");
+    assert_eq!(collects[0]["id"], notification);
     assert_eq!(collects[0]["actor_id"], bob.id);
     assert_eq!(collects[0]["post_id"], post);
 }
 
 #[tokio::test]
-async fn a_share_answers_201_with_its_task_and_is_counted() {
+async fn a_share_answers_201_and_is_counted_at_once() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
@@ -202,20 +209,22 @@ async fn a_share_answers_201_with_its_task_and_is_counted() {
     let (status, share) = app.post(&path, &bob.token, json!({})).await;
     assert_eq!(status, StatusCode::CREATED, "{share}");
     assert_eq!(share["shared"], true);
-    let task = share["task_id"].as_u64().expect("a task id");
-    let finished = app.finished_task(task).await;
-    assert_eq!(finished["name"], "recount_post");
-    assert_eq!(finished["state"], "success");
+    assert!(share["share_id"].as_u64().is_some(), "{share}");
+    assert!(
+        share["task_id"].is_null(),
+        "counted with the share: {share}"
+    );
+    assert_count(&app, &alice, post, "shares_count", 1).await;
 
     // Shares are not idempotent: each is its own.
     let (status, second) = app.post(&path, &alice.token, json!({})).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(second["shared"], true);
-    count_converges(&app, &alice, post, "shares_count", 2).await;
+    assert_count(&app, &alice, post, "shares_count", 2).await;
 }
 
 #[tokio::test]
-async fn likes_from_many_users_converge_to_the_exact_count() {
+async fn concurrent_likes_from_many_users_give_the_exact_count() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
     let post = app.create_post(&alice, "Popular").await;
@@ -226,17 +235,17 @@ async fn likes_from_many_users_converge_to_the_exact_count() {
     let path = format!("/api/posts/{post}/like");
     let likes = fans.iter().map(|f| app.put(&path, &f.token));
     let answers = futures::future::join_all(likes).await;
-    let mut tasks = HashSet::new();
+    let mut notifications = HashSet::new();
     for (status, like) in &answers {
         assert_eq!(*status, StatusCode::OK);
         assert_eq!(like["created"], true);
         assert!(
-            tasks.insert(like["task_id"].as_u64().unwrap()),
-            "distinct tasks"
+            notifications.insert(like["notification_id"].as_u64().unwrap()),
+            "distinct notifications"
         );
     }
-    count_converges(&app, &alice, post, "likes_count", 6).await;
+    assert_count(&app, &alice, post, "likes_count", 6).await;
     app.delete(&path, &fans[0].token).await;
     app.delete(&path, &fans[0].token).await;
-    count_converges(&app, &alice, post, "likes_count", 5).await;
+    assert_count(&app, &alice, post, "likes_count", 5).await;
 }

@@ -211,14 +211,19 @@ async fn next_event(resp: &mut reqwest::Response, buffer: &mut String, name: &st
 
 #[tokio::test]
 async fn the_admin_stream_sends_stats_every_second_and_ends_at_shutdown() {
-    let app = spawn_app().await;
-    let alice = app.register("alice").await;
-    let bob = app.register("bob").await;
-    let post = app.create_post(&alice, "Hello").await;
-    let (_, like) = app
-        .put(&format!("/api/posts/{post}/like"), &bob.token)
-        .await;
-    app.finished_task(like["task_id"].as_u64().unwrap()).await;
+    // A task that succeeds every second, so that the stats have one to show.
+    let app = spawn_app_with(|s| {
+        s.schedules = vec![likewise::config::ScheduleSettings {
+            task: "purge_expired_results".into(),
+            every_s: 1,
+        }];
+    })
+    .await;
+    app.eventually(Duration::from_secs(10), || async {
+        let (_, done) = app.get("/api/admin/tasks?state=success", ADMIN_TOKEN).await;
+        (!done["tasks"].as_array()?.is_empty()).then_some(())
+    })
+    .await;
 
     let mut resp = app
         .client
