@@ -26,6 +26,8 @@ struct Server {
     child: Child,
     resp: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    /// Woken each time a log line arrives.
+    new_line: Arc<tokio::sync::Notify>,
     _dir: tempfile::TempDir,
 }
 
@@ -62,6 +64,8 @@ async fn start(config: &str, password: Option<&str>) -> Server {
     let log = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = oneshot::channel();
     let lines = log.clone();
+    let new_line = Arc::new(tokio::sync::Notify::new());
+    let wake = new_line.clone();
     // Keeps draining stderr so that logging never blocks the child.
     std::thread::spawn(move || {
         let mut tx = Some(tx);
@@ -74,6 +78,7 @@ async fn start(config: &str, password: Option<&str>) -> Server {
                 }
             }
             lines.lock().unwrap().push(line);
+            wake.notify_waiters();
         }
     });
     let resp = tokio::time::timeout(WAIT, rx)
@@ -84,6 +89,7 @@ async fn start(config: &str, password: Option<&str>) -> Server {
         child,
         resp,
         log,
+        new_line,
         _dir: dir,
     }
 }
@@ -121,8 +127,22 @@ impl Server {
         kib * 1024
     }
 
-    fn logged(&self, text: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(text))
+    /// Whether the server logs a line containing `text` within [`WAIT`]: the log is
+    /// read by another thread, so a line may arrive just after the reply it explains.
+    async fn logged(&self, text: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let arrived = self.new_line.notified();
+            tokio::pin!(arrived);
+            // Registered before the look, so a line pushed in between still wakes us.
+            arrived.as_mut().enable();
+            if self.log.lock().unwrap().iter().any(|l| l.contains(text)) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return false;
+            }
+        }
     }
 
     fn url(&self, password: Option<&str>) -> String {
@@ -225,7 +245,7 @@ async fn a_browser_post_to_the_resp_port_is_closed_before_its_body_runs() {
         .unwrap()
         .unwrap();
     assert_eq!(msg.get_payload_bytes(), b"honest");
-    assert!(server.logged("Possible SECURITY ATTACK detected"));
+    assert!(server.logged("Possible SECURITY ATTACK detected").await);
 }
 
 /// Reproduction: trickling into a huge incomplete request must cost CPU in
@@ -489,7 +509,7 @@ async fn a_bridged_emit_names_a_bounded_number_of_rooms() {
     let spent = server.cpu_seconds() - before;
     assert_eq!(n, 0, "a message naming too many rooms is refused");
     assert!(spent < 1.0, "refusing it cost {spent:.2} s of CPU");
-    assert!(server.logged("names 200000 rooms"));
+    assert!(server.logged("names 200000 rooms").await);
     // Only a, b and c got the first emit: d's first message is a later one.
     let n: i64 = con
         .publish("flask-socketio", emit(serde_json::json!("d")))

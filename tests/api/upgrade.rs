@@ -22,12 +22,20 @@ fn manifest() -> Value {
     serde_json::from_str(&text).expect("manifest is JSON")
 }
 
-/// Copies the fixture's data directory (flat: sled's `conf` and `db` files).
+/// Copies the fixture's data directory: sled's `conf` and `db` files (git keeps no
+/// empty folder, so sled's empty `blobs/` exists only where the fixture was written).
 fn copy_data(to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(fixture().join("data")).unwrap() {
         let entry = entry.unwrap();
-        assert!(entry.file_type().unwrap().is_file(), "{entry:?}");
+        if entry.file_type().unwrap().is_dir() {
+            let mut inside = std::fs::read_dir(entry.path()).unwrap();
+            assert!(
+                inside.next().is_none(),
+                "the fixture holds files in {entry:?}"
+            );
+            continue;
+        }
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
 }
@@ -60,7 +68,16 @@ async fn reads_match(app: &TestApp, m: &Value) {
         let (status, got) = app.get(&path, token).await;
         assert_eq!(status, StatusCode::OK, "{what}: {got}");
         let got = if who == "admin" {
-            got["tasks"].clone()
+            // The fixture's schedule may run again once the server starts: only the
+            // tasks that existed before the upgrade are compared.
+            let old: Vec<&Value> = expected
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| &t["id"])
+                .collect();
+            let tasks = got["tasks"].as_array().unwrap().iter();
+            Value::Array(tasks.filter(|t| old.contains(&&t["id"])).cloned().collect())
         } else {
             got
         };
