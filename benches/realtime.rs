@@ -33,9 +33,21 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
+        // Every bench client comes from loopback: no per-address cap.
+        let config = dir.path().join("likewise.toml");
+        std::fs::write(&config, "[limits]\nmax_connections_per_ip = 0\n").expect("config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_likewise"))
-            .args(["serve", "--http", "127.0.0.1:0", "--resp", "off", "--data"])
-            .arg(dir.path())
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--resp",
+                "off",
+                "--config",
+            ])
+            .arg(&config)
+            .arg("--data")
+            .arg(dir.path().join("data"))
             .env("LIKEWISE_ADMIN_TOKEN", ADMIN)
             .env("RUST_LOG", "warn,likewise=info")
             .stderr(Stdio::piped())
@@ -186,7 +198,7 @@ async fn fan_out(api: &Api, server: &Server, token: &str) {
     let mut conns = Vec::with_capacity(SUBSCRIBERS);
     for _ in 0..SUBSCRIBERS {
         let mut ws = open(server.addr, token, 1).await;
-        subscribe(&mut ws, "fanout").await;
+        subscribe(&mut ws, "public:fanout").await;
         conns.push(ws);
     }
     let counter = Arc::new(AtomicU64::new(0));
@@ -197,7 +209,7 @@ async fn fan_out(api: &Api, server: &Server, token: &str) {
             reqwest::Method::POST,
             "/api/admin/publish",
             ADMIN,
-            Some(json!({"room": "fanout", "event": "tick", "data": {"i": i}})),
+            Some(json!({"room": "public:fanout", "event": "tick", "data": {"i": i}})),
         )
         .await;
     }
@@ -224,7 +236,7 @@ async fn many_rooms(api: &Api, server: &Server, token: &str) {
     let mut conns = Vec::with_capacity(ROOMS);
     for i in 0..ROOMS {
         let mut ws = open(server.addr, token, 1).await;
-        subscribe(&mut ws, &format!("solo:{i}")).await;
+        subscribe(&mut ws, &format!("public:solo:{i}")).await;
         conns.push(ws);
     }
     let counter = Arc::new(AtomicU64::new(0));
@@ -244,7 +256,7 @@ async fn many_rooms(api: &Api, server: &Server, token: &str) {
                         reqwest::Method::POST,
                         "/api/admin/publish",
                         ADMIN,
-                        Some(json!({"room": format!("solo:{i}"), "event": "tick", "data": round})),
+                        Some(json!({"room": format!("public:solo:{i}"), "event": "tick", "data": round})),
                     )
                     .await;
                 }

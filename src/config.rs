@@ -121,6 +121,22 @@ pub struct Limits {
     pub max_ws_message_bytes: usize,
     /// Outbound messages buffered per connection before it is dropped as too slow.
     pub outbound_queue: usize,
+    /// A websocket or Socket.IO send that the peer does not take within this is
+    /// abandoned and the connection dropped (a peer that never reads).
+    pub ws_write_timeout_ms: u64,
+    /// A Socket.IO connection upgraded without a token must send its CONNECT
+    /// packet within this, or it is closed.
+    pub socketio_connect_timeout_ms: u64,
+    /// A client must send a whole HTTP request head within this after the
+    /// connection opens or goes idle (slowloris; also the keep-alive idle limit).
+    pub http_header_timeout_ms: u64,
+    /// Most simultaneous HTTP connections (websockets included); `0` derives it
+    /// from the open-file limit (soft `RLIMIT_NOFILE` minus a tenth, at least 256
+    /// kept for the store and the RESP listener).
+    pub max_connections: usize,
+    /// Most simultaneous HTTP connections from one IP address; `0` for no
+    /// per-address cap (e.g. behind a reverse proxy on the same host).
+    pub max_connections_per_ip: usize,
     /// Outbound bytes waiting for one subscriber (any transport) that drop it at
     /// once (Redis's pubsub hard limit: 32 MiB).
     pub output_hard_limit_bytes: usize,
@@ -177,6 +193,11 @@ impl Default for Limits {
             login_failures: 10,
             login_window_s: 300,
             max_ws_message_bytes: 64 * 1024,
+            ws_write_timeout_ms: 10_000,
+            socketio_connect_timeout_ms: 10_000,
+            http_header_timeout_ms: 10_000,
+            max_connections: 0,
+            max_connections_per_ip: 1_000,
             outbound_queue: 65_536,
             output_hard_limit_bytes: 32 * 1024 * 1024,
             output_soft_limit_bytes: 8 * 1024 * 1024,
@@ -333,6 +354,16 @@ impl Settings {
         if l.max_ws_message_bytes < 256 {
             return Err(ConfigError::Invalid(
                 "limits: max_ws_message_bytes must be at least 256".into(),
+            ));
+        }
+        if l.ws_write_timeout_ms < 10
+            || l.socketio_connect_timeout_ms < 10
+            || l.http_header_timeout_ms < 10
+        {
+            return Err(ConfigError::Invalid(
+                "limits: ws_write_timeout_ms, socketio_connect_timeout_ms and \
+                 http_header_timeout_ms must be at least 10"
+                    .into(),
             ));
         }
         if l.max_page == 0 || l.outbound_queue == 0 || l.max_body_bytes < 1024 {

@@ -9,6 +9,7 @@
 //! - [`queue`]: the durable task queue, the worker pool and periodic schedules.
 //! - [`tasks`]: what each named task does.
 //! - [`hub`]: rooms and subscribers for realtime fan-out, shared by all transports.
+//! - [`rooms`]: room names (`user:{id}`, `post:{id}`, `public:…`) and who may join.
 //! - [`http`]: the HTTP API, the websocket and Socket.IO endpoints.
 //! - [`demo`]: the demo accounts and content of `serve --demo`.
 //! - [`resp`]: the Redis-protocol (RESP2/RESP3) pub/sub listener over the hub, and
@@ -29,6 +30,7 @@ pub mod http;
 pub mod hub;
 pub mod queue;
 pub mod resp;
+pub mod rooms;
 pub mod startup;
 pub mod store;
 pub mod tasks;

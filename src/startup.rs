@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -143,6 +142,8 @@ impl Application {
             settings: Arc::new(settings),
             metrics: crate::telemetry::metrics_handle(),
             started: std::time::Instant::now(),
+            connections: Arc::default(),
+            realtime: Arc::default(),
         };
         Ok(Application {
             http_listener,
@@ -216,17 +217,10 @@ impl Application {
             })
         };
 
+        let limits = state.settings.limits.clone();
+        let connections = state.connections.clone();
         let app = http::router(state);
-        // Small frames (websocket events) must leave at once: with Nagle's algorithm a
-        // second event waits for the peer's delayed ACK of the first (up to 200 ms).
-        let http_listener = http_listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(http_listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let served = server.await;
+        http::listener::serve(http_listener, app, &limits, connections, shutdown.clone()).await;
         if let Some(resp) = resp {
             let _ = resp.await;
         }
@@ -245,6 +239,6 @@ impl Application {
         let store = social.store().clone();
         tokio::task::spawn_blocking(move || store.close()).await?;
         tracing::info!("stopped");
-        served.context("serving HTTP")
+        Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! The admin API (admin token only): queue statistics and history, task listing,
 //! retry and cancel, notifications created on behalf of outside apps, and events
-//! published to any room.
+//! published to any room a client can be in (see [`crate::rooms`]).
 
 use std::sync::atomic::Ordering;
 
@@ -59,6 +59,8 @@ pub(super) fn stats_snapshot(state: &AppState) -> ApiResult<Value> {
             "dropped_slow": state.hub.stats().dropped_slow.load(Ordering::Relaxed),
             "rooms": state.hub.rooms(None).len(),
         },
+        "http": state.connections.to_json(),
+        "realtime": state.realtime.to_json(),
         "uptime_s": state.started.elapsed().as_secs(),
     }))
 }
@@ -71,8 +73,8 @@ fn connections(hub: &Hub) -> Value {
     Value::Object(map)
 }
 
-/// Longest room name accepted by the publish route.
-const MAX_ROOM_BYTES: usize = 256;
+/// Longest event name accepted by the publish route.
+const MAX_EVENT_BYTES: usize = 256;
 
 #[derive(Deserialize)]
 struct PublishRequest {
@@ -87,14 +89,18 @@ async fn publish(
     _admin: Admin,
     ApiJson(p): ApiJson<PublishRequest>,
 ) -> ApiResult<Json<Value>> {
-    if p.room.is_empty() || p.room.len() > MAX_ROOM_BYTES {
+    let room = crate::rooms::parse(&p.room).map_err(|e| ApiError::Invalid(e.0))?;
+    if !room.is_client_room() {
         return Err(ApiError::Invalid(format!(
-            "room must be 1 to {MAX_ROOM_BYTES} bytes"
+            "room {:?} is not a room clients can be in: publish to {}…, post:{{id}}, user:{{id}} or {}",
+            p.room,
+            crate::rooms::PUBLIC_PREFIX,
+            crate::rooms::BROADCAST
         )));
     }
-    if p.event.is_empty() || p.event.len() > MAX_ROOM_BYTES {
+    if p.event.is_empty() || p.event.len() > MAX_EVENT_BYTES {
         return Err(ApiError::Invalid(format!(
-            "event must be 1 to {MAX_ROOM_BYTES} bytes"
+            "event must be 1 to {MAX_EVENT_BYTES} bytes"
         )));
     }
     let delivered = state

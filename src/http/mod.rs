@@ -2,7 +2,8 @@
 //! [`AppState`]. Handlers are thin: parse, call the domain or the queue, render.
 //! The demo page and the dashboard are served from files embedded in the binary.
 //! Errors use the API's JSON shape everywhere, including unknown routes, wrong
-//! methods, bodies over the limit and panics.
+//! methods, bodies over the limit and panics. Connections reach the router through
+//! [`listener`], which enforces the connection caps and the header deadline.
 
 mod admin;
 mod admin_stream;
@@ -10,10 +11,11 @@ mod assets;
 pub mod error;
 pub mod extract;
 mod health;
+pub mod listener;
 mod messages;
 mod notifications;
 mod posts;
-mod realtime;
+pub mod realtime;
 mod tasks;
 mod users;
 
@@ -48,6 +50,10 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// When the server started.
     pub started: std::time::Instant,
+    /// HTTP connection counters (caps, refusals, header timeouts).
+    pub connections: Arc<listener::ConnectionStats>,
+    /// Websocket and Socket.IO counters.
+    pub realtime: Arc<realtime::RealtimeStats>,
 }
 
 /// The whole HTTP application.

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod accounts;
+mod attack_realtime;
 mod attack_resp;
 mod backup;
 mod comments;

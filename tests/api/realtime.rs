@@ -178,14 +178,14 @@ async fn admin_publish_reaches_room_members_and_counts_them() {
     let app = spawn_app().await;
     let a = app.register("alice").await;
     let mut ws = connect_user(&app, &a).await;
-    send(&mut ws, json!({"op": "subscribe", "room": "lobby"})).await;
+    send(&mut ws, json!({"op": "subscribe", "room": "public:lobby"})).await;
     assert_eq!(next_event(&mut ws).await["event"], "subscribed");
 
     let (status, body) = app
         .post(
             "/api/admin/publish",
             ADMIN_TOKEN,
-            json!({"room": "lobby", "event": "announcement", "data": {"text": "hi"}}),
+            json!({"room": "public:lobby", "event": "announcement", "data": {"text": "hi"}}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -197,7 +197,7 @@ async fn admin_publish_reaches_room_members_and_counts_them() {
         .post(
             "/api/admin/publish",
             &a.token,
-            json!({"room": "lobby", "event": "x", "data": 1}),
+            json!({"room": "public:lobby", "event": "x", "data": 1}),
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -288,9 +288,17 @@ async fn a_slow_consumer_is_disconnected_without_blocking_the_publisher() {
     let mut slow = connect_user(&app, &a).await;
     let b = app.register("bob").await;
     let mut fast = connect_user(&app, &b).await;
-    send(&mut fast, json!({"op": "subscribe", "room": "firehose"})).await;
+    send(
+        &mut fast,
+        json!({"op": "subscribe", "room": "public:firehose"}),
+    )
+    .await;
     assert_eq!(next_event(&mut fast).await["event"], "subscribed");
-    send(&mut slow, json!({"op": "subscribe", "room": "firehose"})).await;
+    send(
+        &mut slow,
+        json!({"op": "subscribe", "room": "public:firehose"}),
+    )
+    .await;
     assert_eq!(next_event(&mut slow).await["event"], "subscribed");
 
     // The slow client never reads; big publications fill the socket buffers, then
@@ -305,13 +313,17 @@ async fn a_slow_consumer_is_disconnected_without_blocking_the_publisher() {
         == 0
     {
         assert!(published < 2_000, "the slow consumer was never dropped");
-        hub.publish(Publication::raw("firehose", payload.clone()));
+        hub.publish(Publication::raw("public:firehose", payload.clone()));
         published += 1;
         // The fast client keeps up.
         let e = event_named(&mut fast, "message").await;
         assert_eq!(e["data"].as_str().map(str::len), Some(payload.len()));
     }
-    assert_eq!(hub.room_size("firehose"), 1, "only the fast client remains");
+    assert_eq!(
+        hub.room_size("public:firehose"),
+        1,
+        "only the fast client remains"
+    );
     assert_eq!(close_code(&mut slow).await, 1013);
 }
 
@@ -530,4 +542,47 @@ async fn socketio_polling_is_refused_with_a_clear_message() {
         .contains("transports: ['websocket']"));
     let (status, _) = upgrade_status(&app, "/socket.io/?EIO=4&transport=websocket&token=bad").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_replay_longer_than_a_page_arrives_in_order_without_gap_or_duplicate() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let notify = |i: usize| {
+        let app = &app;
+        let id = alice.id;
+        async move {
+            let (status, body) = app
+                .post(
+                    "/api/admin/notifications",
+                    ADMIN_TOKEN,
+                    json!({"user_id": id, "text": format!("n{i}")}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+    };
+    // More than two replay pages before connecting, more while the replay runs.
+    futures::future::join_all((0..450).map(notify)).await;
+    let total = 500;
+    let read = async {
+        let mut ws = connect(&app, &format!("token={}&since=0", alice.token)).await;
+        assert_eq!(next_event(&mut ws).await["event"], "ready");
+        let mut ids = Vec::new();
+        while ids.len() < total {
+            let e = event_named(&mut ws, "new_notification").await;
+            ids.push(e["data"]["id"].as_u64().unwrap());
+        }
+        ids
+    };
+    let (ids, _) = tokio::join!(read, futures::future::join_all((450..total).map(notify)));
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in id order: {ids:?}");
+    let mut stored: Vec<u64> = app
+        .all_notifications(&alice)
+        .await
+        .iter()
+        .map(|n| n["id"].as_u64().unwrap())
+        .collect();
+    stored.sort_unstable();
+    assert_eq!(stored, ids, "every stored notification once");
 }

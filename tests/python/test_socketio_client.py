@@ -45,6 +45,13 @@ async def test_a_like_reaches_a_python_socketio_client_as_new_notification(likew
         assert ack == {"ok": True, "room": f"post:{post}"}
         denied = await client.call("subscribe", f"user:{bob['id']}", timeout=WAIT_S)
         assert denied["ok"] is False and denied["code"] == "forbidden"
+        # Rooms are public only under documented names: the bridge's channels and
+        # made-up names are refused, public:... rooms are open.
+        for room in ("flask-socketio", "socketio", "lobby"):
+            denied = await client.call("subscribe", room, timeout=WAIT_S)
+            assert denied["ok"] is False and denied["code"] == "forbidden", room
+        ack = await client.call("subscribe", "public:lobby", timeout=WAIT_S)
+        assert ack == {"ok": True, "room": "public:lobby"}
     finally:
         await client.disconnect()
 
@@ -103,6 +110,34 @@ async def test_an_emit_to_everyone_reaches_every_connected_client(likewise):
         await mgr.emit("announcement", {"text": "maintenance at noon"})
         for q in queues:
             assert await asyncio.wait_for(q.get(), WAIT_S) == {"text": "maintenance at noon"}
+    finally:
+        for client in clients:
+            await client.disconnect()
+
+
+async def test_an_emit_to_a_public_room_reaches_its_members_only(likewise):
+    alice = register(likewise, "alice")
+    bob = register(likewise, "bob")
+    clients, queues = [], []
+    for user in (alice, bob):
+        client = socketio.AsyncClient(reconnection=False)
+        q: asyncio.Queue = asyncio.Queue()
+        client.on("chat", handler=lambda data, q=q: q.put_nowait(data))
+        await client.connect(likewise.base_url, transports=["websocket"],
+                             auth={"token": user["token"]}, wait_timeout=WAIT_S)
+        clients.append(client)
+        queues.append(q)
+    try:
+        ack = await clients[0].call("subscribe", "public:lobby", timeout=WAIT_S)
+        assert ack["ok"] is True
+        mgr = socketio.AsyncRedisManager(likewise.redis_url, channel="flask-socketio",
+                                         write_only=True)
+        await mgr.emit("chat", {"text": "lobby only"}, room="public:lobby")
+        await mgr.emit("chat", {"text": "everyone"})
+        assert await asyncio.wait_for(queues[0].get(), WAIT_S) == {"text": "lobby only"}
+        assert await asyncio.wait_for(queues[0].get(), WAIT_S) == {"text": "everyone"}
+        # Bob, outside the room, receives only the emit to everyone.
+        assert await asyncio.wait_for(queues[1].get(), WAIT_S) == {"text": "everyone"}
     finally:
         for client in clients:
             await client.disconnect()

@@ -2,16 +2,10 @@
 //!
 //! Server → client: `{"event": NAME, "data": ...}`; first `ready`, then (with
 //! `?since=N`) every stored notification newer than N, oldest first, then live
-//! events. Client → server: `subscribe`, `unsubscribe`, `ping` ops. The user is
-//! always in `user:{id}` and in the `broadcast` room (events for everyone), and may
-//! not join another user's room.
-//!
-//! Resuming without a gap or a duplicate: the subscription to `user:{id}` is made
-//! BEFORE the store is read for the replay, so a notification committed during the
-//! replay is either read by it or delivered live afterwards (its push follows its
-//! commit). Live notifications whose id the replay already covered are skipped:
-//! ids are assigned in commit order by the single writer, so every notification
-//! with an id up to the highest replayed one was in the store when it was read.
+//! events. Client → server: [`Command`]s, `{"op": "subscribe" | "unsubscribe" |
+//! "ping", "room"?}`. The user is always in `user:{id}` and in `broadcast`, and
+//! joins other rooms under the policy of [`crate::rooms`]. The replay's gap-free
+//! guarantee is explained in [`super::session`].
 
 use std::time::{Duration, Instant};
 
@@ -22,19 +16,12 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{
-    accept, close, not_replayed, preflight, replay, subscribe_user, token_user, Ctx, Out, Session,
-    Timing,
-};
+use super::session::{self, not_replayed, subscribe_user, Replay};
+use super::upgrade::{accept, preflight, token_user};
+use super::{close, Ctx, Out, Session, Timing};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::hub::{Delivery, Transport};
-
-/// Longest room name a client may join.
-pub(crate) const MAX_ROOM_BYTES: usize = 128;
-
-/// Most rooms one connection may join besides its own.
-pub(crate) const MAX_ROOMS: usize = 256;
 
 /// `GET /ws`: checks the origin and the token, then upgrades.
 pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Response {
@@ -51,19 +38,67 @@ pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Resp
     accept(parts, &state, session).await
 }
 
-/// One `/ws` connection's protocol state.
-pub(crate) struct NativeSession {
-    user: u64,
-    since: Option<u64>,
-    replayed_up_to: u64,
-    timing: Timing,
-    ping_sent: Option<Instant>,
+/// A client command on `/ws`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// `{"op":"subscribe","room":R}`: join room R.
+    Subscribe(String),
+    /// `{"op":"unsubscribe","room":R}`: leave room R.
+    Unsubscribe(String),
+    /// `{"op":"ping"}`: answered with a `pong` event.
+    Ping,
 }
+
+/// Why a message is not a [`Command`]; answered with an `error` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CommandError(pub String);
 
 #[derive(Deserialize)]
 struct Op {
     op: String,
     room: Option<String>,
+}
+
+impl Command {
+    /// Reads a command; unknown fields are ignored.
+    pub(crate) fn parse(text: &str) -> Result<Command, CommandError> {
+        let op: Op = serde_json::from_str(text)
+            .map_err(|e| CommandError(format!("expected {{\"op\": ...}} JSON: {e}")))?;
+        let room = |op: &Op| {
+            op.room
+                .clone()
+                .ok_or_else(|| CommandError(format!("{} needs a room", op.op)))
+        };
+        match op.op.as_str() {
+            "ping" => Ok(Command::Ping),
+            "subscribe" => Ok(Command::Subscribe(room(&op)?)),
+            "unsubscribe" => Ok(Command::Unsubscribe(room(&op)?)),
+            other => Err(CommandError(format!(
+                "unknown op {other:?}; use subscribe, unsubscribe or ping"
+            ))),
+        }
+    }
+
+    /// The command as a client sends it (the server only reads commands).
+    #[cfg(test)]
+    pub(crate) fn encode(&self) -> String {
+        match self {
+            Command::Ping => json!({"op": "ping"}),
+            Command::Subscribe(room) => json!({"op": "subscribe", "room": room}),
+            Command::Unsubscribe(room) => json!({"op": "unsubscribe", "room": room}),
+        }
+        .to_string()
+    }
+}
+
+/// One `/ws` connection's protocol state.
+pub(crate) struct NativeSession {
+    user: u64,
+    since: Option<u64>,
+    replay: Option<Replay>,
+    replayed_up_to: u64,
+    timing: Timing,
+    ping_sent: Option<Instant>,
 }
 
 fn event(name: &str, data: Value) -> Out {
@@ -76,86 +111,32 @@ fn error(code: &str, message: impl Into<String>) -> Out {
     event("error", json!({"code": code, "message": message.into()}))
 }
 
-/// Whether `user` may join `room`: never another user's room; `post:{id}` only for
-/// an existing post; any other well-formed name is a public room.
-pub(crate) fn room_allowed(ctx: &Ctx<'_>, user: u64, room: &str) -> Result<(), (String, String)> {
-    let bad = |code: &str, m: String| Err((code.to_owned(), m));
-    if room.is_empty() || room.len() > MAX_ROOM_BYTES {
-        return bad(
-            "invalid",
-            format!("a room name is 1 to {MAX_ROOM_BYTES} bytes"),
-        );
-    }
-    if room.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return bad(
-            "invalid",
-            "a room name has no spaces or control characters".into(),
-        );
-    }
-    if let Some(rest) = room.strip_prefix("user:") {
-        if rest != user.to_string() {
-            return bad("forbidden", format!("room {room} belongs to another user"));
-        }
-    }
-    if let Some(rest) = room.strip_prefix("post:") {
-        let Ok(id) = rest.parse::<u64>() else {
-            return bad("invalid", format!("{room} is not post:{{id}}"));
-        };
-        match ctx.social.post(id, false) {
-            Ok(_) => {}
-            Err(crate::domain::DomainError::NotFound(_)) => {
-                return bad("not_found", format!("post {id} does not exist"));
-            }
-            Err(e) => return bad("unavailable", e.to_string()),
-        }
-    }
-    Ok(())
-}
-
 impl NativeSession {
     pub(crate) fn new(user: u64, since: Option<u64>, timing: Timing) -> Self {
         NativeSession {
             user,
             since,
+            replay: None,
             replayed_up_to: 0,
             timing,
             ping_sent: None,
         }
     }
 
-    fn handle(&mut self, ctx: &mut Ctx<'_>, op: Op) -> Vec<Out> {
-        let Some(sub) = ctx.sub.as_ref() else {
+    fn handle(&mut self, ctx: &mut Ctx<'_>, command: Command) -> Vec<Out> {
+        if ctx.sub.is_none() {
             return vec![error("unavailable", "not subscribed yet")];
-        };
-        match op.op.as_str() {
-            "ping" => vec![event("pong", Value::Null)],
-            "subscribe" | "unsubscribe" => {
-                let Some(room) = op.room else {
-                    return vec![error("bad_request", format!("{} needs a room", op.op))];
-                };
-                if op.op == "unsubscribe" {
-                    if room == format!("user:{}", self.user) {
-                        return vec![error("forbidden", "you always stay in your own room")];
-                    }
-                    sub.leave(&room);
-                    return vec![event("unsubscribed", json!({"room": room}))];
-                }
-                if let Err((code, message)) = room_allowed(ctx, self.user, &room) {
-                    return vec![error(&code, message)];
-                }
-                if sub.count() > MAX_ROOMS {
-                    return vec![error(
-                        "rate_limited",
-                        format!("at most {MAX_ROOMS} rooms per connection"),
-                    )];
-                }
-                sub.join(&room);
-                vec![event("subscribed", json!({"room": room}))]
-            }
-            other => vec![error(
-                "bad_request",
-                format!("unknown op {other:?}; use subscribe, unsubscribe or ping"),
-            )],
+        }
+        match command {
+            Command::Ping => vec![event("pong", Value::Null)],
+            Command::Subscribe(room) => match session::join(ctx, self.user, &room) {
+                Ok(()) => vec![event("subscribed", json!({"room": room}))],
+                Err(r) => vec![error(r.code, r.message)],
+            },
+            Command::Unsubscribe(room) => match session::leave(ctx, self.user, &room) {
+                Ok(()) => vec![event("unsubscribed", json!({"room": room}))],
+                Err(r) => vec![error(r.code, r.message)],
+            },
         }
     }
 }
@@ -163,25 +144,33 @@ impl NativeSession {
 impl Session for NativeSession {
     fn start(&mut self, ctx: &mut Ctx<'_>) -> Vec<Out> {
         subscribe_user(ctx, Transport::Ws, self.user);
-        let mut out = vec![event("ready", json!({"user_id": self.user}))];
-        if let Some(since) = self.since {
-            let (frames, last) = replay(ctx.social, self.user, since, |n| {
-                Bytes::from(json!({"event": "new_notification", "data": n}).to_string())
-            });
-            self.replayed_up_to = last;
-            out.extend(frames);
-        }
-        out
+        self.replay = self.since.map(|since| Replay::new(self.user, since));
+        vec![event("ready", json!({"user_id": self.user}))]
     }
 
     fn on_text(&mut self, ctx: &mut Ctx<'_>, text: &str) -> Vec<Out> {
-        match serde_json::from_str::<Op>(text) {
-            Ok(op) => self.handle(ctx, op),
-            Err(e) => vec![error(
-                "bad_request",
-                format!("expected {{\"op\": ...}} JSON: {e}"),
-            )],
+        match Command::parse(text) {
+            Ok(command) => self.handle(ctx, command),
+            Err(CommandError(message)) => vec![error("bad_request", message)],
         }
+    }
+
+    fn replaying(&self) -> bool {
+        self.replay.is_some()
+    }
+
+    fn next_page(&mut self, ctx: &mut Ctx<'_>) -> Vec<Out> {
+        let Some(replay) = self.replay.as_mut() else {
+            return Vec::new();
+        };
+        let out = replay.next_page(ctx.social, |n| {
+            Bytes::from(json!({"event": "new_notification", "data": n}).to_string())
+        });
+        self.replayed_up_to = replay.replayed_up_to();
+        if replay.done() {
+            self.replay = None;
+        }
+        out
     }
 
     fn on_delivery(&mut self, d: &Delivery) -> Option<Bytes> {
@@ -213,10 +202,61 @@ impl Session for NativeSession {
 mod tests {
     use super::*;
 
+    use proptest::prelude::*;
+
     fn timing() -> Timing {
         Timing {
             ping_interval: Duration::from_secs(10),
             ping_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn commands_parse_with_clear_errors() {
+        assert_eq!(
+            Command::parse(r#"{"op":"ping","pad":"x"}"#),
+            Ok(Command::Ping)
+        );
+        assert_eq!(
+            Command::parse(r#"{"op":"subscribe","room":"public:a"}"#),
+            Ok(Command::Subscribe("public:a".into()))
+        );
+        for bad in [
+            "",
+            "null",
+            "[]",
+            r#"{"op":"subscribe"}"#,
+            r#"{"op":"dance"}"#,
+            r#"{"op":1}"#,
+        ] {
+            assert!(Command::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        prop_oneof![
+            Just(Command::Ping),
+            any::<String>().prop_map(Command::Subscribe),
+            any::<String>().prop_map(Command::Unsubscribe),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn commands_round_trip(c in command()) {
+            prop_assert_eq!(Command::parse(&c.encode()), Ok(c));
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics_the_command_parser(s in any::<String>()) {
+            let _ = Command::parse(&s);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_command_parser(b in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Command::parse(&String::from_utf8_lossy(&b));
         }
     }
 

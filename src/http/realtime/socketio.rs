@@ -1,15 +1,20 @@
 //! Socket.IO v5 over Engine.IO v4, websocket transport only, default namespace `/`.
 //!
-//! Engine.IO packets are one text frame each: `0` open (sent by us first, with the
-//! `sid`, `upgrades: []`, `pingInterval`, `pingTimeout`, `maxPayload`), `2`/`3`
-//! ping/pong (we ping; a client that does not pong within `pingTimeout` is
-//! dropped), `1` close, `4` message. A message carries a Socket.IO packet: `0`
-//! CONNECT (with the auth payload `{"token", "since"?}`), `1` DISCONNECT, `2` EVENT
-//! (`42["name",args...]`), `3` ACK, `4` CONNECT_ERROR.
+//! Engine.IO packets ([`EnginePacket`]) are one text frame each: `0` open (sent by
+//! us first, with the `sid`, `upgrades: []`, `pingInterval`, `pingTimeout`,
+//! `maxPayload`), `2`/`3` ping/pong (we ping; a client that does not pong within
+//! `pingTimeout` is dropped), `1` close, `4` message, `6` noop. A message carries
+//! a Socket.IO [`Packet`]: `0` CONNECT (with the auth payload `{"token",
+//! "since"?}`), `1` DISCONNECT, `2` EVENT (`42["name",args...]`), `3` ACK, `4`
+//! CONNECT_ERROR.
 //!
-//! Clients may emit `subscribe` / `unsubscribe` with a room name (acknowledged when
-//! they ask for an ack) to follow `post:{id}` rooms, as on `/ws`.
+//! A connection upgraded without a token is counted as awaiting CONNECT and must
+//! send it within `socketio_connect_timeout_ms`, or it is closed (1008). Clients
+//! may emit `subscribe` / `unsubscribe` with a room name (acknowledged when they
+//! ask for an ack) under the room policy of [`crate::rooms`], as on `/ws`.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -18,11 +23,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::native::{room_allowed, MAX_ROOMS};
-use super::{
-    accept, close, not_replayed, preflight, replay, subscribe_user, token_user, Ctx, Out, Session,
-    Timing,
-};
+use super::session::{self, not_replayed, subscribe_user, Replay};
+use super::upgrade::{accept, preflight, token_user};
+use super::{close, Ctx, Out, RealtimeStats, Session, Timing};
 use crate::domain::new_token;
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -65,35 +68,67 @@ pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Resp
         Ok(u) => u.map(|u| u.id),
         Err(e) => return e.into_response(),
     };
-    let timing = Timing::from_state(&state);
     let session = SocketIoSession::new(
         user,
         query.since,
-        timing,
+        Timing::from_state(&state),
         state.settings.limits.max_ws_message_bytes,
+        state.realtime.clone(),
     );
     accept(parts, &state, session).await
 }
 
-/// One Socket.IO connection's protocol state.
-pub(crate) struct SocketIoSession {
-    sid: String,
-    query_user: Option<u64>,
-    query_since: Option<u64>,
-    user: Option<u64>,
-    replayed_up_to: u64,
-    timing: Timing,
-    max_payload: usize,
-    ping_sent: Option<Instant>,
-    last_ping: Instant,
+/// An Engine.IO v4 packet as a client sends it over the websocket transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EnginePacket {
+    /// `1`: the client closes.
+    Close,
+    /// `2` + probe data: a client ping, answered with `3` + the same data.
+    Ping(String),
+    /// `3` + data: the answer to our ping.
+    Pong(String),
+    /// `4` + a Socket.IO packet.
+    Message(String),
+    /// `5`: transport upgrade (meaningless on websocket-only).
+    Upgrade,
+    /// `6`: noop.
+    Noop,
 }
 
-fn text(s: String) -> Out {
-    Out::Text(Bytes::from(s))
+impl EnginePacket {
+    /// Reads a text frame as an Engine.IO packet.
+    pub(crate) fn parse(frame: &str) -> Result<EnginePacket, String> {
+        let mut chars = frame.chars();
+        let Some(kind) = chars.next() else {
+            return Err("an empty Engine.IO packet".into());
+        };
+        let rest = chars.as_str().to_owned();
+        match kind {
+            '1' => Ok(EnginePacket::Close),
+            '2' => Ok(EnginePacket::Ping(rest)),
+            '3' => Ok(EnginePacket::Pong(rest)),
+            '4' => Ok(EnginePacket::Message(rest)),
+            '5' => Ok(EnginePacket::Upgrade),
+            '6' => Ok(EnginePacket::Noop),
+            other => Err(format!("unknown Engine.IO packet type {other:?}")),
+        }
+    }
+
+    /// The packet as a text frame.
+    pub(crate) fn encode(&self) -> String {
+        match self {
+            EnginePacket::Close => "1".into(),
+            EnginePacket::Ping(d) => format!("2{d}"),
+            EnginePacket::Pong(d) => format!("3{d}"),
+            EnginePacket::Message(m) => format!("4{m}"),
+            EnginePacket::Upgrade => "5".into(),
+            EnginePacket::Noop => "6".into(),
+        }
+    }
 }
 
 /// A Socket.IO packet inside an Engine.IO message.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Packet {
     /// Packet type digit.
     pub kind: u8,
@@ -101,15 +136,15 @@ pub(crate) struct Packet {
     pub nsp: String,
     /// Ack id.
     pub ack: Option<u64>,
-    /// JSON payload.
+    /// JSON payload: an object or an array (Socket.IO sends nothing else, and a
+    /// bare number would be read as an ack id).
     pub data: Option<Value>,
 }
 
 /// Parses a Socket.IO packet (the part after the Engine.IO `4`).
 pub(crate) fn parse_packet(s: &str) -> Result<Packet, String> {
-    let mut chars = s.char_indices().peekable();
-    let kind = match chars.next() {
-        Some((_, c)) if c.is_ascii_digit() => c as u8 - b'0',
+    let kind = match s.as_bytes().first() {
+        Some(c) if c.is_ascii_digit() => c - b'0',
         _ => return Err("a packet starts with its type digit".into()),
     };
     if kind > 6 {
@@ -138,7 +173,12 @@ pub(crate) fn parse_packet(s: &str) -> Result<Packet, String> {
     let data = if rest.is_empty() {
         None
     } else {
-        Some(serde_json::from_str(rest).map_err(|e| format!("the payload is not JSON: {e}"))?)
+        let v: Value =
+            serde_json::from_str(rest).map_err(|e| format!("the payload is not JSON: {e}"))?;
+        if !(v.is_object() || v.is_array()) {
+            return Err("the payload is an object or an array".into());
+        }
+        Some(v)
     };
     Ok(Packet {
         kind,
@@ -148,33 +188,108 @@ pub(crate) fn parse_packet(s: &str) -> Result<Packet, String> {
     })
 }
 
+impl Packet {
+    /// The packet as it goes after the Engine.IO `4`.
+    pub(crate) fn encode(&self) -> String {
+        let mut out = self.kind.to_string();
+        if self.nsp != "/" {
+            out.push_str(&self.nsp);
+            if self.ack.is_some() || self.data.is_some() {
+                out.push(',');
+            }
+        }
+        if let Some(ack) = self.ack {
+            out.push_str(&ack.to_string());
+        }
+        if let Some(data) = &self.data {
+            out.push_str(&data.to_string());
+        }
+        out
+    }
+}
+
+/// Counts a connection as awaiting CONNECT for as long as it lives.
+struct AwaitingConnect(Arc<RealtimeStats>);
+
+impl AwaitingConnect {
+    fn new(stats: Arc<RealtimeStats>) -> AwaitingConnect {
+        stats
+            .socketio_awaiting_connect
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("likewise_socketio_awaiting_connect").increment(1.0);
+        AwaitingConnect(stats)
+    }
+}
+
+impl Drop for AwaitingConnect {
+    fn drop(&mut self) {
+        self.0
+            .socketio_awaiting_connect
+            .fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("likewise_socketio_awaiting_connect").decrement(1.0);
+    }
+}
+
+/// One Socket.IO connection's protocol state.
+pub(crate) struct SocketIoSession {
+    sid: String,
+    query_user: Option<u64>,
+    query_since: Option<u64>,
+    user: Option<u64>,
+    replay: Option<Replay>,
+    replayed_up_to: u64,
+    timing: Timing,
+    max_payload: usize,
+    ping_sent: Option<Instant>,
+    last_ping: Instant,
+    opened: Instant,
+    stats: Arc<RealtimeStats>,
+    awaiting: Option<AwaitingConnect>,
+}
+
+fn text(s: String) -> Out {
+    Out::Text(Bytes::from(s))
+}
+
 impl SocketIoSession {
     pub(crate) fn new(
         query_user: Option<u64>,
         query_since: Option<u64>,
         timing: Timing,
         max_payload: usize,
+        stats: Arc<RealtimeStats>,
     ) -> Self {
+        let now = Instant::now();
         SocketIoSession {
             sid: new_token()[..20].to_owned(),
             query_user,
             query_since,
             user: None,
+            replay: None,
             replayed_up_to: 0,
             timing,
             max_payload,
             ping_sent: None,
-            last_ping: Instant::now(),
+            last_ping: now,
+            opened: now,
+            stats,
+            awaiting: None,
         }
     }
 
+    /// A Socket.IO packet to the client, inside an Engine.IO message.
+    fn send(kind: u8, nsp: &str, ack: Option<u64>, data: Value) -> Out {
+        let packet = Packet {
+            kind,
+            nsp: nsp.to_owned(),
+            ack,
+            data: Some(data),
+        };
+        text(EnginePacket::Message(packet.encode()).encode())
+    }
+
     fn connect_error(nsp: &str, message: &str) -> Out {
-        let body = json!({"message": message});
-        if nsp == "/" {
-            text(format!("44{body}"))
-        } else {
-            text(format!("44{nsp},{body}"))
-        }
+        Self::send(4, nsp, None, json!({"message": message}))
     }
 
     fn connect(&mut self, ctx: &mut Ctx<'_>, p: Packet) -> Vec<Out> {
@@ -206,16 +321,10 @@ impl SocketIoSession {
             .and_then(Value::as_u64)
             .or(self.query_since);
         self.user = Some(user);
+        self.awaiting = None;
         subscribe_user(ctx, Transport::SocketIo, user);
-        let mut out = vec![text(format!("40{}", json!({"sid": self.sid})))];
-        if let Some(since) = since {
-            let (frames, last) = replay(ctx.social, user, since, |n| {
-                Bytes::from(format!("42{}", json!(["new_notification", n])))
-            });
-            self.replayed_up_to = last;
-            out.extend(frames);
-        }
-        out
+        self.replay = since.map(|since| Replay::new(user, since));
+        vec![Self::send(0, "/", None, json!({"sid": self.sid}))]
     }
 
     fn event(&mut self, ctx: &mut Ctx<'_>, p: Packet) -> Vec<Out> {
@@ -234,33 +343,40 @@ impl SocketIoSession {
         let name = args[0].as_str().unwrap_or_default().to_owned();
         let room = args.get(1).and_then(Value::as_str).map(str::to_owned);
         let reply = match (name.as_str(), room) {
-            ("subscribe", Some(room)) => match room_allowed(ctx, user, &room) {
-                Err((code, message)) => json!({"ok": false, "code": code, "message": message}),
-                Ok(()) => match ctx.sub.as_ref() {
-                    Some(sub) if sub.count() <= MAX_ROOMS => {
-                        sub.join(&room);
-                        json!({"ok": true, "room": room})
-                    }
-                    _ => json!({"ok": false, "code": "rate_limited", "message": "too many rooms"}),
-                },
+            ("subscribe", Some(room)) => match session::join(ctx, user, &room) {
+                Ok(()) => json!({"ok": true, "room": room}),
+                Err(r) => json!({"ok": false, "code": r.code, "message": r.message}),
             },
-            ("unsubscribe", Some(room)) => {
-                if room == format!("user:{user}") {
-                    json!({"ok": false, "code": "forbidden", "message": "you always stay in your own room"})
-                } else {
-                    if let Some(sub) = ctx.sub.as_ref() {
-                        sub.leave(&room);
-                    }
-                    json!({"ok": true, "room": room})
-                }
-            }
+            ("unsubscribe", Some(room)) => match session::leave(ctx, user, &room) {
+                Ok(()) => json!({"ok": true, "room": room}),
+                Err(r) => json!({"ok": false, "code": r.code, "message": r.message}),
+            },
             _ => {
                 json!({"ok": false, "code": "bad_request", "message": format!("unknown event {name:?}; emit subscribe or unsubscribe with a room")})
             }
         };
         match p.ack {
-            Some(id) => vec![text(format!("43{id}{}", json!([reply])))],
+            Some(id) => vec![Self::send(3, "/", Some(id), json!([reply]))],
             None => Vec::new(),
+        }
+    }
+
+    fn message(&mut self, ctx: &mut Ctx<'_>, m: &str) -> Vec<Out> {
+        match parse_packet(m) {
+            Ok(p) => match p.kind {
+                0 => self.connect(ctx, p),
+                1 => vec![Out::Close(close::NORMAL, "client disconnected".into())],
+                2 => self.event(ctx, p),
+                3 => Vec::new(),
+                _ => vec![Out::Close(
+                    close::POLICY,
+                    "unexpected packet from a client".into(),
+                )],
+            },
+            Err(e) => vec![Out::Close(
+                close::POLICY,
+                format!("bad Socket.IO packet: {e}"),
+            )],
         }
     }
 }
@@ -268,6 +384,8 @@ impl SocketIoSession {
 impl Session for SocketIoSession {
     fn start(&mut self, _ctx: &mut Ctx<'_>) -> Vec<Out> {
         self.last_ping = Instant::now();
+        self.opened = self.last_ping;
+        self.awaiting = Some(AwaitingConnect::new(self.stats.clone()));
         let open = json!({
             "sid": self.sid,
             "upgrades": [],
@@ -279,42 +397,36 @@ impl Session for SocketIoSession {
     }
 
     fn on_text(&mut self, ctx: &mut Ctx<'_>, msg: &str) -> Vec<Out> {
-        let Some(kind) = msg.chars().next() else {
-            return vec![Out::Close(
-                close::POLICY,
-                "an empty Engine.IO packet".into(),
-            )];
-        };
-        match kind {
-            '3' => {
+        match EnginePacket::parse(msg) {
+            Ok(EnginePacket::Pong(_)) => {
                 self.ping_sent = None;
                 Vec::new()
             }
             // A client-initiated ping (probe or heartbeat): answer it.
-            '2' => vec![text(format!("3{}", &msg[1..]))],
-            '1' => vec![Out::Close(close::NORMAL, "client closed".into())],
-            '6' => Vec::new(),
-            '4' => match parse_packet(&msg[1..]) {
-                Ok(p) => match p.kind {
-                    0 => self.connect(ctx, p),
-                    1 => vec![Out::Close(close::NORMAL, "client disconnected".into())],
-                    2 => self.event(ctx, p),
-                    3 => Vec::new(),
-                    _ => vec![Out::Close(
-                        close::POLICY,
-                        "unexpected packet from a client".into(),
-                    )],
-                },
-                Err(e) => vec![Out::Close(
-                    close::POLICY,
-                    format!("bad Socket.IO packet: {e}"),
-                )],
-            },
-            _ => vec![Out::Close(
-                close::POLICY,
-                format!("unknown Engine.IO packet type {kind:?}"),
-            )],
+            Ok(EnginePacket::Ping(data)) => vec![text(EnginePacket::Pong(data).encode())],
+            Ok(EnginePacket::Close) => vec![Out::Close(close::NORMAL, "client closed".into())],
+            Ok(EnginePacket::Noop | EnginePacket::Upgrade) => Vec::new(),
+            Ok(EnginePacket::Message(m)) => self.message(ctx, &m),
+            Err(e) => vec![Out::Close(close::POLICY, e)],
         }
+    }
+
+    fn replaying(&self) -> bool {
+        self.replay.is_some()
+    }
+
+    fn next_page(&mut self, ctx: &mut Ctx<'_>) -> Vec<Out> {
+        let Some(replay) = self.replay.as_mut() else {
+            return Vec::new();
+        };
+        let out = replay.next_page(ctx.social, |n| {
+            Bytes::from(format!("42{}", json!(["new_notification", n])))
+        });
+        self.replayed_up_to = replay.replayed_up_to();
+        if replay.done() {
+            self.replay = None;
+        }
+        out
     }
 
     fn on_delivery(&mut self, d: &Delivery) -> Option<Bytes> {
@@ -322,6 +434,21 @@ impl Session for SocketIoSession {
     }
 
     fn on_tick(&mut self, now: Instant, _last_seen: Instant) -> Vec<Out> {
+        if self.awaiting.is_some() && now.duration_since(self.opened) >= self.timing.connect_timeout
+        {
+            self.awaiting = None;
+            self.stats
+                .socketio_connect_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("likewise_socketio_connect_timeouts_total").increment(1);
+            return vec![Out::Close(
+                close::POLICY,
+                format!(
+                    "no CONNECT packet within {} ms",
+                    self.timing.connect_timeout.as_millis()
+                ),
+            )];
+        }
         if let Some(sent) = self.ping_sent {
             if now.duration_since(sent) >= self.timing.ping_timeout {
                 return vec![Out::Close(close::POLICY, "ping timeout".into())];
@@ -337,13 +464,113 @@ impl Session for SocketIoSession {
     }
 
     fn tick_every(&self) -> Duration {
-        (self.timing.ping_interval.min(self.timing.ping_timeout) / 4).max(Duration::from_millis(10))
+        let t = &self.timing;
+        (t.ping_interval.min(t.ping_timeout).min(t.connect_timeout) / 4)
+            .max(Duration::from_millis(10))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn session() -> SocketIoSession {
+        let timing = Timing {
+            ping_interval: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+            write_timeout: Duration::from_secs(3),
+        };
+        SocketIoSession::new(None, None, timing, 1000, Arc::default())
+    }
+
+    #[test]
+    fn a_socket_without_connect_is_counted_then_closed_at_the_deadline() {
+        let mut s = session();
+        let stats = s.stats.clone();
+        s.awaiting = Some(AwaitingConnect::new(stats.clone()));
+        let t0 = s.opened;
+        assert_eq!(stats.socketio_awaiting_connect.load(Ordering::Relaxed), 1);
+        assert!(s.on_tick(t0 + Duration::from_secs(2), t0).is_empty());
+        let out = s.on_tick(t0 + Duration::from_secs(3), t0);
+        assert!(matches!(out.as_slice(), [Out::Close(close::POLICY, _)]));
+        assert_eq!(stats.socketio_awaiting_connect.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.socketio_connect_timeouts.load(Ordering::Relaxed), 1);
+        assert!(s.tick_every() <= Duration::from_millis(750));
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(any::<String>(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn packet() -> impl Strategy<Value = Packet> {
+        let payload =
+            json_value().prop_filter("objects and arrays", |v| v.is_object() || v.is_array());
+        (
+            0u8..5,
+            prop_oneof![Just("/".to_owned()), "/[a-z0-9_-]{1,8}"],
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(payload),
+        )
+            .prop_map(|(kind, nsp, ack, data)| Packet {
+                kind,
+                nsp,
+                ack,
+                data,
+            })
+    }
+
+    fn engine_packet() -> impl Strategy<Value = EnginePacket> {
+        prop_oneof![
+            Just(EnginePacket::Close),
+            any::<String>().prop_map(EnginePacket::Ping),
+            any::<String>().prop_map(EnginePacket::Pong),
+            any::<String>().prop_map(EnginePacket::Message),
+            Just(EnginePacket::Upgrade),
+            Just(EnginePacket::Noop),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn socketio_packets_round_trip(p in packet()) {
+            prop_assert_eq!(parse_packet(&p.encode()), Ok(p));
+        }
+
+        #[test]
+        fn engineio_packets_round_trip(p in engine_packet()) {
+            prop_assert_eq!(EnginePacket::parse(&p.encode()), Ok(p));
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics_the_parsers(s in any::<String>()) {
+            let _ = parse_packet(&s);
+            if let Ok(EnginePacket::Message(m)) = EnginePacket::parse(&s) {
+                let _ = parse_packet(&m);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_parsers(b in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let s = String::from_utf8_lossy(&b);
+            let _ = EnginePacket::parse(&s);
+            let _ = parse_packet(&s);
+        }
+    }
 
     #[test]
     fn packets_parse_with_namespaces_acks_and_payloads() {
@@ -389,11 +616,8 @@ mod tests {
 
     #[test]
     fn a_client_that_stops_ponging_is_dropped() {
-        let timing = Timing {
-            ping_interval: Duration::from_secs(10),
-            ping_timeout: Duration::from_secs(5),
-        };
-        let mut s = SocketIoSession::new(None, None, timing, 1000);
+        let mut s = session();
+        s.awaiting = None;
         let t0 = s.last_ping;
         assert!(s.on_tick(t0 + Duration::from_secs(5), t0).is_empty());
         assert_eq!(
