@@ -128,12 +128,13 @@ pub struct Limits {
     pub resp_max_bulk_bytes: usize,
     /// Most elements in one RESP array a client may send (Redis: 1,048,576).
     pub resp_max_array_len: usize,
-    /// Deepest nesting of RESP aggregates a client may send (commands are flat).
+    /// Accepted for compatibility and without effect: requests are flat arrays,
+    /// and any nesting closes the connection with a protocol error.
     pub resp_max_nesting: usize,
     /// Longest inline command line, in bytes (Redis: 64 KiB).
     pub resp_max_inline_bytes: usize,
-    /// Most unparsed input buffered per RESP connection while a frame is
-    /// incomplete, in bytes (Redis's client-query-buffer-limit: 1 GiB).
+    /// Most bytes one RESP request may take, headers included (Redis's
+    /// client-query-buffer-limit: 1 GiB).
     pub resp_max_query_bytes: usize,
     /// Most simultaneous RESP connections (Redis's maxclients: 10,000).
     pub resp_max_clients: usize,

@@ -544,17 +544,23 @@ impl Hub {
     pub fn publish(&self, publication: Publication) -> usize {
         let publication = Arc::new(publication);
         let room = publication.room();
-        // Glob tests outside the lock: their cost grows with the patterns'
-        // lengths, which subscribers choose.
-        let patterns = self.read().pattern_list.clone();
-        let matched: Vec<&Arc<str>> = patterns
-            .iter()
-            .filter(|p| glob::matches(p.as_bytes(), room.as_bytes()))
-            .collect();
+        let mut reg = self.read();
+        let patterns = reg.pattern_list.clone();
+        let mut matched: Vec<&Arc<str>> = Vec::new();
+        if !patterns.is_empty() {
+            // Glob tests outside the lock: their cost grows with the patterns'
+            // lengths, which subscribers choose.
+            drop(reg);
+            matched.extend(
+                patterns
+                    .iter()
+                    .filter(|p| glob::matches(p.as_bytes(), room.as_bytes())),
+            );
+            reg = self.read();
+        }
         let mut delivered = 0;
         let mut slow: Vec<(u64, Overflow)> = Vec::new();
         {
-            let reg = self.read();
             let mut offer = |id: u64, outbox: &Outbox, pattern: Option<&Arc<str>>| {
                 let d = Delivery {
                     publication: publication.clone(),
@@ -579,6 +585,7 @@ impl Hub {
                 }
             }
         }
+        drop(reg);
         for (id, why) in slow {
             self.kick_slow(id, why);
         }

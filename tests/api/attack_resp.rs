@@ -268,6 +268,7 @@ async fn trickling_into_a_huge_request_costs_cpu_linear_in_its_bytes() {
     // Round trip on another connection: every piece was read meanwhile.
     server.still_serves(None).await;
     let spent = server.cpu_seconds() - before;
+    eprintln!("measured: {spent:.2} s of server CPU");
     // Decoding the 6 MB once costs well under a second, even unoptimised;
     // re-scanning them on each of the 2,000 reads costs several seconds.
     assert!(
@@ -309,6 +310,10 @@ async fn nested_requests_are_refused_before_they_are_built() {
         );
     }
     let peak = server.memory("VmHWM");
+    eprintln!(
+        "measured: peak RSS {} MiB over the baseline",
+        peak.saturating_sub(baseline) / MIB
+    );
     assert!(
         peak < baseline + 48 * MIB,
         "peak RSS grew by {} MiB",
@@ -354,6 +359,7 @@ async fn pattern_subscriptions_are_bounded_and_publishing_stays_cheap() {
         let _: i64 = con.publish(format!("user:{i}"), "x").await.unwrap();
     }
     let spent = server.cpu_seconds() - before;
+    eprintln!("measured: {spent:.2} s of server CPU");
     assert!(spent < 1.0, "200 publishes cost {spent:.2} s of CPU");
     drop(attackers);
 }
@@ -431,6 +437,10 @@ async fn a_subscriber_that_never_reads_is_dropped_at_its_byte_budget() {
         "the stalled one was dropped"
     );
     let peak = server.memory("VmHWM");
+    eprintln!(
+        "measured: peak RSS {} MiB over the baseline",
+        peak.saturating_sub(baseline) / MIB
+    );
     assert!(
         peak < baseline + 128 * MIB,
         "peak RSS grew by {} MiB for one stalled subscriber",
@@ -507,6 +517,7 @@ async fn a_bridged_emit_names_a_bounded_number_of_rooms() {
         .await
         .unwrap();
     let spent = server.cpu_seconds() - before;
+    eprintln!("measured: {spent:.2} s of server CPU");
     assert_eq!(n, 0, "a message naming too many rooms is refused");
     assert!(spent < 1.0, "refusing it cost {spent:.2} s of CPU");
     assert!(server.logged("names 200000 rooms").await);
