@@ -134,7 +134,8 @@ rm -f "$log"
 
 step "the .rpm"
 rpm -qip "$rpm_file"
-rpmlint "$rpm_file" || fail "rpmlint"
+rpmlint -c packaging/rpm/rpmlint.toml "$rpm_file" || fail "rpmlint"
+rpm -qlp "$rpm_file" | grep -qx /usr/share/man/man1/likewise.1.gz || fail "rpm lacks the manual page"
 rpm_files=$(rpm -qlp "$rpm_file")
 echo "$rpm_files"
 grep -qx /usr/bin/likewise <<<"$rpm_files" || fail "rpm lacks the binary"
