@@ -18,15 +18,21 @@ command -v dpkg-deb >/dev/null || missing+=(dpkg-dev)
 command -v rpm >/dev/null || missing+=(rpm)
 command -v curl >/dev/null || missing+=(curl)
 command -v setpriv >/dev/null || missing+=(util-linux)
+command -v lintian >/dev/null || missing+=(lintian)
+command -v rpmlint >/dev/null || missing+=(rpmlint)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 step "build the packages"
+# An explicit target directory: build.sh must follow it, not assume ./target.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 mapfile -t packages < <(bash packaging/build.sh)
 deb=${packages[0]}
 rpm_file=${packages[1]}
+case "$deb$rpm_file" in /*/*) ;; *) fail "build.sh printed relative paths: $deb $rpm_file" ;; esac
+[ "${rpm_file:0:1}" = / ] || fail "the .rpm path is relative: $rpm_file"
 echo "deb: $deb ($(stat -c %s "$deb") bytes)"
 echo "rpm: $rpm_file ($(stat -c %s "$rpm_file") bytes)"
 
@@ -37,6 +43,16 @@ dpkg-deb --ctrl-tarfile "$deb" | tar -tf - | grep -qx './conffiles' || fail "no 
 dpkg-deb --info "$deb" conffiles | grep -qx '/etc/likewise/likewise.toml' \
   || fail "the config file is not a conffile"
 
+step "lintian (only the overrides in packaging/debian/lintian-overrides are accepted)"
+lintian --fail-on error,warning --no-tag-display-limit "$deb" 2>&1 | grep -v 'root privileges' || true
+lintian --fail-on error,warning "$deb" >/dev/null 2>&1 || fail "lintian reports errors or warnings"
+for f in ./usr/share/doc/likewise/copyright ./usr/share/doc/likewise/changelog.Debian.gz \
+  ./usr/share/doc/likewise/changelog.gz ./usr/share/man/man1/likewise.1.gz \
+  ./usr/share/man/man1/likewise-serve.1.gz ./usr/share/man/man1/likewise-backup.1.gz \
+  ./usr/share/man/man1/likewise-restore.1.gz; do
+  dpkg-deb --contents "$deb" | grep -q " $f\$" || fail "the .deb lacks $f"
+done
+
 pid=""
 cleanup() {
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill "$pid" 2>/dev/null || true; fi
@@ -46,8 +62,19 @@ trap cleanup EXIT
 
 step "install"
 if dpkg -s likewise >/dev/null 2>&1; then dpkg --purge likewise >/dev/null; fi
-dpkg -i "$deb"
+install_log=$(mktemp)
+dpkg -i "$deb" 2>&1 | tee "$install_log"
+if [ ! -d /run/systemd/system ]; then
+  grep -q "systemd is not running" "$install_log" || fail "installing without systemd said nothing"
+fi
+rm -f "$install_log"
 test -x /usr/bin/likewise || fail "/usr/bin/likewise missing"
+# deb-systemd-helper names /lib/systemd/system in its link; on the merged-/usr systems
+# the package supports that is the installed unit itself.
+wants=/etc/systemd/system/multi-user.target.wants/likewise.service
+[ "$(readlink -f "$wants")" = "$(readlink -f /usr/lib/systemd/system/likewise.service)" ] \
+  || fail "the enabled unit is not the installed one: $(readlink -f "$wants")"
+man -w likewise-serve >/dev/null 2>&1 || ! command -v man >/dev/null || fail "man likewise-serve not found"
 test -f /lib/systemd/system/likewise.service -o -f /usr/lib/systemd/system/likewise.service \
   || fail "unit missing"
 test -f /etc/likewise/likewise.toml || fail "config missing"
@@ -107,6 +134,7 @@ rm -f "$log"
 
 step "the .rpm"
 rpm -qip "$rpm_file"
+rpmlint "$rpm_file" || fail "rpmlint"
 rpm_files=$(rpm -qlp "$rpm_file")
 echo "$rpm_files"
 grep -qx /usr/bin/likewise <<<"$rpm_files" || fail "rpm lacks the binary"

@@ -137,6 +137,14 @@ pub struct Limits {
     /// Most simultaneous HTTP connections from one IP address; `0` for no
     /// per-address cap (e.g. behind a reverse proxy on the same host).
     pub max_connections_per_ip: usize,
+    /// Outbound bytes waiting for one subscriber (any transport) that drop it at
+    /// once (Redis's pubsub hard limit: 32 MiB).
+    pub output_hard_limit_bytes: usize,
+    /// Outbound bytes waiting for one subscriber that drop it when exceeded for
+    /// `output_soft_limit_s` (Redis's pubsub soft limit: 8 MiB for 60 s).
+    pub output_soft_limit_bytes: usize,
+    /// How long a subscriber may stay over `output_soft_limit_bytes`, in seconds.
+    pub output_soft_limit_s: u64,
     /// Largest RESP bulk string a client may send, in bytes (Redis: 512 MiB).
     pub resp_max_bulk_bytes: usize,
     /// Most elements in one RESP array a client may send (Redis: 1,048,576).
@@ -150,6 +158,22 @@ pub struct Limits {
     pub resp_max_query_bytes: usize,
     /// Most simultaneous RESP connections (Redis's maxclients: 10,000).
     pub resp_max_clients: usize,
+    /// Longest `PSUBSCRIBE` pattern, in bytes.
+    pub resp_max_pattern_bytes: usize,
+    /// Most patterns one RESP connection may subscribe to.
+    pub resp_max_patterns: usize,
+    /// Longest channel name a RESP client may publish or subscribe to, in bytes.
+    pub resp_max_channel_bytes: usize,
+    /// Most rooms one bridged Flask-SocketIO message may name.
+    pub resp_bridge_max_rooms: usize,
+    /// A RESP connection that has not authenticated within this is closed (only
+    /// when a password is set), in milliseconds.
+    pub resp_auth_timeout_ms: u64,
+    /// Failed `AUTH`s from one address within `resp_auth_window_s` after which
+    /// that address's `AUTH`s are refused until the window ends.
+    pub resp_auth_failures: u32,
+    /// Window for `resp_auth_failures`, in seconds.
+    pub resp_auth_window_s: u64,
     /// Interval between server heartbeats on websocket and Socket.IO connections.
     pub ping_interval_ms: u64,
     /// A connection that does not answer a heartbeat within this is dropped.
@@ -168,18 +192,28 @@ impl Default for Limits {
             login_failures: 10,
             login_window_s: 300,
             max_ws_message_bytes: 64 * 1024,
-            outbound_queue: 1024,
             ws_write_timeout_ms: 10_000,
             socketio_connect_timeout_ms: 10_000,
             http_header_timeout_ms: 10_000,
             max_connections: 0,
             max_connections_per_ip: 1_000,
+            outbound_queue: 65_536,
+            output_hard_limit_bytes: 32 * 1024 * 1024,
+            output_soft_limit_bytes: 8 * 1024 * 1024,
+            output_soft_limit_s: 60,
             resp_max_bulk_bytes: 8 * 1024 * 1024,
             resp_max_array_len: 1024 * 1024,
             resp_max_nesting: 8,
             resp_max_inline_bytes: 64 * 1024,
             resp_max_query_bytes: 64 * 1024 * 1024,
             resp_max_clients: 10_000,
+            resp_max_pattern_bytes: 256,
+            resp_max_patterns: 128,
+            resp_max_channel_bytes: 1024,
+            resp_bridge_max_rooms: 256,
+            resp_auth_timeout_ms: 10_000,
+            resp_auth_failures: 10,
+            resp_auth_window_s: 60,
             ping_interval_ms: 25_000,
             ping_timeout_ms: 20_000,
         }
@@ -334,6 +368,30 @@ impl Settings {
         if l.max_page == 0 || l.outbound_queue == 0 || l.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "limits: max_page and outbound_queue must be positive, max_body_bytes at least 1024"
+                    .into(),
+            ));
+        }
+        if l.output_soft_limit_bytes > l.output_hard_limit_bytes
+            || l.output_hard_limit_bytes < 64 * 1024
+        {
+            return Err(ConfigError::Invalid(
+                "limits: output_hard_limit_bytes must be at least 65536 and at least \
+                 output_soft_limit_bytes"
+                    .into(),
+            ));
+        }
+        if l.resp_max_pattern_bytes == 0
+            || l.resp_max_patterns == 0
+            || l.resp_max_channel_bytes == 0
+            || l.resp_bridge_max_rooms == 0
+            || l.resp_auth_timeout_ms < 10
+            || l.resp_auth_failures == 0
+            || l.resp_auth_window_s == 0
+        {
+            return Err(ConfigError::Invalid(
+                "limits: resp_max_pattern_bytes, resp_max_patterns, resp_max_channel_bytes, \
+                 resp_bridge_max_rooms, resp_auth_failures and resp_auth_window_s must be \
+                 positive, resp_auth_timeout_ms at least 10"
                     .into(),
             ));
         }

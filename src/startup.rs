@@ -92,7 +92,7 @@ impl Application {
             settings.queue.clone(),
             settings.webhooks.clone(),
         );
-        let hub = Hub::new(settings.limits.outbound_queue);
+        let hub = Hub::with_limits(crate::hub::OutputLimits::from(&settings.limits));
         let registry = crate::tasks::registry(&social, &hub, &settings);
         let pool = WorkerPool::new(
             store.clone(),

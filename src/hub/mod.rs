@@ -2,22 +2,29 @@
 //! shared by every transport (native websocket, Socket.IO, RESP).
 //!
 //! Rooms and RESP channels are one namespace. A [`Publication`] keeps the payload as
-//! RESP subscribers receive it and renders the websocket and Socket.IO frames lazily,
-//! once per publication whatever the number of subscribers.
+//! RESP subscribers receive it, its JSON envelope, and a cache of the frames
+//! transports render from it ([`FrameFormat`]): each format is rendered once per
+//! publication whatever the number of subscribers. The formats themselves belong
+//! to the transports.
 //!
-//! Every subscriber has a bounded outbound queue. Publishing never waits: a
-//! subscriber whose queue is full is disconnected (as Redis does past its pubsub
-//! output buffer limit), with a logged reason and a metric, so one slow consumer
-//! never slows the publisher or the others. Publishing to a room nobody is in costs
-//! one hash lookup (plus one glob test per pattern subscription).
+//! Every subscriber has an outbound queue with a byte budget ([`OutputLimits`],
+//! Redis's pubsub output-buffer limits: a hard limit, and a soft limit that may
+//! be exceeded for a while). Publishing never waits: a subscriber over its budget
+//! is disconnected, with a logged reason and a metric, so one slow consumer never
+//! slows the publisher or the others, and what it pins in memory is bounded.
+//!
+//! Publishing to a room nobody is in costs one hash lookup plus one glob test per
+//! distinct pattern subscribed to; the glob tests run outside the registry lock,
+//! so that patterns never hold up subscribing and leaving.
 //!
 //! The hub knows no transport and no storage: it moves publications, nothing more.
 
 mod glob;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -76,15 +83,64 @@ impl Event {
     }
 }
 
+/// Frame formats a publication caches; further formats are rendered per use.
+const FRAME_SLOTS: usize = 4;
+
+static NEXT_FRAME_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+/// A way a transport renders a publication for its clients (the Socket.IO
+/// EVENT packet, say). Declared once, as a `static`, by the transport; the hub
+/// caches each format's frame per publication, so a publication reaching
+/// thousands of clients of one transport is rendered once.
+pub struct FrameFormat {
+    name: &'static str,
+    render: fn(&Publication) -> Bytes,
+    slot: OnceLock<usize>,
+}
+
+impl FrameFormat {
+    /// A format called `name` (for debugging), rendered by `render`.
+    pub const fn new(name: &'static str, render: fn(&Publication) -> Bytes) -> Self {
+        FrameFormat {
+            name,
+            render,
+            slot: OnceLock::new(),
+        }
+    }
+
+    /// The format's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn slot(&self) -> usize {
+        *self
+            .slot
+            .get_or_init(|| NEXT_FRAME_SLOT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Bytes a queued delivery is charged beyond its payload and room name: the
+/// delivery itself and its queue slot.
+const DELIVERY_OVERHEAD: usize = 64;
+
 /// One message published to one room.
 #[derive(Debug)]
 pub struct Publication {
     room: Arc<str>,
+    body: Arc<Body>,
+}
+
+/// What publications of one message to several rooms share: the payload and
+/// everything rendered from it, so that each rendering happens once.
+#[derive(Debug, Clone, Default)]
+struct Body {
     payload: Bytes,
     notification_id: Option<u64>,
+    audience: Option<Transport>,
     event: OnceLock<Event>,
-    ws_frame: OnceLock<Bytes>,
-    socketio_frame: OnceLock<Bytes>,
+    envelope: OnceLock<Bytes>,
+    frames: [OnceLock<Bytes>; FRAME_SLOTS],
 }
 
 impl Publication {
@@ -94,11 +150,10 @@ impl Publication {
     pub fn raw(room: &str, payload: Bytes) -> Self {
         Publication {
             room: Arc::from(room),
-            payload,
-            notification_id: None,
-            event: OnceLock::new(),
-            ws_frame: OnceLock::new(),
-            socketio_frame: OnceLock::new(),
+            body: Arc::new(Body {
+                payload,
+                ..Body::default()
+            }),
         }
     }
 
@@ -117,16 +172,37 @@ impl Publication {
         let envelope = serde_json::json!({"event": event.name, "data": event.data()});
         let payload = Bytes::from(envelope.to_string());
         let p = Self::raw(room, payload.clone());
-        let _ = p.ws_frame.set(payload);
-        let _ = p.event.set(event);
+        let _ = p.body.envelope.set(payload);
+        let _ = p.body.event.set(event);
         p
+    }
+
+    /// The same message for another room, sharing the payload and whatever is
+    /// rendered from it (an emit to many rooms is serialised once).
+    pub fn for_room(&self, room: &str) -> Self {
+        Publication {
+            room: Arc::from(room),
+            body: self.body.clone(),
+        }
     }
 
     /// Marks this publication as the notification `id`, so that a session resuming
     /// with `since` can tell replayed notifications from live ones.
     pub fn with_notification_id(mut self, id: u64) -> Self {
-        self.notification_id = Some(id);
+        Arc::make_mut(&mut self.body).notification_id = Some(id);
         self
+    }
+
+    /// Delivers this publication to subscribers of `transport` only (the raw
+    /// messages of a pub/sub protocol, meant for clients of that protocol).
+    pub fn only_for(mut self, transport: Transport) -> Self {
+        Arc::make_mut(&mut self.body).audience = Some(transport);
+        self
+    }
+
+    /// What a subscriber's byte budget is charged while this waits in its queue.
+    pub fn cost(&self) -> usize {
+        self.body.payload.len() + self.room.len() + DELIVERY_OVERHEAD
     }
 
     /// The room (channel) it was published to.
@@ -136,38 +212,37 @@ impl Publication {
 
     /// The payload as RESP subscribers receive it.
     pub fn payload(&self) -> &Bytes {
-        &self.payload
+        &self.body.payload
     }
 
     /// The notification id, when this publication is a `new_notification`.
     pub fn notification_id(&self) -> Option<u64> {
-        self.notification_id
+        self.body.notification_id
     }
 
     /// The event websocket clients receive.
     pub fn as_event(&self) -> &Event {
-        self.event.get_or_init(|| decode_envelope(&self.payload))
+        self.body
+            .event
+            .get_or_init(|| decode_envelope(&self.body.payload))
     }
 
-    /// The native websocket text frame: `{"event": E, "data": D}`.
-    pub fn ws_frame(&self) -> &Bytes {
-        self.ws_frame.get_or_init(|| {
+    /// The JSON envelope `{"event": E, "data": D}`: what RESP subscribers
+    /// receive for an event, and what native websocket clients receive.
+    pub fn envelope(&self) -> &Bytes {
+        self.body.envelope.get_or_init(|| {
             let e = self.as_event();
             Bytes::from(serde_json::json!({"event": e.name, "data": e.data()}).to_string())
         })
     }
 
-    /// The Socket.IO EVENT packet on the default namespace: `42["E",args...]`.
-    pub fn socketio_frame(&self) -> &Bytes {
-        self.socketio_frame.get_or_init(|| {
-            let e = self.as_event();
-            let mut list = Vec::with_capacity(e.args.len() + 1);
-            list.push(Value::String(e.name.clone()));
-            list.extend(e.args.iter().cloned());
-            let mut text = String::from("42");
-            text.push_str(&Value::Array(list).to_string());
-            Bytes::from(text)
-        })
+    /// This publication rendered in `format`, rendered at most once per
+    /// message (for the first few formats a process uses).
+    pub fn frame(&self, format: &'static FrameFormat) -> Bytes {
+        match self.body.frames.get(format.slot()) {
+            Some(cached) => cached.get_or_init(|| (format.render)(self)).clone(),
+            None => (format.render)(self),
+        }
     }
 }
 
@@ -207,19 +282,155 @@ pub enum Closed {
     ShuttingDown,
 }
 
-struct Member {
+/// A subscriber's outbound budget, Redis's `client-output-buffer-limit pubsub`:
+/// a subscriber is disconnected when what waits for it passes `hard_bytes`, or
+/// stays above `soft_bytes` for longer than `soft_for`. `max_messages` bounds
+/// the number of deliveries waiting as well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimits {
+    /// Most deliveries waiting per subscriber.
+    pub max_messages: usize,
+    /// Bytes waiting that disconnect at once.
+    pub hard_bytes: usize,
+    /// Bytes waiting that disconnect when exceeded for `soft_for`.
+    pub soft_bytes: usize,
+    /// How long a subscriber may stay above `soft_bytes`.
+    pub soft_for: Duration,
+}
+
+impl Default for OutputLimits {
+    /// Redis's pubsub defaults: 32 MiB hard, 8 MiB for 60 s.
+    fn default() -> Self {
+        OutputLimits {
+            max_messages: 65_536,
+            hard_bytes: 32 * 1024 * 1024,
+            soft_bytes: 8 * 1024 * 1024,
+            soft_for: Duration::from_secs(60),
+        }
+    }
+}
+
+impl From<&crate::config::Limits> for OutputLimits {
+    fn from(l: &crate::config::Limits) -> Self {
+        OutputLimits {
+            max_messages: l.outbound_queue,
+            hard_bytes: l.output_hard_limit_bytes,
+            soft_bytes: l.output_soft_limit_bytes,
+            soft_for: Duration::from_secs(l.output_soft_limit_s),
+        }
+    }
+}
+
+/// Why a delivery was refused to a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overflow {
+    Hard,
+    Soft,
+    Messages,
+}
+
+impl Overflow {
+    fn reason(self) -> &'static str {
+        match self {
+            Overflow::Hard => "its output passed the hard limit",
+            Overflow::Soft => "its output stayed over the soft limit too long",
+            Overflow::Messages => "too many messages waiting",
+        }
+    }
+}
+
+/// The sending side of one subscriber's queue, with what waits in it.
+struct Outbox {
     tx: mpsc::Sender<Delivery>,
-    kicked: CancellationToken,
     transport: Transport,
+    /// Bytes charged for the deliveries waiting.
+    queued: AtomicUsize,
+    /// When the queue went over the soft limit, in milliseconds since the hub
+    /// started, plus one; 0 while under it.
+    over_soft_since: AtomicU64,
+}
+
+impl Outbox {
+    /// Queues `d`, unless that would break the budget.
+    fn offer(&self, d: Delivery, hub: &HubInner) -> Result<bool, Overflow> {
+        if self.audience_excludes(&d) {
+            return Ok(false);
+        }
+        let limits = &hub.limits;
+        let cost = d.publication.cost();
+        let queued = self.queued.fetch_add(cost, Ordering::AcqRel) + cost;
+        let refuse = |why| {
+            self.queued.fetch_sub(cost, Ordering::AcqRel);
+            Err(why)
+        };
+        if queued > limits.hard_bytes {
+            return refuse(Overflow::Hard);
+        }
+        if queued > limits.soft_bytes {
+            let now = hub.started.elapsed().as_millis() as u64 + 1;
+            match self
+                .over_soft_since
+                .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {}
+                Err(since) if now.saturating_sub(since) > limits.soft_for.as_millis() as u64 => {
+                    return refuse(Overflow::Soft)
+                }
+                Err(_) => {}
+            }
+        }
+        match self.tx.try_send(d) {
+            Ok(()) => Ok(true),
+            Err(mpsc::error::TrySendError::Full(_)) => refuse(Overflow::Messages),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.queued.fetch_sub(cost, Ordering::AcqRel);
+                Ok(false)
+            }
+        }
+    }
+
+    fn audience_excludes(&self, d: &Delivery) -> bool {
+        d.publication
+            .body
+            .audience
+            .is_some_and(|only| only != self.transport)
+    }
+
+    /// A delivery left the queue.
+    fn taken(&self, d: &Delivery, soft_bytes: usize) {
+        let left = self
+            .queued
+            .fetch_sub(d.publication.cost(), Ordering::AcqRel)
+            .saturating_sub(d.publication.cost());
+        if left <= soft_bytes {
+            self.over_soft_since.store(0, Ordering::Release);
+        }
+    }
+}
+
+struct Member {
+    outbox: Arc<Outbox>,
+    kicked: CancellationToken,
     rooms: HashSet<Arc<str>>,
     patterns: HashSet<Arc<str>>,
 }
 
+type Members = HashMap<u64, Arc<Outbox>>;
+
 #[derive(Default)]
 struct Registry {
-    rooms: HashMap<Arc<str>, HashMap<u64, mpsc::Sender<Delivery>>>,
-    patterns: HashMap<Arc<str>, HashMap<u64, mpsc::Sender<Delivery>>>,
+    rooms: HashMap<Arc<str>, Members>,
+    patterns: HashMap<Arc<str>, Members>,
+    /// The distinct patterns, shared with publishers so that they match them
+    /// without holding the lock; replaced when a pattern appears or goes.
+    pattern_list: Arc<Vec<Arc<str>>>,
     members: HashMap<u64, Member>,
+}
+
+impl Registry {
+    fn refresh_pattern_list(&mut self) {
+        self.pattern_list = Arc::new(self.patterns.keys().cloned().collect());
+    }
 }
 
 /// Hub counters.
@@ -242,25 +453,44 @@ pub struct Hub {
 struct HubInner {
     registry: RwLock<Registry>,
     next_id: AtomicU64,
-    queue_len: usize,
+    limits: OutputLimits,
+    started: Instant,
     closing: CancellationToken,
     stats: HubStats,
     connections: [AtomicU64; 3],
 }
 
 impl Hub {
-    /// A hub whose subscribers may each have `queue_len` deliveries waiting.
+    /// A hub whose subscribers may each have `queue_len` deliveries waiting,
+    /// within the default byte budget.
     pub fn new(queue_len: usize) -> Hub {
+        Hub::with_limits(OutputLimits {
+            max_messages: queue_len,
+            ..OutputLimits::default()
+        })
+    }
+
+    /// A hub with these per-subscriber limits.
+    pub fn with_limits(limits: OutputLimits) -> Hub {
         Hub {
             inner: Arc::new(HubInner {
                 registry: RwLock::new(Registry::default()),
                 next_id: AtomicU64::new(1),
-                queue_len: queue_len.max(1),
+                limits: OutputLimits {
+                    max_messages: limits.max_messages.max(1),
+                    ..limits
+                },
+                started: Instant::now(),
                 closing: CancellationToken::new(),
                 stats: HubStats::default(),
                 connections: Default::default(),
             }),
         }
+    }
+
+    /// The per-subscriber limits.
+    pub fn limits(&self) -> &OutputLimits {
+        &self.inner.limits
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
@@ -280,14 +510,19 @@ impl Hub {
     /// A new subscriber, in no room yet.
     pub fn subscribe(&self, transport: Transport) -> Subscription {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.inner.queue_len);
+        let (tx, rx) = mpsc::channel(self.inner.limits.max_messages);
         let kicked = self.inner.closing.child_token();
+        let outbox = Arc::new(Outbox {
+            tx,
+            transport,
+            queued: AtomicUsize::new(0),
+            over_soft_since: AtomicU64::new(0),
+        });
         self.write().members.insert(
             id,
             Member {
-                tx,
+                outbox: outbox.clone(),
                 kicked: kicked.clone(),
-                transport,
                 rooms: HashSet::new(),
                 patterns: HashSet::new(),
             },
@@ -298,6 +533,7 @@ impl Hub {
             hub: self.clone(),
             id,
             rx,
+            outbox,
             kicked,
             closed: None,
         }
@@ -307,42 +543,44 @@ impl Hub {
     /// for (room members plus matching pattern subscriptions, as Redis counts).
     pub fn publish(&self, publication: Publication) -> usize {
         let publication = Arc::new(publication);
+        let room = publication.room();
+        // Glob tests outside the lock: their cost grows with the patterns'
+        // lengths, which subscribers choose.
+        let patterns = self.read().pattern_list.clone();
+        let matched: Vec<&Arc<str>> = patterns
+            .iter()
+            .filter(|p| glob::matches(p.as_bytes(), room.as_bytes()))
+            .collect();
         let mut delivered = 0;
-        let mut slow: Vec<u64> = Vec::new();
+        let mut slow: Vec<(u64, Overflow)> = Vec::new();
         {
             let reg = self.read();
-            if let Some(members) = reg.rooms.get(publication.room()) {
-                for (id, tx) in members {
-                    let d = Delivery {
-                        publication: publication.clone(),
-                        pattern: None,
-                    };
-                    match tx.try_send(d) {
-                        Ok(()) => delivered += 1,
-                        Err(mpsc::error::TrySendError::Full(_)) => slow.push(*id),
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
-                    }
+            let mut offer = |id: u64, outbox: &Outbox, pattern: Option<&Arc<str>>| {
+                let d = Delivery {
+                    publication: publication.clone(),
+                    pattern: pattern.cloned(),
+                };
+                match outbox.offer(d, &self.inner) {
+                    Ok(true) => delivered += 1,
+                    Ok(false) => {}
+                    Err(why) => slow.push((id, why)),
+                }
+            };
+            if let Some(members) = reg.rooms.get(room) {
+                for (id, outbox) in members {
+                    offer(*id, outbox, None);
                 }
             }
-            for (pattern, members) in &reg.patterns {
-                if !glob::matches(pattern.as_bytes(), publication.room().as_bytes()) {
-                    continue;
-                }
-                for (id, tx) in members {
-                    let d = Delivery {
-                        publication: publication.clone(),
-                        pattern: Some(pattern.clone()),
-                    };
-                    match tx.try_send(d) {
-                        Ok(()) => delivered += 1,
-                        Err(mpsc::error::TrySendError::Full(_)) => slow.push(*id),
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+            for pattern in matched {
+                if let Some(members) = reg.patterns.get(pattern) {
+                    for (id, outbox) in members {
+                        offer(*id, outbox, Some(pattern));
                     }
                 }
             }
         }
-        for id in slow {
-            self.kick_slow(id);
+        for (id, why) in slow {
+            self.kick_slow(id, why);
         }
         let s = &self.inner.stats;
         s.published.fetch_add(1, Ordering::Relaxed);
@@ -350,13 +588,13 @@ impl Hub {
         delivered
     }
 
-    fn kick_slow(&self, id: u64) {
+    fn kick_slow(&self, id: u64, why: Overflow) {
         let transport = {
             let reg = self.read();
             match reg.members.get(&id) {
                 Some(m) if !m.kicked.is_cancelled() => {
                     m.kicked.cancel();
-                    m.transport
+                    m.outbox.transport
                 }
                 _ => return,
             }
@@ -368,11 +606,16 @@ impl Hub {
             .fetch_add(1, Ordering::Relaxed);
         metrics::counter!("likewise_hub_slow_disconnects_total", "transport" => transport.as_str())
             .increment(1);
+        let limits = &self.inner.limits;
         tracing::warn!(
             subscriber = id,
             transport = transport.as_str(),
-            queue = self.inner.queue_len,
-            "disconnecting a subscriber: its outbound queue is full (consumer too slow)"
+            hard_bytes = limits.hard_bytes,
+            soft_bytes = limits.soft_bytes,
+            soft_s = limits.soft_for.as_secs(),
+            max_messages = limits.max_messages,
+            "disconnecting a subscriber that does not keep up: {}",
+            why.reason()
         );
     }
 
@@ -385,13 +628,17 @@ impl Hub {
         for room in &member.rooms {
             remove_from(&mut reg.rooms, room, id);
         }
+        let patterns_before = reg.patterns.len();
         for pattern in &member.patterns {
             remove_from(&mut reg.patterns, pattern, id);
         }
+        if reg.patterns.len() != patterns_before {
+            reg.refresh_pattern_list();
+        }
         drop(reg);
-        self.inner.connections[member.transport as usize].fetch_sub(1, Ordering::Relaxed);
-        metrics::gauge!("likewise_connections", "transport" => member.transport.as_str())
-            .decrement(1.0);
+        let transport = member.outbox.transport;
+        self.inner.connections[transport as usize].fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("likewise_connections", "transport" => transport.as_str()).decrement(1.0);
     }
 
     fn join(&self, id: u64, room: &str, pattern: bool) -> bool {
@@ -410,12 +657,17 @@ impl Hub {
         }
         let key: Arc<str> = Arc::from(room);
         set.insert(key.clone());
+        let outbox = member.outbox.clone();
         let map = if pattern {
             &mut reg.patterns
         } else {
             &mut reg.rooms
         };
-        map.entry(key).or_default().insert(id, member.tx.clone());
+        let before = map.len();
+        map.entry(key).or_default().insert(id, outbox);
+        if pattern && reg.patterns.len() != before {
+            reg.refresh_pattern_list();
+        }
         true
     }
 
@@ -436,7 +688,11 @@ impl Hub {
             } else {
                 &mut reg.rooms
             };
+            let before = map.len();
             remove_from(map, room, id);
+            if pattern && reg.patterns.len() != before {
+                reg.refresh_pattern_list();
+            }
         }
         removed
     }
@@ -449,10 +705,10 @@ impl Hub {
     /// Rooms with at least one subscriber whose name matches `pattern` (all rooms
     /// when `None`), as `PUBSUB CHANNELS`.
     pub fn rooms(&self, pattern: Option<&[u8]>) -> Vec<String> {
-        let reg = self.read();
-        let mut rooms: Vec<String> = reg
-            .rooms
-            .keys()
+        // Names are collected under the lock, matched outside it.
+        let names: Vec<Arc<str>> = self.read().rooms.keys().cloned().collect();
+        let mut rooms: Vec<String> = names
+            .iter()
             .filter(|r| pattern.is_none_or(|p| glob::matches(p, r.as_bytes())))
             .map(|r| r.to_string())
             .collect();
@@ -486,11 +742,7 @@ impl Hub {
     }
 }
 
-fn remove_from(
-    map: &mut HashMap<Arc<str>, HashMap<u64, mpsc::Sender<Delivery>>>,
-    key: &str,
-    id: u64,
-) {
+fn remove_from(map: &mut HashMap<Arc<str>, Members>, key: &str, id: u64) {
     if let Some(members) = map.get_mut(key) {
         members.remove(&id);
         if members.is_empty() {
@@ -504,6 +756,7 @@ pub struct Subscription {
     hub: Hub,
     id: u64,
     rx: mpsc::Receiver<Delivery>,
+    outbox: Arc<Outbox>,
     kicked: CancellationToken,
     closed: Option<Closed>,
 }
@@ -566,13 +819,18 @@ impl Subscription {
             .map_or(0, |m| m.rooms.len() + m.patterns.len())
     }
 
+    /// Bytes charged to this subscriber's budget for the deliveries waiting.
+    pub fn queued_bytes(&self) -> usize {
+        self.outbox.queued.load(Ordering::Acquire)
+    }
+
     /// The next delivery; `None` once the subscription is closed (see
     /// [`Subscription::closed`] for why).
     pub async fn recv(&mut self) -> Option<Delivery> {
         if self.closed.is_some() {
             return None;
         }
-        tokio::select! {
+        let d = tokio::select! {
             biased;
             _ = self.kicked.cancelled() => {
                 self.closed = Some(if self.hub.inner.closing.is_cancelled() {
@@ -583,7 +841,11 @@ impl Subscription {
                 None
             }
             d = self.rx.recv() => d,
+        };
+        if let Some(d) = &d {
+            self.outbox.taken(d, self.hub.inner.limits.soft_bytes);
         }
+        d
     }
 
     /// A delivery already waiting, without awaiting.
@@ -591,7 +853,9 @@ impl Subscription {
         if self.kicked.is_cancelled() {
             return None;
         }
-        self.rx.try_recv().ok()
+        let d = self.rx.try_recv().ok()?;
+        self.outbox.taken(&d, self.hub.inner.limits.soft_bytes);
+        Some(d)
     }
 
     /// Resolves once the hub has ended this subscription (too slow, or shutting
@@ -664,23 +928,120 @@ mod tests {
         assert_eq!(hub.stats().dropped_slow.load(Ordering::Relaxed), 1);
     }
 
+    static ARGS: FrameFormat = FrameFormat::new("args", |p| {
+        Bytes::from(serde_json::to_string(&p.as_event().args).unwrap())
+    });
+
     #[test]
-    fn frames_follow_the_envelope_rule() {
+    fn envelopes_and_frames_follow_the_envelope_rule_and_render_once() {
         let p = Publication::raw("r", Bytes::from(r#"{"event":"x","data":{"a":1}}"#));
         assert_eq!(p.as_event().name, "x");
-        assert_eq!(p.ws_frame().as_ref(), br#"{"data":{"a":1},"event":"x"}"#);
-        assert_eq!(p.socketio_frame().as_ref(), br#"42["x",{"a":1}]"#);
+        assert_eq!(p.envelope().as_ref(), br#"{"data":{"a":1},"event":"x"}"#);
+        assert_eq!(p.frame(&ARGS).as_ref(), br#"[{"a":1}]"#);
+        let first = p.frame(&ARGS);
+        assert_eq!(first.as_ptr(), p.frame(&ARGS).as_ptr(), "cached");
         let p = Publication::raw("r", Bytes::from("plain"));
         assert_eq!(p.as_event().name, "message");
-        assert_eq!(p.socketio_frame().as_ref(), br#"42["message","plain"]"#);
+        assert_eq!(p.frame(&ARGS).as_ref(), br#"["plain"]"#);
         let p = Publication::event("r", "new_notification", serde_json::json!({"id": 3}));
         assert_eq!(
             serde_json::from_slice::<Value>(p.payload()).unwrap(),
             serde_json::json!({"event": "new_notification", "data": {"id": 3}})
         );
         let p = Publication::event_args("r", "e", vec![1.into(), 2.into()]);
-        assert_eq!(p.socketio_frame().as_ref(), br#"42["e",1,2]"#);
+        assert_eq!(p.frame(&ARGS).as_ref(), b"[1,2]");
         assert_eq!(p.as_event().data(), serde_json::json!([1, 2]));
+    }
+
+    fn budget(hard: usize, soft: usize, soft_for: Duration) -> Hub {
+        Hub::with_limits(OutputLimits {
+            max_messages: 1_000_000,
+            hard_bytes: hard,
+            soft_bytes: soft,
+            soft_for,
+        })
+    }
+
+    fn kib(n: usize) -> Publication {
+        Publication::raw(
+            "r",
+            Bytes::from(vec![b'x'; n * 1024 - "r".len() - DELIVERY_OVERHEAD]),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_is_dropped_at_its_hard_byte_limit_whatever_the_message_count() {
+        let hub = budget(10 * 1024, 8 * 1024, Duration::from_secs(60));
+        let mut stalled = hub.subscribe(Transport::Resp);
+        let mut reader = hub.subscribe(Transport::Ws);
+        stalled.join("r");
+        reader.join("r");
+        for _ in 0..10 {
+            assert_eq!(hub.publish(kib(1)), 2);
+            assert!(reader.recv().await.is_some());
+        }
+        assert_eq!(stalled.queued_bytes(), 10 * 1024);
+        assert_eq!(reader.queued_bytes(), 0);
+        assert_eq!(hub.publish(kib(1)), 1, "the eleventh KiB is over the limit");
+        assert!(stalled.recv().await.is_none());
+        assert_eq!(stalled.closed(), Some(Closed::TooSlow));
+        assert_eq!(hub.room_size("r"), 1);
+        assert!(reader.recv().await.is_some());
+    }
+
+    #[tokio::test]
+    async fn the_soft_limit_allows_a_burst_for_a_while_then_drops() {
+        let hub = budget(100 * 1024, 2 * 1024, Duration::from_millis(50));
+        let mut s = hub.subscribe(Transport::SocketIo);
+        s.join("r");
+        for _ in 0..4 {
+            assert_eq!(hub.publish(kib(1)), 1);
+        }
+        // Draining below the soft limit forgives the burst.
+        for _ in 0..3 {
+            s.recv().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(hub.publish(kib(1)), 1);
+        assert_eq!(
+            hub.publish(kib(1)),
+            1,
+            "over soft again, the clock restarts"
+        );
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(hub.publish(kib(1)), 0, "over soft for longer than allowed");
+        assert_eq!(hub.stats().dropped_slow.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_publication_for_one_transport_skips_the_others() {
+        let hub = Hub::new(8);
+        let mut resp = hub.subscribe(Transport::Resp);
+        let mut ws = hub.subscribe(Transport::Ws);
+        resp.join("flask-socketio");
+        ws.join("flask-socketio");
+        let p = Publication::raw("flask-socketio", Bytes::from("{}")).only_for(Transport::Resp);
+        assert_eq!(hub.publish(p), 1);
+        assert!(resp.recv().await.is_some());
+        assert!(ws.try_recv().is_none());
+    }
+
+    #[test]
+    fn patterns_are_matched_from_a_list_that_follows_subscriptions() {
+        let hub = Hub::new(8);
+        let a = hub.subscribe(Transport::Resp);
+        let b = hub.subscribe(Transport::Resp);
+        a.join_pattern("user:*");
+        b.join_pattern("user:*");
+        b.join_pattern("post:*");
+        assert_eq!(hub.read().pattern_list.len(), 2);
+        assert_eq!(hub.publish(Publication::raw("user:1", Bytes::new())), 2);
+        b.leave_pattern("post:*");
+        assert_eq!(hub.read().pattern_list.len(), 1);
+        drop(a);
+        drop(b);
+        assert!(hub.read().pattern_list.is_empty());
+        assert_eq!(hub.publish(Publication::raw("user:1", Bytes::new())), 0);
     }
 
     #[tokio::test]

@@ -15,6 +15,11 @@
 //! `skip_sid`, `callback` and `host_id` refer to Python-side clients and are
 //! ignored. Only the default namespace `/` is served.
 //!
+//! An emit reaches exactly the rooms it names, each once, and the event is
+//! serialised once whatever their number. A message naming more rooms than
+//! [`Bounds::max_rooms`], or a room name longer than [`Bounds::max_room_bytes`],
+//! is refused whole: one message must not become a million publications.
+//!
 //! Never fatal: anything else (other methods such as `enter_room`, undecodable
 //! JSON, binary attachments) is logged and dropped. Pickled payloads (older
 //! python-socketio versions; they start with byte 0x80) are refused and logged,
@@ -22,9 +27,20 @@
 //!
 //! This module decodes and relays to the hub; it never touches storage.
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 
 use crate::hub::{Hub, Publication, BROADCAST_ROOM};
+
+/// Bounds on what one bridged message may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Most rooms one message may name.
+    pub max_rooms: usize,
+    /// Longest room name, in bytes.
+    pub max_room_bytes: usize,
+}
 
 /// Channels whose messages are decoded as python-socketio pub/sub messages.
 pub const CHANNELS: [&str; 2] = ["flask-socketio", "socketio"];
@@ -79,6 +95,12 @@ pub enum Refused {
     /// A room that is neither a string, a number, a list of those nor null.
     #[error("\"room\" must be a string, a list of strings or null")]
     BadRoom,
+    /// More rooms than [`Bounds::max_rooms`].
+    #[error("the message names {0} rooms (limit {1})")]
+    TooManyRooms(usize, usize),
+    /// A room name longer than [`Bounds::max_room_bytes`].
+    #[error("a room name is over the {0} byte limit")]
+    RoomTooLong(usize),
 }
 
 /// The hub room for a Socket.IO room name: digits only means a user's room.
@@ -90,17 +112,32 @@ pub fn room_for(name: &str) -> String {
     }
 }
 
-fn rooms(value: Option<&Value>) -> Result<Vec<String>, Refused> {
-    let one = |v: &Value| match v {
-        Value::String(s) => Ok(room_for(s)),
-        Value::Number(n) if n.is_u64() => Ok(room_for(&n.to_string())),
-        _ => Err(Refused::BadRoom),
+fn rooms(value: Option<&Value>, bounds: &Bounds) -> Result<Vec<String>, Refused> {
+    let one = |v: &Value| {
+        let room = match v {
+            Value::String(s) => room_for(s),
+            Value::Number(n) if n.is_u64() => room_for(&n.to_string()),
+            _ => return Err(Refused::BadRoom),
+        };
+        if room.len() > bounds.max_room_bytes {
+            return Err(Refused::RoomTooLong(bounds.max_room_bytes));
+        }
+        Ok(room)
     };
     match value {
         None | Some(Value::Null) => Ok(vec![BROADCAST_ROOM.to_owned()]),
         Some(Value::Array(list)) => {
-            let mut out: Vec<String> = list.iter().map(one).collect::<Result<_, _>>()?;
-            out.dedup();
+            if list.len() > bounds.max_rooms {
+                return Err(Refused::TooManyRooms(list.len(), bounds.max_rooms));
+            }
+            let mut seen = HashSet::with_capacity(list.len());
+            let mut out = Vec::with_capacity(list.len());
+            for v in list {
+                let room = one(v)?;
+                if seen.insert(room.clone()) {
+                    out.push(room);
+                }
+            }
             Ok(out)
         }
         Some(v) => Ok(vec![one(v)?]),
@@ -120,7 +157,7 @@ fn args(data: Option<Value>) -> Vec<Value> {
 }
 
 /// Decodes one message published on a bridge channel.
-pub fn decode(payload: &[u8]) -> Result<Decoded, Refused> {
+pub fn decode(payload: &[u8], bounds: &Bounds) -> Result<Decoded, Refused> {
     if payload.first() == Some(&0x80) {
         return Err(Refused::Pickled);
     }
@@ -153,7 +190,7 @@ pub fn decode(payload: &[u8]) -> Result<Decoded, Refused> {
     if message.get("binary") == Some(&Value::Bool(true)) {
         return Err(Refused::Binary);
     }
-    let rooms = rooms(message.get("room"))?;
+    let rooms = rooms(message.get("room"), bounds)?;
     Ok(Decoded::Emit(Emit {
         rooms,
         event,
@@ -163,19 +200,19 @@ pub fn decode(payload: &[u8]) -> Result<Decoded, Refused> {
 
 /// Decodes `payload` (published on bridge channel `channel`) and emits it to its
 /// rooms; returns how many clients received it. Refused messages are logged.
-pub fn relay(hub: &Hub, channel: &str, payload: &[u8]) -> usize {
-    match decode(payload) {
-        Ok(Decoded::Emit(emit)) => emit
-            .rooms
-            .iter()
-            .map(|room| {
-                hub.publish(Publication::event_args(
-                    room,
-                    &emit.event,
-                    emit.args.clone(),
-                ))
-            })
-            .sum(),
+pub fn relay(hub: &Hub, channel: &str, payload: &[u8], bounds: &Bounds) -> usize {
+    match decode(payload, bounds) {
+        Ok(Decoded::Emit(emit)) => {
+            let Some((first, rest)) = emit.rooms.split_first() else {
+                return 0;
+            };
+            let event = Publication::event_args(first, &emit.event, emit.args);
+            let mut received = 0;
+            for room in rest {
+                received += hub.publish(event.for_room(room));
+            }
+            received + hub.publish(event)
+        }
         Ok(Decoded::Ignored(method)) => {
             tracing::debug!(channel, method, "Socket.IO pub/sub message ignored");
             0
@@ -196,6 +233,15 @@ mod tests {
     use super::*;
     use crate::hub::Transport;
     use serde_json::json;
+
+    const BOUNDS: Bounds = Bounds {
+        max_rooms: 3,
+        max_room_bytes: 16,
+    };
+
+    fn decode(payload: &[u8]) -> Result<Decoded, Refused> {
+        super::decode(payload, &BOUNDS)
+    }
 
     fn emit(value: Value) -> Emit {
         match decode(value.to_string().as_bytes()) {
@@ -233,6 +279,7 @@ mod tests {
         assert_eq!(rooms(json!("post:7")), vec!["post:7"]);
         assert_eq!(rooms(json!(42)), vec!["user:42"]);
         assert_eq!(rooms(json!(["1", "a"])), vec!["user:1", "a"]);
+        assert_eq!(rooms(json!(["a", "b", "a"])), vec!["a", "b"]);
         assert_eq!(rooms(Value::Null), vec![BROADCAST_ROOM]);
         assert_eq!(
             emit(json!({"method": "emit", "event": "e"})).rooms,
@@ -259,27 +306,49 @@ mod tests {
             Err(Refused::BadRoom)
         );
         assert_eq!(
+            decode(br#"{"method":"emit","event":"e","room":["a","b","c","d"]}"#),
+            Err(Refused::TooManyRooms(4, 3))
+        );
+        assert_eq!(
+            decode(br#"{"method":"emit","event":"e","room":"aaaaaaaaaaaaaaaaa"}"#),
+            Err(Refused::RoomTooLong(16))
+        );
+        assert_eq!(
             decode(br#"{"method":"enter_room","sid":"x","room":"r"}"#),
             Ok(Decoded::Ignored("enter_room".into()))
         );
     }
 
     #[tokio::test]
-    async fn relay_emits_to_socketio_and_websocket_clients_of_the_room() {
+    async fn relay_emits_to_exactly_the_named_rooms_sharing_one_serialisation() {
         let hub = Hub::new(8);
         let mut sio = hub.subscribe(Transport::SocketIo);
         sio.join("user:42");
+        let mut ws = hub.subscribe(Transport::Ws);
+        ws.join("post:1");
+        let mut other = hub.subscribe(Transport::Ws);
+        other.join("post:2");
         let n = relay(
             &hub,
             "flask-socketio",
-            br#"{"method":"emit","event":"new_notification","data":[{"id":1}],"namespace":"/","room":"42"}"#,
+            br#"{"method":"emit","event":"new_notification","data":[{"id":1}],"namespace":"/","room":["42","post:1"]}"#,
+            &BOUNDS,
         );
-        assert_eq!(n, 1);
-        let d = sio.recv().await.unwrap();
+        assert_eq!(n, 2);
+        let a = sio.recv().await.unwrap();
+        let b = ws.recv().await.unwrap();
+        assert_eq!(a.publication.room(), "user:42");
+        assert_eq!(b.publication.room(), "post:1");
         assert_eq!(
-            d.publication.socketio_frame().as_ref(),
-            br#"42["new_notification",{"id":1}]"#
+            a.publication.envelope().as_ref(),
+            br#"{"data":{"id":1},"event":"new_notification"}"#
         );
-        assert_eq!(relay(&hub, "socketio", b"\x80garbage"), 0);
+        assert_eq!(
+            a.publication.envelope().as_ptr(),
+            b.publication.envelope().as_ptr(),
+            "serialised once"
+        );
+        assert!(other.try_recv().is_none());
+        assert_eq!(relay(&hub, "socketio", b"\x80garbage", &BOUNDS), 0);
     }
 }

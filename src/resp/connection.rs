@@ -1,7 +1,8 @@
-//! One RESP socket and its two buffers. Input is read into a `BytesMut` and framed
-//! in place (bulk strings share its memory); replies and deliveries are appended
-//! to the output buffer and written with one `write` per batch, so a pipelined
-//! burst of commands costs one read and one write.
+//! One RESP socket and its two buffers. Input is read into a `BytesMut` and
+//! decoded in place by the connection's [`Decoder`] (bulk strings share its
+//! memory); replies and deliveries are appended to the output buffer and written
+//! with one `write` per batch, so a pipelined burst of commands costs one read
+//! and one write.
 //!
 //! This type only moves bytes: it never interprets a command.
 
@@ -9,10 +10,15 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::frame::{self, Checked, Frame, FrameLimits};
+use bytes::Bytes;
+
+use super::frame::{self, Decoder, RequestLimits};
 
 /// Initial and minimum free space of the input buffer.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Most input space reserved ahead of what was received.
+const MAX_RESERVE: usize = 1024 * 1024;
 
 /// Output capacity kept between writes.
 const MAX_IDLE_OUTPUT: usize = 1024 * 1024;
@@ -21,6 +27,7 @@ const MAX_IDLE_OUTPUT: usize = 1024 * 1024;
 pub struct Connection {
     stream: TcpStream,
     input: BytesMut,
+    decoder: Decoder,
     output: BytesMut,
 }
 
@@ -31,32 +38,39 @@ impl Connection {
         Connection {
             stream,
             input: BytesMut::with_capacity(READ_CHUNK),
+            decoder: Decoder::new(),
             output: BytesMut::with_capacity(READ_CHUNK),
         }
     }
 
-    /// The next whole frame already buffered, if any.
-    pub fn next_frame(&mut self, limits: &FrameLimits) -> Result<Option<Frame>, frame::Error> {
-        match frame::check(&self.input, limits)? {
-            Checked::Incomplete => Ok(None),
-            Checked::Complete(len) => {
-                let bytes = self.input.split_to(len).freeze();
-                frame::parse(&bytes).map(Some)
-            }
-        }
-    }
-
-    /// Bytes read but not yet framed.
-    pub fn buffered(&self) -> usize {
-        self.input.len()
+    /// The arguments of the next whole request already received, if any (an
+    /// empty list for a request to ignore).
+    pub fn next_request(
+        &mut self,
+        limits: &RequestLimits,
+    ) -> Result<Option<Vec<Bytes>>, frame::Error> {
+        self.decoder.decode(&mut self.input, limits)
     }
 
     /// Reads what the socket has; `Ok(0)` at end of stream. Cancel-safe.
     pub async fn read(&mut self) -> std::io::Result<usize> {
-        if self.input.capacity() - self.input.len() < READ_CHUNK / 4 {
-            self.input.reserve(READ_CHUNK);
+        let free = self.input.capacity() - self.input.len();
+        // A large bulk string still arriving gets room for up to a megabyte more
+        // at once (fewer copies than growing by chunks), but never what a peer
+        // merely announced: memory follows the bytes actually received.
+        let wanted = self
+            .decoder
+            .pending_bulk(self.input.len())
+            .clamp(READ_CHUNK / 4, MAX_RESERVE);
+        if free < wanted {
+            self.input.reserve(wanted.max(READ_CHUNK));
         }
         self.stream.read_buf(&mut self.input).await
+    }
+
+    /// Bytes of replies waiting to be written.
+    pub fn pending_output(&self) -> usize {
+        self.output.len()
     }
 
     /// Where replies are written before [`Connection::flush`].

@@ -1,9 +1,10 @@
-//! Accepting RESP connections and driving each one: frame what was read, run it
+//! Accepting RESP connections and driving each one: decode what was read, run it
 //! through the [`Session`], add the deliveries waiting in the hub, write it all at
 //! once, then wait for more input or the next delivery.
 //!
-//! A connection ends on `QUIT`, end of stream, a framing error (answered first),
-//! a query buffer over its limit, the hub dropping it as too slow, or shutdown.
+//! A connection ends on `QUIT`, end of stream, a protocol error (answered
+//! first), the cross-protocol guard, the `AUTH` deadline or throttle, the hub
+//! dropping it as too slow, or shutdown.
 //! At shutdown the listener stops accepting and waits for its connections, which
 //! all watch the same token.
 
@@ -18,28 +19,23 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connection::Connection;
-use super::frame::FrameLimits;
-use super::session::{Context, Flow, Session};
+use super::frame::Reply;
+use super::session::{Context, Flow, RespLimits, Session};
 use crate::config::Limits;
 use crate::hub::{Closed, Delivery, Hub};
+
+/// Replies and deliveries gathered before they are written: a backlog of
+/// deliveries is moved from the hub's queue (where it counts against the
+/// subscriber's byte budget) to the socket in slices of about this size, never
+/// all at once.
+const MAX_BATCH_OUTPUT: usize = 64 * 1024;
 
 /// A bound RESP listener, not yet accepting.
 pub struct Listener {
     listener: TcpListener,
     addr: SocketAddr,
     ctx: Arc<Context>,
-    max_query: usize,
     max_clients: usize,
-}
-
-/// The frame limits of authenticated clients, from the `[limits]` settings.
-pub fn frame_limits(limits: &Limits) -> FrameLimits {
-    FrameLimits {
-        max_bulk: limits.resp_max_bulk_bytes,
-        max_array: limits.resp_max_array_len,
-        max_depth: limits.resp_max_nesting,
-        max_inline: limits.resp_max_inline_bytes,
-    }
 }
 
 impl Listener {
@@ -52,12 +48,11 @@ impl Listener {
     ) -> std::io::Result<Listener> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let ctx = Context::new(hub, password, frame_limits(limits), addr.port());
+        let ctx = Context::new(hub, password, RespLimits::from(limits), addr.port());
         Ok(Listener {
             listener,
             addr,
             ctx: Arc::new(ctx),
-            max_query: limits.resp_max_query_bytes,
             max_clients: limits.resp_max_clients,
         })
     }
@@ -82,9 +77,8 @@ impl Listener {
                     Ok(slot) => {
                         let ctx = self.ctx.clone();
                         let shutdown = shutdown.clone();
-                        let max_query = self.max_query;
                         tracker.spawn(async move {
-                            let why = serve(stream, ctx, max_query, &shutdown).await;
+                            let why = serve(stream, peer, ctx, &shutdown).await;
                             tracing::debug!(%peer, "RESP connection ended: {why}");
                             drop(slot);
                         });
@@ -118,6 +112,7 @@ async fn refuse(mut stream: TcpStream) {
 
 enum Event {
     Shutdown,
+    AuthDeadline,
     Delivery(Option<Delivery>),
     Read(std::io::Result<usize>),
 }
@@ -125,29 +120,26 @@ enum Event {
 /// Drives one connection; returns why it ended.
 async fn serve(
     stream: TcpStream,
+    peer: SocketAddr,
     ctx: Arc<Context>,
-    max_query: usize,
     shutdown: &CancellationToken,
 ) -> &'static str {
+    let auth_timeout = ctx.limits.auth_timeout;
+    let mut auth_deadline = tokio::time::Instant::now() + auth_timeout;
     let mut conn = Connection::new(stream);
-    let mut session = Session::new(ctx);
+    let mut session = Session::new(ctx).with_peer(peer.ip());
+    let mut was_authenticated = session.authenticated();
     loop {
         let mut close: Option<&'static str> = None;
         loop {
-            match conn.next_frame(&session.frame_limits()) {
-                Ok(Some(frame)) => {
-                    if session.handle(frame, conn.output()) == Flow::Close {
-                        close = Some("closed on request");
+            match conn.next_request(&session.request_limits()) {
+                Ok(Some(args)) => {
+                    if session.handle(args, conn.output()) == Flow::Close {
+                        close = Some("closed by a command or a guard");
                         break;
                     }
                 }
-                Ok(None) => {
-                    if conn.buffered() > max_query {
-                        session.protocol_error("query buffer limit exceeded", conn.output());
-                        close = Some("query buffer limit exceeded");
-                    }
-                    break;
-                }
+                Ok(None) => break,
                 Err(e) => {
                     session.protocol_error(&e.to_string(), conn.output());
                     close = Some("protocol error");
@@ -156,7 +148,8 @@ async fn serve(
             }
         }
         if close.is_none() {
-            while let Some(d) = session.try_recv() {
+            while conn.pending_output() < MAX_BATCH_OUTPUT {
+                let Some(d) = session.try_recv() else { break };
                 session.deliver(&d, conn.output());
             }
         }
@@ -180,14 +173,27 @@ async fn serve(
         if let Some(why) = close {
             return why;
         }
+        let waiting_for_auth = !session.authenticated();
+        if waiting_for_auth && was_authenticated {
+            // `RESET` made it a stranger again: a fresh deadline from now.
+            auth_deadline = tokio::time::Instant::now() + auth_timeout;
+        }
+        was_authenticated = !waiting_for_auth;
         let event = tokio::select! {
             biased;
             _ = shutdown.cancelled() => Event::Shutdown,
+            _ = tokio::time::sleep_until(auth_deadline), if waiting_for_auth => Event::AuthDeadline,
             d = session.recv() => Event::Delivery(d),
             r = conn.read() => Event::Read(r),
         };
         match event {
             Event::Shutdown => return "server shutting down",
+            Event::AuthDeadline => {
+                Reply::new(conn.output(), session.proto()).error("ERR authentication timed out");
+                // Best effort: a peer that does not read gets no more time.
+                let _ = conn.try_flush();
+                return "not authenticated in time";
+            }
             Event::Delivery(Some(d)) => session.deliver(&d, conn.output()),
             Event::Delivery(None) => {
                 return match session.closed() {

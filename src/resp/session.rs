@@ -1,23 +1,78 @@
 //! One RESP client's protocol state: protocol version, authentication, name and
 //! subscriptions, and the rules Redis applies to them (`NOAUTH` before
-//! authentication, the RESP2 subscribed context, push frames in RESP3).
+//! authentication, the RESP2 subscribed context, push frames in RESP3), plus the
+//! guards a hostile client meets: the cross-protocol guard (an HTTP request sent
+//! to this port closes the connection, as Redis does), the `AUTH` throttle per
+//! address, and bounds on patterns and channel names.
 //!
-//! A [`Session`] takes parsed frames and writes replies into a buffer; it never
-//! sees a socket, so every rule here is unit-tested with plain bytes. It holds one
-//! hub [`Subscription`] for the whole life of the connection, which is what counts
-//! the connection in the hub's statistics.
+//! A [`Session`] takes decoded requests and writes replies into a buffer; it
+//! never sees a socket, so every rule here is unit-tested with plain bytes. It
+//! holds one hub [`Subscription`] for the whole life of the connection, which is
+//! what counts the connection in the hub's statistics.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
 use super::cmd::Command;
 #[cfg(test)]
-use super::frame;
-use super::frame::{Frame, FrameLimits, Proto, Reply};
+use super::frame::Decoder;
+use super::frame::{Proto, Reply, RequestLimits};
 use crate::hub::{Closed, Delivery, Hub, Subscription, Transport};
+
+/// The listener's bounds on what a client may do, from the `[limits]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RespLimits {
+    /// Bounds on one request of an authenticated client.
+    pub request: RequestLimits,
+    /// Longest `PSUBSCRIBE` pattern, in bytes.
+    pub max_pattern_bytes: usize,
+    /// Most patterns one connection may subscribe to.
+    pub max_patterns: usize,
+    /// Longest channel name to publish or subscribe to, in bytes.
+    pub max_channel_bytes: usize,
+    /// Most rooms one bridged Socket.IO message may name.
+    pub bridge_max_rooms: usize,
+    /// How long a connection may stay unauthenticated (when a password is set).
+    pub auth_timeout: Duration,
+    /// Failed `AUTH`s per address within `auth_window` before its `AUTH`s are
+    /// refused.
+    pub auth_failures: u32,
+    /// Window for `auth_failures`.
+    pub auth_window: Duration,
+}
+
+impl Default for RespLimits {
+    fn default() -> Self {
+        RespLimits::from(&crate::config::Limits::default())
+    }
+}
+
+impl From<&crate::config::Limits> for RespLimits {
+    fn from(l: &crate::config::Limits) -> Self {
+        RespLimits {
+            request: RequestLimits {
+                max_args: l.resp_max_array_len,
+                max_bulk: l.resp_max_bulk_bytes,
+                max_request: l.resp_max_query_bytes,
+                max_inline: l.resp_max_inline_bytes,
+            },
+            max_pattern_bytes: l.resp_max_pattern_bytes,
+            max_patterns: l.resp_max_patterns,
+            max_channel_bytes: l.resp_max_channel_bytes,
+            bridge_max_rooms: l.resp_bridge_max_rooms,
+            auth_timeout: Duration::from_millis(l.resp_auth_timeout_ms),
+            auth_failures: l.resp_auth_failures,
+            auth_window: Duration::from_secs(l.resp_auth_window_s),
+        }
+    }
+}
+
+/// Addresses tracked by the `AUTH` throttle before expired entries are pruned.
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
 
 /// What every session of one listener shares.
 pub struct Context {
@@ -25,24 +80,75 @@ pub struct Context {
     pub hub: Hub,
     /// The `AUTH` password; `None` lets every client in.
     pub password: Option<String>,
-    /// Bounds on what an authenticated client may send.
-    pub limits: FrameLimits,
+    /// Bounds on what a client may do.
+    pub limits: RespLimits,
     /// When the listener started, for `INFO`.
     pub started: Instant,
     /// The port the listener is bound to, for `INFO`.
     pub port: u16,
+    /// Failed `AUTH`s per address: how many, since when.
+    auth_failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
+/// What an authentication attempt came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// The credentials are right.
+    Accepted,
+    /// They are wrong (and the failure is counted).
+    Refused,
+    /// This address failed too often lately; nothing was checked.
+    Throttled,
+}
+
+/// The error a throttled `AUTH` gets before the connection closes.
+pub const THROTTLED: &str = "ERR too many failed AUTH attempts from this address; try again later";
+
 impl Context {
-    /// A context for `hub`, with an optional password and the frame limits.
-    pub fn new(hub: Hub, password: Option<String>, limits: FrameLimits, port: u16) -> Self {
+    /// A context for `hub`, with an optional password and the limits.
+    pub fn new(hub: Hub, password: Option<String>, limits: RespLimits, port: u16) -> Self {
         Context {
             hub,
             password: password.filter(|p| !p.is_empty()),
             limits,
             started: Instant::now(),
             port,
+            auth_failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Checks credentials from `peer`, counting failures per address; once an
+    /// address failed `auth_failures` times within `auth_window`, its attempts
+    /// are refused unchecked until the window ends.
+    pub fn authenticate(
+        &self,
+        peer: Option<IpAddr>,
+        credentials_ok: impl FnOnce() -> bool,
+    ) -> AuthOutcome {
+        let now = Instant::now();
+        let window = self.limits.auth_window;
+        let mut failures = self.auth_failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ip) = peer {
+            if let Some(&(count, since)) = failures.get(&ip) {
+                if now.duration_since(since) <= window && count >= self.limits.auth_failures {
+                    return AuthOutcome::Throttled;
+                }
+            }
+        }
+        if credentials_ok() {
+            return AuthOutcome::Accepted;
+        }
+        if let Some(ip) = peer {
+            if failures.len() >= MAX_TRACKED_ADDRESSES {
+                failures.retain(|_, (_, since)| now.duration_since(*since) <= window);
+            }
+            let entry = failures.entry(ip).or_insert((0, now));
+            if now.duration_since(entry.1) > window {
+                *entry = (0, now);
+            }
+            entry.0 += 1;
+        }
+        AuthOutcome::Refused
     }
 
     /// Whether `given` is the password (constant time in the password's bytes).
@@ -70,12 +176,12 @@ pub enum Flow {
     Close,
 }
 
-/// Before authentication a client may only send small frames, as Redis allows
+/// Before authentication a client may only send small requests, as Redis allows
 /// (10 arguments of 16 KiB): a stranger cannot make the server buffer megabytes.
-const UNAUTHENTICATED: FrameLimits = FrameLimits {
+const UNAUTHENTICATED: RequestLimits = RequestLimits {
+    max_args: 10,
     max_bulk: 16 * 1024,
-    max_array: 10,
-    max_depth: 1,
+    max_request: 10 * (16 * 1024 + 32) + 32,
     max_inline: 16 * 1024,
 };
 
@@ -88,6 +194,7 @@ pub struct Session {
     pub(super) name: Option<String>,
     pub(super) channels: BTreeSet<String>,
     pub(super) patterns: BTreeSet<String>,
+    pub(super) peer: Option<IpAddr>,
 }
 
 impl Session {
@@ -103,7 +210,36 @@ impl Session {
             name: None,
             channels: BTreeSet::new(),
             patterns: BTreeSet::new(),
+            peer: None,
         }
+    }
+
+    /// The client's address, for the `AUTH` throttle and the logs.
+    pub fn with_peer(mut self, peer: IpAddr) -> Session {
+        self.peer = Some(peer);
+        self
+    }
+
+    /// Whether the client may send commands (authenticated, or no password).
+    pub fn authenticated(&self) -> bool {
+        self.authenticated
+    }
+
+    /// Checks `user` (absent: `default`) and `password`, through the throttle;
+    /// authenticates the session when they are right.
+    pub(super) fn try_auth(&mut self, user: Option<&[u8]>, password: &[u8]) -> AuthOutcome {
+        let ctx = self.ctx.clone();
+        let outcome = ctx.authenticate(self.peer, || {
+            super::cmd::credentials_match(&ctx, user, password)
+        });
+        match outcome {
+            AuthOutcome::Accepted => self.authenticated = true,
+            AuthOutcome::Refused => {}
+            AuthOutcome::Throttled => {
+                tracing::warn!(peer = ?self.peer, "RESP AUTH throttled: too many failures from this address");
+            }
+        }
+        outcome
     }
 
     /// The client id (`CLIENT ID`, `HELLO`'s `id`).
@@ -116,10 +252,10 @@ impl Session {
         self.proto
     }
 
-    /// What this client may send now: small frames until it authenticates.
-    pub fn frame_limits(&self) -> FrameLimits {
+    /// What this client may send now: small requests until it authenticates.
+    pub fn request_limits(&self) -> RequestLimits {
         if self.authenticated {
-            self.ctx.limits
+            self.ctx.limits.request
         } else {
             UNAUTHENTICATED
         }
@@ -130,18 +266,23 @@ impl Session {
         self.channels.len() + self.patterns.len()
     }
 
-    /// Runs one request frame, writing its reply (if any) to `out`.
-    pub fn handle(&mut self, frame: Frame, out: &mut BytesMut) -> Flow {
-        let args = match request_args(frame) {
-            Ok(args) => args,
-            Err(got) => {
-                self.protocol_error(&format!("expected '*', got '{got}'"), out);
-                return Flow::Close;
-            }
-        };
-        if args.is_empty() {
+    /// Runs one request, writing its reply (if any) to `out`.
+    pub fn handle(&mut self, args: Vec<Bytes>, out: &mut BytesMut) -> Flow {
+        let Some(name) = args.first() else {
             // An empty line or `*0`: Redis ignores it without a reply.
             return Flow::Continue;
+        };
+        if is_http(name) {
+            // A web page made a browser send an HTTP request here (cross-protocol
+            // scripting): its body would otherwise run as commands. Redis closes
+            // such connections without a word, and so do we.
+            tracing::warn!(
+                peer = ?self.peer,
+                "Possible SECURITY ATTACK detected. It looks like somebody is sending POST or \
+                 Host: commands to the RESP port. This is likely due to an attacker attempting \
+                 to use Cross Protocol Scripting to compromise it. Connection aborted."
+            );
+            return Flow::Close;
         }
         let command = match Command::parse(args) {
             Ok(c) => c,
@@ -222,7 +363,38 @@ impl Session {
 
     /// Subscribes to channels (`pattern == false`) or patterns, one confirmation
     /// each: `subscribe`/`psubscribe`, the name, the new count.
+    /// Nothing is subscribed when a name is too long or the patterns would pass
+    /// their limit: matching patterns costs every publication time in proportion
+    /// to their lengths and number.
     pub(super) fn subscribe(&mut self, names: Vec<String>, pattern: bool, out: &mut BytesMut) {
+        let limits = &self.ctx.limits;
+        let refusal = if pattern {
+            let new: BTreeSet<&String> = names
+                .iter()
+                .filter(|n| !self.patterns.contains(*n))
+                .collect();
+            if names.iter().any(|n| n.len() > limits.max_pattern_bytes) {
+                Some(format!(
+                    "ERR pattern too long (over {} bytes)",
+                    limits.max_pattern_bytes
+                ))
+            } else if self.patterns.len() + new.len() > limits.max_patterns {
+                Some(format!(
+                    "ERR too many pattern subscriptions (limit {} per connection)",
+                    limits.max_patterns
+                ))
+            } else {
+                None
+            }
+        } else if names.iter().any(|n| n.len() > limits.max_channel_bytes) {
+            Some(channel_too_long(limits.max_channel_bytes))
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            Reply::new(out, self.proto).error(&why);
+            return;
+        }
         let kind: &[u8] = if pattern { b"psubscribe" } else { b"subscribe" };
         for name in names {
             if pattern {
@@ -301,57 +473,32 @@ impl Session {
     }
 }
 
-/// The arguments of a request: an array of bulk strings (simple strings and
-/// integers are tolerated). Anything else names the offending type byte.
-fn request_args(frame: Frame) -> Result<Vec<Bytes>, char> {
-    let items = match frame {
-        Frame::Array(items) => items,
-        other => return Err(type_byte(&other)),
-    };
-    items
-        .into_iter()
-        .map(|item| match item {
-            Frame::Bulk(b) | Frame::Simple(b) => Ok(b),
-            Frame::Integer(n) => Ok(Bytes::from(n.to_string())),
-            other => Err(type_byte(&other)),
-        })
-        .collect()
+/// The error for a channel name over the limit.
+pub(super) fn channel_too_long(max: usize) -> String {
+    format!("ERR channel name too long (over {max} bytes)")
 }
 
-fn type_byte(frame: &Frame) -> char {
-    match frame {
-        Frame::Simple(_) => '+',
-        Frame::Error(_) => '-',
-        Frame::Integer(_) => ':',
-        Frame::Bulk(_) => '$',
-        Frame::Null => '_',
-        Frame::Array(_) => '*',
-        Frame::Double(_) => ',',
-        Frame::Boolean(_) => '#',
-        Frame::BigNumber(_) => '(',
-        Frame::BulkError(_) => '!',
-        Frame::Verbatim(..) => '=',
-        Frame::Map(_) => '%',
-        Frame::Set(_) => '~',
-        Frame::Push(_) => '>',
-    }
+/// Whether a command name is the start of an HTTP request: `POST /...` or a
+/// `Host:` header line, the two Redis watches for.
+fn is_http(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"post") || name.eq_ignore_ascii_case(b"host:")
 }
 
-/// Frames a whole buffer of requests and runs them, as the connection loop does;
-/// for tests of the state machine.
+/// Decodes a whole buffer of requests and runs them, as the connection loop
+/// does; for tests of the state machine.
 #[cfg(test)]
 pub(crate) fn run_bytes(session: &mut Session, input: &[u8]) -> (Vec<u8>, Flow) {
-    let mut buf = Bytes::copy_from_slice(input);
+    let mut buf = BytesMut::from(input);
+    let mut decoder = Decoder::new();
     let mut out = BytesMut::new();
-    while !buf.is_empty() {
-        match frame::check(&buf, &session.frame_limits()) {
-            Ok(frame::Checked::Complete(n)) => {
-                let f = frame::parse(&buf.split_to(n)).expect("checked frame parses");
-                if session.handle(f, &mut out) == Flow::Close {
+    loop {
+        match decoder.decode(&mut buf, &session.request_limits()) {
+            Ok(Some(args)) => {
+                if session.handle(args, &mut out) == Flow::Close {
                     return (out.to_vec(), Flow::Close);
                 }
             }
-            Ok(frame::Checked::Incomplete) => break,
+            Ok(None) => break,
             Err(e) => {
                 session.protocol_error(&e.to_string(), &mut out);
                 return (out.to_vec(), Flow::Close);
@@ -370,7 +517,7 @@ mod tests {
         Arc::new(Context::new(
             Hub::new(16),
             password.map(str::to_owned),
-            FrameLimits::default(),
+            RespLimits::default(),
             6379,
         ))
     }
@@ -415,6 +562,97 @@ mod tests {
         let (out, flow) = run_bytes(&mut s, b":1\r\n");
         assert_eq!(flow, Flow::Close);
         assert_eq!(out, b"-ERR Protocol error: expected '*', got ':'\r\n");
+        let (out, flow) = run_bytes(&mut s, b"*2\r\n$4\r\nECHO\r\n*1\r\n");
+        assert_eq!(flow, Flow::Close);
+        assert_eq!(out, b"-ERR Protocol error: expected '$', got '*'\r\n");
+    }
+
+    #[test]
+    fn an_http_request_closes_the_connection_before_its_body_runs() {
+        let c = ctx(None);
+        let mut s = Session::new(c.clone());
+        let sub = c.hub.subscribe(Transport::Ws);
+        sub.join("user:1");
+        let (out, flow) = run_bytes(
+            &mut s,
+            b"POST / HTTP/1.1\r\nHost: x\r\n\r\nPUBLISH user:1 fake\r\n",
+        );
+        assert_eq!((out.as_slice(), flow), (&b""[..], Flow::Close));
+        let (out, flow) = run_bytes(&mut s, b"GET / HTTP/1.1\r\nhost: x\r\nPUBLISH user:1 y\r\n");
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .starts_with("-ERR unknown command 'GET'"));
+        assert_eq!(flow, Flow::Close);
+        assert_eq!(
+            c.hub
+                .stats()
+                .published
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+    }
+
+    #[test]
+    fn auth_failures_from_one_address_are_throttled() {
+        let limits = RespLimits {
+            auth_failures: 2,
+            ..RespLimits::default()
+        };
+        let c = Arc::new(Context::new(Hub::new(4), Some("pw".into()), limits, 6379));
+        let here: IpAddr = [10, 0, 0, 1].into();
+        let mut s = Session::new(c.clone()).with_peer(here);
+        let (out, _) = run_bytes(&mut s, b"AUTH x\r\nAUTH y\r\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap().matches("WRONGPASS").count(),
+            2
+        );
+        // Another connection from the same address, even with the password.
+        let mut again = Session::new(c.clone()).with_peer(here);
+        let (out, flow) = run_bytes(&mut again, b"AUTH pw\r\nPING\r\n");
+        assert_eq!(String::from_utf8(out).unwrap(), format!("-{THROTTLED}\r\n"));
+        assert_eq!(flow, Flow::Close);
+        let (out, flow) = run_bytes(&mut again, b"HELLO 3 AUTH default pw\r\n");
+        assert_eq!(String::from_utf8(out).unwrap(), format!("-{THROTTLED}\r\n"));
+        assert_eq!(flow, Flow::Close);
+        // Another address is not affected.
+        let mut elsewhere = Session::new(c).with_peer([10, 0, 0, 2].into());
+        assert_eq!(run(&mut elsewhere, "AUTH pw\r\n"), "+OK\r\n");
+    }
+
+    #[test]
+    fn patterns_and_channel_names_are_bounded() {
+        let limits = RespLimits {
+            max_pattern_bytes: 8,
+            max_patterns: 2,
+            max_channel_bytes: 10,
+            ..RespLimits::default()
+        };
+        let c = Arc::new(Context::new(Hub::new(4), None, limits, 6379));
+        let mut s = Session::new(c.clone());
+        assert_eq!(
+            run(&mut s, "PSUBSCRIBE a* bbbbbbbbb*\r\n"),
+            "-ERR pattern too long (over 8 bytes)\r\n"
+        );
+        assert_eq!(
+            run(&mut s, "PSUBSCRIBE a* b* c*\r\n"),
+            "-ERR too many pattern subscriptions (limit 2 per connection)\r\n"
+        );
+        assert_eq!(c.hub.pattern_count(), 0);
+        assert!(run(&mut s, "PSUBSCRIBE a* b* a*\r\n").ends_with(":2\r\n"));
+        assert_eq!(
+            run(&mut s, "SUBSCRIBE 01234567890\r\n"),
+            "-ERR channel name too long (over 10 bytes)\r\n"
+        );
+        let mut p = Session::new(c);
+        assert_eq!(
+            run(&mut p, "PUBLISH 01234567890 x\r\n"),
+            "-ERR channel name too long (over 10 bytes)\r\n"
+        );
+        assert_eq!(
+            run(&mut p, "PUBSUB CHANNELS aaaaaaaa*\r\n"),
+            "-ERR pattern too long (over 8 bytes)\r\n"
+        );
+        assert_eq!(run(&mut p, "PUBSUB CHANNELS *\r\n"), "*0\r\n");
     }
 
     #[test]
@@ -424,7 +662,7 @@ mod tests {
             run(&mut s, "PING\r\n"),
             "-NOAUTH Authentication required.\r\n"
         );
-        assert_eq!(s.frame_limits().max_array, 10);
+        assert_eq!(s.request_limits().max_args, 10);
         assert_eq!(
             run(&mut s, "AUTH nope\r\n"),
             "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
@@ -435,7 +673,7 @@ mod tests {
         );
         assert_eq!(run(&mut s, "AUTH default s3cret\r\n"), "+OK\r\n");
         assert_eq!(run(&mut s, "PING\r\n"), "+PONG\r\n");
-        assert_eq!(s.frame_limits(), FrameLimits::default());
+        assert_eq!(s.request_limits(), RequestLimits::default());
         assert_eq!(run(&mut s, "RESET\r\n"), "+RESET\r\n");
         assert_eq!(
             run(&mut s, "PING\r\n"),
@@ -641,5 +879,25 @@ mod tests {
         assert_eq!(c.hub.connections(Transport::Resp), 1);
         drop(s);
         assert_eq!(c.hub.connections(Transport::Resp), 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_requests_never_panic_the_session(
+            input in proptest::collection::vec(
+                proptest::prop_oneof![
+                    3 => proptest::sample::select(
+                        b"*$\r\n0123 PSUBSCRIBE PUBLISH HELLO AUTH CLIENT RESET ab*?[]".to_vec()
+                    ),
+                    1 => proptest::arbitrary::any::<u8>(),
+                ],
+                0..200,
+            ),
+        ) {
+            let mut s = Session::new(ctx(Some("pw")));
+            let _ = run_bytes(&mut s, &input);
+            let mut s = Session::new(ctx(None));
+            let _ = run_bytes(&mut s, &input);
+        }
     }
 }

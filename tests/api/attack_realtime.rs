@@ -389,8 +389,10 @@ async fn socketio_sockets_that_never_send_connect_are_counted_then_closed() {
 async fn a_websocket_peer_that_never_reads_is_dropped_by_the_write_timeout() {
     let app = spawn_app_with(|s| {
         s.limits.ws_write_timeout_ms = 300;
-        // Large enough that the hub's queue never overflows first.
+        // Large enough that the hub's queue and byte budget never overflow first.
         s.limits.outbound_queue = 100_000;
+        s.limits.output_hard_limit_bytes = 1 << 30;
+        s.limits.output_soft_limit_bytes = 1 << 30;
     })
     .await;
     let alice = app.register("alice").await;

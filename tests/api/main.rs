@@ -5,6 +5,7 @@ mod helpers;
 
 mod accounts;
 mod attack_realtime;
+mod attack_resp;
 mod backup;
 mod comments;
 mod crash;

@@ -3,9 +3,12 @@ and asyncio, RESP2 and RESP3), and python-socketio / Flask-SocketIO publishing
 through their Redis message-queue managers to websocket and Socket.IO clients."""
 
 import asyncio
+import http.client
 import json
 import shutil
 import subprocess
+import urllib.error
+import urllib.request
 
 import pytest
 import redis
@@ -99,6 +102,24 @@ def test_a_like_reaches_a_redis_py_subscriber_as_new_notification(likewise):
     assert envelope["event"] == "new_notification"
     assert envelope["data"]["kind"] == "like_post"
     assert envelope["data"]["actor_id"] == bob["id"]
+    p.close()
+    r.close()
+
+
+def test_an_http_post_to_the_resp_port_is_closed_before_its_body_runs(likewise):
+    """What a web page can make a browser send: its body must never run as commands."""
+    r = redis.Redis(host=likewise.resp_host, port=likewise.resp_port)
+    p = r.pubsub(ignore_subscribe_messages=True)
+    p.subscribe("user:1")
+    assert p.get_message(timeout=WAIT_S) is None  # the confirmation, ignored
+    body = b'PUBLISH user:1 {"event":"new_notification","data":"fake"}\r\n'
+    request = urllib.request.Request(f"http://{likewise.resp_host}:{likewise.resp_port}/",
+                                     data=body, method="POST")
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError, urllib.error.URLError)):
+        urllib.request.urlopen(request, timeout=WAIT_S)
+    assert r.publish("user:1", "honest") == 1
+    msg = p.get_message(timeout=WAIT_S)
+    assert msg["data"] == b"honest"
     p.close()
     r.close()
 

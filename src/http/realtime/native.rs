@@ -174,7 +174,7 @@ impl Session for NativeSession {
     }
 
     fn on_delivery(&mut self, d: &Delivery) -> Option<Bytes> {
-        not_replayed(d, self.replayed_up_to).then(|| d.publication.ws_frame().clone())
+        not_replayed(d, self.replayed_up_to).then(|| d.publication.envelope().clone())
     }
 
     fn on_tick(&mut self, now: Instant, last_seen: Instant) -> Vec<Out> {

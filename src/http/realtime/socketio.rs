@@ -29,7 +29,19 @@ use super::{close, Ctx, Out, RealtimeStats, Session, Timing};
 use crate::domain::new_token;
 use crate::http::error::ApiError;
 use crate::http::AppState;
-use crate::hub::{Delivery, Transport};
+use crate::hub::{Delivery, FrameFormat, Publication, Transport};
+
+/// A publication as a Socket.IO EVENT packet on the default namespace,
+/// `42["E",args...]`; the hub renders it once per publication.
+static EVENT_PACKET: FrameFormat = FrameFormat::new("socket.io event", event_packet);
+
+fn event_packet(p: &Publication) -> Bytes {
+    let e = p.as_event();
+    let mut list = Vec::with_capacity(e.args.len() + 1);
+    list.push(Value::String(e.name.clone()));
+    list.extend(e.args.iter().cloned());
+    Bytes::from(format!("42{}", Value::Array(list)))
+}
 
 /// `GET /socket.io/?EIO=4&transport=websocket`.
 pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Response {
@@ -418,7 +430,7 @@ impl Session for SocketIoSession {
     }
 
     fn on_delivery(&mut self, d: &Delivery) -> Option<Bytes> {
-        not_replayed(d, self.replayed_up_to).then(|| d.publication.socketio_frame().clone())
+        not_replayed(d, self.replayed_up_to).then(|| d.publication.frame(&EVENT_PACKET))
     }
 
     fn on_tick(&mut self, now: Instant, _last_seen: Instant) -> Vec<Out> {

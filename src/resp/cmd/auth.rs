@@ -1,12 +1,14 @@
 //! `AUTH [username] password`: the only user is `default`, its password
 //! `LIKEWISE_RESP_PASSWORD`. Without a configured password the one-argument form
-//! is an error (as in Redis) and `AUTH default anything` succeeds.
+//! is an error (as in Redis) and `AUTH default anything` succeeds. Failures are
+//! counted per address; past `resp_auth_failures` within `resp_auth_window_s`
+//! an address's attempts are refused unchecked and the connection closed.
 
 use bytes::{Bytes, BytesMut};
 
 use super::{is, Args, CmdError};
 use crate::resp::frame::Reply;
-use crate::resp::session::{Context, Flow, Session};
+use crate::resp::session::{AuthOutcome, Context, Flow, Session, THROTTLED};
 
 /// The error for a wrong user or password.
 pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
@@ -47,11 +49,13 @@ impl Auth {
             );
             return Flow::Continue;
         }
-        if credentials_match(&s.ctx, self.user.as_deref(), &self.password) {
-            s.authenticated = true;
-            reply.simple("OK");
-        } else {
-            reply.error(WRONGPASS);
+        match s.try_auth(self.user.as_deref(), &self.password) {
+            AuthOutcome::Accepted => reply.simple("OK"),
+            AuthOutcome::Refused => reply.error(WRONGPASS),
+            AuthOutcome::Throttled => {
+                reply.error(THROTTLED);
+                return Flow::Close;
+            }
         }
         Flow::Continue
     }

@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{is, Args, CmdError, TABLE};
+use super::{is, Args, CmdError, Spec, TABLE};
 use crate::resp::frame::Reply;
 use crate::resp::session::{Flow, Session};
 
@@ -48,7 +48,7 @@ impl CommandInfo {
     /// Answers.
     pub fn apply(self, s: &mut Session, out: &mut BytesMut) -> Flow {
         let mut reply = Reply::new(out, s.proto);
-        let find = |name: &[u8]| TABLE.iter().find(|(n, ..)| is(name, n));
+        let find = |name: &[u8]| TABLE.iter().find(|s| is(name, s.name));
         match self {
             CommandInfo::All => {
                 reply.array(TABLE.len());
@@ -57,7 +57,7 @@ impl CommandInfo {
             CommandInfo::Count => reply.integer(TABLE.len() as i64),
             CommandInfo::List => {
                 reply.array(TABLE.len());
-                TABLE.iter().for_each(|(n, ..)| reply.bulk(n.as_bytes()));
+                TABLE.iter().for_each(|s| reply.bulk(s.name.as_bytes()));
             }
             CommandInfo::Info(names) => {
                 reply.array(names.len());
@@ -75,7 +75,13 @@ impl CommandInfo {
                     names.iter().filter_map(|n| find(n)).collect()
                 };
                 reply.map(entries.len());
-                for (name, _, _, group, summary) in entries {
+                for Spec {
+                    name,
+                    group,
+                    summary,
+                    ..
+                } in entries
+                {
                     reply.bulk(name.as_bytes());
                     reply.map(3);
                     reply.bulk(b"summary");
@@ -93,8 +99,14 @@ impl CommandInfo {
 
 /// One `COMMAND INFO` entry: name, arity, flags, first/last key and step (no
 /// command here takes keys), ACL categories, tips, key specs, subcommands.
-fn describe(reply: &mut Reply<'_>, entry: &(&str, i64, &[&str], &str, &str)) {
-    let (name, arity, flags, group, _) = entry;
+fn describe(reply: &mut Reply<'_>, entry: &Spec) {
+    let Spec {
+        name,
+        arity,
+        flags,
+        group,
+        ..
+    } = entry;
     reply.array(10);
     reply.bulk(name.as_bytes());
     reply.integer(*arity);

@@ -5,11 +5,11 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::auth::{credentials_match, WRONGPASS};
+use super::auth::WRONGPASS;
 use super::client::check_name;
 use super::{integer, is, Args, CmdError, REDIS_VERSION};
 use crate::resp::frame::{Proto, Reply};
-use crate::resp::session::{Flow, Session};
+use crate::resp::session::{AuthOutcome, Flow, Session, THROTTLED};
 
 /// `HELLO`.
 pub struct Hello {
@@ -67,11 +67,17 @@ impl Hello {
     /// Authenticates, switches protocol, names the client and describes the server.
     pub fn apply(self, s: &mut Session, out: &mut BytesMut) -> Flow {
         if let Some((user, password)) = &self.auth {
-            if !credentials_match(&s.ctx, Some(user), password) {
-                Reply::new(out, s.proto).error(WRONGPASS);
-                return Flow::Continue;
+            match s.try_auth(Some(user), password) {
+                AuthOutcome::Accepted => {}
+                AuthOutcome::Refused => {
+                    Reply::new(out, s.proto).error(WRONGPASS);
+                    return Flow::Continue;
+                }
+                AuthOutcome::Throttled => {
+                    Reply::new(out, s.proto).error(THROTTLED);
+                    return Flow::Close;
+                }
             }
-            s.authenticated = true;
         }
         if !s.authenticated {
             Reply::new(out, s.proto).error(

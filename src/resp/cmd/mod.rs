@@ -29,7 +29,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::session::{Flow, Session};
 
-pub use auth::Auth;
+pub use auth::{credentials_match, Auth};
 pub use client::Client;
 pub use command::CommandInfo;
 pub use config::Config;
@@ -155,276 +155,315 @@ pub fn is(arg: &[u8], word: &str) -> bool {
     arg.eq_ignore_ascii_case(word.as_bytes())
 }
 
-/// A parsed request.
-pub enum Command {
-    /// `PING [message]`
-    Ping(Ping),
-    /// `ECHO message`
-    Echo(Echo),
-    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`
-    Hello(Hello),
-    /// `AUTH [user] pass`
-    Auth(Auth),
-    /// `CLIENT subcommand ...`
-    Client(Client),
-    /// `SELECT db`
-    Select(Select),
-    /// `QUIT`
-    Quit(Quit),
-    /// `RESET`
-    Reset(Reset),
-    /// `SUBSCRIBE channel...`
-    Subscribe(Subscribe),
-    /// `UNSUBSCRIBE [channel...]`
-    Unsubscribe(Unsubscribe),
-    /// `PSUBSCRIBE pattern...`
-    Psubscribe(Psubscribe),
-    /// `PUNSUBSCRIBE [pattern...]`
-    Punsubscribe(Punsubscribe),
-    /// `PUBLISH channel message`
-    Publish(Publish),
-    /// `PUBSUB CHANNELS|NUMSUB|NUMPAT`
-    Pubsub(Pubsub),
-    /// `COMMAND [COUNT|LIST|INFO|DOCS]`
-    Command(CommandInfo),
-    /// `INFO [section...]`
-    Info(Info),
-    /// `CONFIG GET parameter...`
-    Config(Config),
-    /// Anything else.
-    Unknown(Unknown),
+/// One command's description, as `COMMAND INFO` and `COMMAND DOCS` answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spec {
+    /// Lower-case name.
+    pub name: &'static str,
+    /// Redis's arity: the argument count with the name, negative for "at least".
+    pub arity: i64,
+    /// Redis's flags; `no_auth` marks the commands allowed before `AUTH`.
+    pub flags: &'static [&'static str],
+    /// The command group (`connection`, `pubsub`, `server`).
+    pub group: &'static str,
+    /// One line of documentation.
+    pub summary: &'static str,
 }
 
-/// Every command name, as `COMMAND` lists them, with Redis's arity (negative: at
-/// least that many, counting the name) and flags.
-pub const TABLE: &[(&str, i64, &[&str], &str, &str)] = &[
-    (
-        "auth",
-        -2,
-        &["noscript", "loading", "stale", "fast", "no_auth"],
-        "connection",
-        "Authenticates the connection.",
-    ),
-    (
-        "client",
-        -2,
-        &["noscript", "loading", "stale"],
-        "connection",
-        "A container for client connection commands.",
-    ),
-    (
-        "command",
-        -1,
-        &["loading", "stale"],
-        "server",
-        "Returns detailed information about all commands.",
-    ),
-    (
-        "config",
-        -2,
-        &["admin", "noscript", "loading", "stale"],
-        "server",
-        "A container for server configuration commands.",
-    ),
-    (
-        "echo",
-        2,
-        &["fast"],
-        "connection",
-        "Returns the given string.",
-    ),
-    (
-        "hello",
-        -1,
-        &["noscript", "loading", "stale", "fast", "no_auth"],
-        "connection",
-        "Handshakes with the server.",
-    ),
-    (
-        "info",
-        -1,
-        &["loading", "stale"],
-        "server",
-        "Returns information and statistics about the server.",
-    ),
-    (
-        "ping",
-        -1,
-        &["fast"],
-        "connection",
-        "Returns the server's liveliness response.",
-    ),
-    (
-        "psubscribe",
-        -2,
-        &["pubsub", "noscript", "loading", "stale"],
-        "pubsub",
-        "Listens for messages published to channels that match one or more patterns.",
-    ),
-    (
-        "publish",
-        3,
-        &["pubsub", "loading", "stale", "fast"],
-        "pubsub",
-        "Posts a message to a channel.",
-    ),
-    (
-        "pubsub",
-        -2,
-        &["pubsub", "loading", "stale"],
-        "pubsub",
-        "A container for Pub/Sub commands.",
-    ),
-    (
-        "punsubscribe",
-        -1,
-        &["pubsub", "noscript", "loading", "stale"],
-        "pubsub",
-        "Stops listening to messages published to channels that match one or more patterns.",
-    ),
-    (
-        "quit",
-        -1,
-        &[
-            "allow_busy",
-            "noscript",
-            "loading",
-            "stale",
-            "fast",
-            "no_auth",
-        ],
-        "connection",
-        "Closes the connection.",
-    ),
-    (
-        "reset",
-        1,
-        &["noscript", "loading", "stale", "fast", "no_auth"],
-        "connection",
-        "Resets the connection.",
-    ),
-    (
-        "select",
-        2,
-        &["loading", "stale", "fast"],
-        "connection",
-        "Changes the selected database.",
-    ),
-    (
-        "subscribe",
-        -2,
-        &["pubsub", "noscript", "loading", "stale"],
-        "pubsub",
-        "Listens for messages published to channels.",
-    ),
-    (
-        "unsubscribe",
-        -1,
-        &["pubsub", "noscript", "loading", "stale"],
-        "pubsub",
-        "Stops listening to messages posted to channels.",
-    ),
-];
+impl Spec {
+    /// Whether it runs before authentication.
+    pub fn no_auth(&self) -> bool {
+        self.flags.contains(&"no_auth")
+    }
+}
 
 impl Command {
-    /// Parses a request: `args[0]` is the command name (any case).
-    pub fn parse(mut args: Vec<Bytes>) -> Result<Command, CmdError> {
-        if args.is_empty() {
-            return Err(CmdError::Syntax);
-        }
-        let name = args.remove(0);
-        let Some(&(lower, ..)) = TABLE.iter().find(|(n, ..)| is(&name, n)) else {
-            return Ok(Command::Unknown(Unknown::new(name, args)));
-        };
-        let mut a = Args::new(lower, args);
-        Ok(match lower {
-            "auth" => Command::Auth(Auth::parse(&mut a)?),
-            "client" => Command::Client(Client::parse(&mut a)?),
-            "command" => Command::Command(CommandInfo::parse(&mut a)?),
-            "config" => Command::Config(Config::parse(&mut a)?),
-            "echo" => Command::Echo(Echo::parse(&mut a)?),
-            "hello" => Command::Hello(Hello::parse(&mut a)?),
-            "info" => Command::Info(Info::parse(&mut a)?),
-            "ping" => Command::Ping(Ping::parse(&mut a)?),
-            "psubscribe" => Command::Psubscribe(Psubscribe::parse(&mut a)?),
-            "publish" => Command::Publish(Publish::parse(&mut a)?),
-            "pubsub" => Command::Pubsub(Pubsub::parse(&mut a)?),
-            "punsubscribe" => Command::Punsubscribe(Punsubscribe::parse(&mut a)?),
-            "quit" => Command::Quit(Quit::parse(&mut a)?),
-            "reset" => Command::Reset(Reset::parse(&mut a)?),
-            "select" => Command::Select(Select::parse(&mut a)?),
-            "subscribe" => Command::Subscribe(Subscribe::parse(&mut a)?),
-            _ => Command::Unsubscribe(Unsubscribe::parse(&mut a)?),
-        })
-    }
-
-    /// The lower-case name error messages show.
-    pub fn name(&self) -> &str {
-        match self {
-            Command::Ping(_) => "ping",
-            Command::Echo(_) => "echo",
-            Command::Hello(_) => "hello",
-            Command::Auth(_) => "auth",
-            Command::Client(_) => "client",
-            Command::Select(_) => "select",
-            Command::Quit(_) => "quit",
-            Command::Reset(_) => "reset",
-            Command::Subscribe(_) => "subscribe",
-            Command::Unsubscribe(_) => "unsubscribe",
-            Command::Psubscribe(_) => "psubscribe",
-            Command::Punsubscribe(_) => "punsubscribe",
-            Command::Publish(_) => "publish",
-            Command::Pubsub(_) => "pubsub",
-            Command::Command(_) => "command",
-            Command::Info(_) => "info",
-            Command::Config(_) => "config",
-            Command::Unknown(u) => u.name(),
-        }
-    }
-
-    /// Whether it runs before authentication (`AUTH`, `HELLO`, `QUIT`, `RESET`).
+    /// Whether it runs before authentication (flag `no_auth`).
     pub fn allowed_before_auth(&self) -> bool {
-        matches!(
-            self,
-            Command::Auth(_) | Command::Hello(_) | Command::Quit(_) | Command::Reset(_)
-        )
+        self.spec().is_some_and(Spec::no_auth)
     }
+}
 
-    /// Whether it runs in the RESP2 subscribed context.
-    pub fn allowed_when_subscribed(&self) -> bool {
-        matches!(
-            self,
-            Command::Subscribe(_)
-                | Command::Unsubscribe(_)
-                | Command::Psubscribe(_)
-                | Command::Punsubscribe(_)
-                | Command::Ping(_)
-                | Command::Quit(_)
-                | Command::Reset(_)
-        )
-    }
-
-    /// Runs the command, writing its reply to `out`.
-    pub fn apply(self, session: &mut Session, out: &mut BytesMut) -> Flow {
-        match self {
-            Command::Ping(c) => c.apply(session, out),
-            Command::Echo(c) => c.apply(session, out),
-            Command::Hello(c) => c.apply(session, out),
-            Command::Auth(c) => c.apply(session, out),
-            Command::Client(c) => c.apply(session, out),
-            Command::Select(c) => c.apply(session, out),
-            Command::Quit(c) => c.apply(session, out),
-            Command::Reset(c) => c.apply(session, out),
-            Command::Subscribe(c) => c.apply(session, out),
-            Command::Unsubscribe(c) => c.apply(session, out),
-            Command::Psubscribe(c) => c.apply(session, out),
-            Command::Punsubscribe(c) => c.apply(session, out),
-            Command::Publish(c) => c.apply(session, out),
-            Command::Pubsub(c) => c.apply(session, out),
-            Command::Command(c) => c.apply(session, out),
-            Command::Info(c) => c.apply(session, out),
-            Command::Config(c) => c.apply(session, out),
-            Command::Unknown(c) => c.apply(session, out),
+/// Declares every command once: the [`Command`] enum, the [`TABLE`] that
+/// `COMMAND` describes, and the dispatch from a name to its parser, its rules
+/// (before authentication, in the RESP2 subscribed context) and its `apply`.
+macro_rules! commands {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident($ty:ty) {
+            name: $name:literal,
+            arity: $arity:literal,
+            flags: [$($flag:literal),*],
+            group: $group:literal,
+            subscribed: $subscribed:literal,
+            summary: $summary:literal $(,)?
         }
+    )*) => {
+        /// A parsed request.
+        pub enum Command {
+            $( $(#[$doc])* $variant($ty), )*
+            /// Anything else.
+            Unknown(Unknown),
+        }
+
+        /// Every command this listener implements, as `COMMAND` lists them.
+        pub const TABLE: &[Spec] = &[$(
+            Spec {
+                name: $name,
+                arity: $arity,
+                flags: &[$($flag),*],
+                group: $group,
+                summary: $summary,
+            },
+        )*];
+
+        impl Command {
+            /// Parses a request: `args[0]` is the command name (any case).
+            pub fn parse(mut args: Vec<Bytes>) -> Result<Command, CmdError> {
+                if args.is_empty() {
+                    return Err(CmdError::Syntax);
+                }
+                let name = args.remove(0);
+                $(
+                    if is(&name, $name) {
+                        let mut a = Args::new($name, args);
+                        return Ok(Command::$variant(<$ty>::parse(&mut a)?));
+                    }
+                )*
+                Ok(Command::Unknown(Unknown::new(name, args)))
+            }
+
+            /// The lower-case name error messages show (as sent, when unknown).
+            pub fn name(&self) -> &str {
+                match self {
+                    $( Command::$variant(_) => $name, )*
+                    Command::Unknown(u) => u.name(),
+                }
+            }
+
+            /// Its description; `None` when unknown.
+            pub fn spec(&self) -> Option<&'static Spec> {
+                match self {
+                    Command::Unknown(_) => None,
+                    known => TABLE.iter().find(|s| s.name == known.name()),
+                }
+            }
+
+            /// Whether it runs in the RESP2 subscribed context.
+            pub fn allowed_when_subscribed(&self) -> bool {
+                match self {
+                    $( Command::$variant(_) => $subscribed, )*
+                    Command::Unknown(_) => false,
+                }
+            }
+
+            /// Runs the command, writing its reply to `out`.
+            pub fn apply(self, session: &mut Session, out: &mut BytesMut) -> Flow {
+                match self {
+                    $( Command::$variant(c) => c.apply(session, out), )*
+                    Command::Unknown(c) => c.apply(session, out),
+                }
+            }
+        }
+    };
+}
+
+commands! {
+    /// `AUTH [user] pass`
+    Auth(Auth) {
+        name: "auth",
+        arity: -2,
+        flags: ["noscript", "loading", "stale", "fast", "no_auth"],
+        group: "connection",
+        subscribed: false,
+        summary: "Authenticates the connection.",
+    }
+    /// `CLIENT subcommand ...`
+    Client(Client) {
+        name: "client",
+        arity: -2,
+        flags: ["noscript", "loading", "stale"],
+        group: "connection",
+        subscribed: false,
+        summary: "A container for client connection commands.",
+    }
+    /// `COMMAND [COUNT|LIST|INFO|DOCS]`
+    Command(CommandInfo) {
+        name: "command",
+        arity: -1,
+        flags: ["loading", "stale"],
+        group: "server",
+        subscribed: false,
+        summary: "Returns detailed information about all commands.",
+    }
+    /// `CONFIG GET parameter...`
+    Config(Config) {
+        name: "config",
+        arity: -2,
+        flags: ["admin", "noscript", "loading", "stale"],
+        group: "server",
+        subscribed: false,
+        summary: "A container for server configuration commands.",
+    }
+    /// `ECHO message`
+    Echo(Echo) {
+        name: "echo",
+        arity: 2,
+        flags: ["fast"],
+        group: "connection",
+        subscribed: false,
+        summary: "Returns the given string.",
+    }
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`
+    Hello(Hello) {
+        name: "hello",
+        arity: -1,
+        flags: ["noscript", "loading", "stale", "fast", "no_auth"],
+        group: "connection",
+        subscribed: false,
+        summary: "Handshakes with the server.",
+    }
+    /// `INFO [section...]`
+    Info(Info) {
+        name: "info",
+        arity: -1,
+        flags: ["loading", "stale"],
+        group: "server",
+        subscribed: false,
+        summary: "Returns information and statistics about the server.",
+    }
+    /// `PING [message]`
+    Ping(Ping) {
+        name: "ping",
+        arity: -1,
+        flags: ["fast"],
+        group: "connection",
+        subscribed: true,
+        summary: "Returns the server's liveliness response.",
+    }
+    /// `PSUBSCRIBE pattern...`
+    Psubscribe(Psubscribe) {
+        name: "psubscribe",
+        arity: -2,
+        flags: ["pubsub", "noscript", "loading", "stale"],
+        group: "pubsub",
+        subscribed: true,
+        summary: "Listens for messages published to channels that match one or more patterns.",
+    }
+    /// `PUBLISH channel message`
+    Publish(Publish) {
+        name: "publish",
+        arity: 3,
+        flags: ["pubsub", "loading", "stale", "fast"],
+        group: "pubsub",
+        subscribed: false,
+        summary: "Posts a message to a channel.",
+    }
+    /// `PUBSUB CHANNELS|NUMSUB|NUMPAT`
+    Pubsub(Pubsub) {
+        name: "pubsub",
+        arity: -2,
+        flags: ["pubsub", "loading", "stale"],
+        group: "pubsub",
+        subscribed: false,
+        summary: "A container for Pub/Sub commands.",
+    }
+    /// `PUNSUBSCRIBE [pattern...]`
+    Punsubscribe(Punsubscribe) {
+        name: "punsubscribe",
+        arity: -1,
+        flags: ["pubsub", "noscript", "loading", "stale"],
+        group: "pubsub",
+        subscribed: true,
+        summary: "Stops listening to messages published to channels that match one or more patterns.",
+    }
+    /// `QUIT`
+    Quit(Quit) {
+        name: "quit",
+        arity: -1,
+        flags: ["allow_busy", "noscript", "loading", "stale", "fast", "no_auth"],
+        group: "connection",
+        subscribed: true,
+        summary: "Closes the connection.",
+    }
+    /// `RESET`
+    Reset(Reset) {
+        name: "reset",
+        arity: 1,
+        flags: ["noscript", "loading", "stale", "fast", "no_auth"],
+        group: "connection",
+        subscribed: true,
+        summary: "Resets the connection.",
+    }
+    /// `SELECT db`
+    Select(Select) {
+        name: "select",
+        arity: 2,
+        flags: ["loading", "stale", "fast"],
+        group: "connection",
+        subscribed: false,
+        summary: "Changes the selected database.",
+    }
+    /// `SUBSCRIBE channel...`
+    Subscribe(Subscribe) {
+        name: "subscribe",
+        arity: -2,
+        flags: ["pubsub", "noscript", "loading", "stale"],
+        group: "pubsub",
+        subscribed: true,
+        summary: "Listens for messages published to channels.",
+    }
+    /// `UNSUBSCRIBE [channel...]`
+    Unsubscribe(Unsubscribe) {
+        name: "unsubscribe",
+        arity: -1,
+        flags: ["pubsub", "noscript", "loading", "stale"],
+        group: "pubsub",
+        subscribed: true,
+        summary: "Stops listening to messages posted to channels.",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_declared_command_parses_to_itself_and_nothing_else_does() {
+        let example = |name: &str| -> &[&str] {
+            match name {
+                "client" => &["ID"],
+                "config" => &["GET", "x"],
+                "pubsub" => &["NUMPAT"],
+                "select" => &["0"],
+                "publish" => &["a", "b"],
+                "auth" | "echo" | "psubscribe" | "subscribe" => &["a"],
+                _ => &[],
+            }
+        };
+        for spec in TABLE {
+            let mut args = vec![Bytes::from(spec.name.to_ascii_uppercase())];
+            args.extend(
+                example(spec.name)
+                    .iter()
+                    .map(|a| Bytes::from(a.to_string())),
+            );
+            match Command::parse(args) {
+                Ok(c) => assert_eq!(c.name(), spec.name),
+                Err(e) => panic!("{}: {e}", spec.name),
+            }
+        }
+        let unknown = Command::parse(vec![Bytes::from_static(b"unsubscribex")]);
+        assert!(matches!(unknown, Ok(Command::Unknown(_))));
+    }
+
+    #[test]
+    fn only_no_auth_commands_run_before_authentication() {
+        let before: Vec<&str> = TABLE
+            .iter()
+            .filter(|s| s.no_auth())
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(before, ["auth", "hello", "quit", "reset"]);
     }
 }

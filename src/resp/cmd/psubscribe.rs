@@ -1,5 +1,8 @@
 //! `PSUBSCRIBE pattern [pattern ...]`: glob subscriptions in the hub (`*`, `?`,
-//! `[...]`, `\` as in Redis); one confirmation per pattern.
+//! `[...]`, `\` as in Redis); one confirmation per pattern. Patterns longer than
+//! `resp_max_pattern_bytes`, or more than `resp_max_patterns` per connection, are
+//! refused (nothing subscribed): every publication is matched against every
+//! distinct pattern.
 
 use bytes::BytesMut;
 

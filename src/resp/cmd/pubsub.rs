@@ -1,5 +1,7 @@
 //! `PUBSUB CHANNELS [pattern] | NUMSUB [channel ...] | NUMPAT | HELP`: introspection
-//! over the hub, so the counts include websocket and Socket.IO clients.
+//! over the hub, so the counts include websocket and Socket.IO clients. A
+//! `CHANNELS` pattern is bounded like a `PSUBSCRIBE` one: it is matched against
+//! every room.
 
 use bytes::BytesMut;
 
@@ -51,6 +53,11 @@ impl Pubsub {
         let mut reply = Reply::new(out, s.proto);
         match self {
             Pubsub::Channels(pattern) => {
+                let max = s.ctx.limits.max_pattern_bytes;
+                if pattern.as_ref().is_some_and(|p| p.len() > max) {
+                    reply.error(&format!("ERR pattern too long (over {max} bytes)"));
+                    return Flow::Continue;
+                }
                 let rooms = hub.rooms(pattern.as_deref().map(str::as_bytes));
                 reply.array(rooms.len());
                 for r in rooms {
