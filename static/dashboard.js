@@ -170,7 +170,24 @@ function render(stats) {
     ["events delivered", stats.hub.delivered],
     ["slow clients dropped", stats.hub.dropped_slow],
   ];
-  $("conns").replaceChildren(...rows.map(([label, n]) => h("tr", {}, h("th", { scope: "row" }, label), h("td", { class: "num" }, fmt(n)))));
+  const http = stats.http;
+  if (http) {
+    const cap = http.max_connections_per_ip ? ` (${fmt(http.max_connections_per_ip)} per address)` : "";
+    rows.push(
+      [`HTTP connections open / cap${cap}`, `${fmt(http.open)} / ${fmt(http.max_connections)}`],
+      ["refused over the caps", (http.refused.global || 0) + (http.refused.per_ip || 0)],
+      ["closed by the header timeout", http.header_timeouts],
+    );
+  }
+  const rt = stats.realtime;
+  if (rt) {
+    rows.push(
+      ["Socket.IO awaiting CONNECT", rt.socketio_awaiting_connect],
+      ["no CONNECT in time", rt.socketio_connect_timeouts],
+      ["dropped by the write timeout", rt.write_timeouts],
+    );
+  }
+  $("conns").replaceChildren(...rows.map(([label, n]) => h("tr", {}, h("th", { scope: "row" }, label), h("td", { class: "num" }, typeof n === "string" ? n : fmt(n)))));
 
   const names = Object.entries(stats.by_name || {}).sort(([a], [b]) => a.localeCompare(b));
   $("names").replaceChildren(...(names.length

@@ -619,3 +619,41 @@ async fn an_honest_client_is_served_while_others_attack() {
         assert_eq!(end, 1008);
     }
 }
+
+#[tokio::test]
+async fn open_websockets_hold_their_place_under_the_cap_until_they_end() {
+    let app = spawn_app_with(|s| {
+        s.limits.max_connections = 8;
+        s.limits.max_connections_per_ip = 0;
+    })
+    .await;
+    let alice = app.register("alice").await;
+    let url = format!("ws://{}/ws?token={}", app.addr, alice.token);
+    let mut open = Vec::new();
+    let refused = loop {
+        assert!(open.len() <= 8, "more websockets than the cap allows");
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok((ws, _)) => open.push(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => break resp.status(),
+            Err(e) => panic!("expected a 503 answer, got {e}"),
+        }
+    };
+    assert_eq!(refused, 503);
+    assert!(
+        open.len() >= 6,
+        "only {} websockets before the cap",
+        open.len()
+    );
+    // A closed websocket frees its place.
+    let mut first = open.remove(0);
+    first.close(None).await.unwrap();
+    while first.next().await.is_some() {}
+    drop(first);
+    let ws = app
+        .eventually(WAIT, || {
+            let url = url.clone();
+            async move { tokio_tungstenite::connect_async(url).await.ok() }
+        })
+        .await;
+    drop(ws);
+}

@@ -509,6 +509,40 @@ mod tests {
         assert!(is_masked(&mut masked));
     }
 
+    fn opcode() -> impl proptest::strategy::Strategy<Value = OpCode> {
+        proptest::prop_oneof![
+            proptest::strategy::Just(OpCode::Continuation),
+            proptest::strategy::Just(OpCode::Text),
+            proptest::strategy::Just(OpCode::Binary),
+            proptest::strategy::Just(OpCode::Close),
+            proptest::strategy::Just(OpCode::Ping),
+            proptest::strategy::Just(OpCode::Pong),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_frame_sequences_never_panic_nor_exceed_the_limit(
+            frames in proptest::collection::vec(
+                (proptest::bool::ANY, opcode(), proptest::bool::weighted(0.95),
+                 proptest::collection::vec(proptest::num::u8::ANY, 0..40)),
+                0..40,
+            )
+        ) {
+            let mut r = Reassembler::new(64);
+            for (fin, op, masked, payload) in frames {
+                match r.push(fin, op, masked, &payload) {
+                    Some(Inbound::Text(t)) => proptest::prop_assert!(t.len() <= 64),
+                    Some(Inbound::Violation(..) | Inbound::Closed) => break,
+                    _ => {}
+                }
+                if let Some((_, buf)) = &r.partial {
+                    proptest::prop_assert!(buf.len() <= 64);
+                }
+            }
+        }
+    }
+
     #[test]
     fn close_reasons_are_cut_on_a_character_boundary() {
         let long = "é".repeat(100);
