@@ -60,7 +60,22 @@ async fn reads_match(app: &TestApp, m: &Value) {
         let (status, got) = app.get(&path, token).await;
         assert_eq!(status, StatusCode::OK, "{what}: {got}");
         let got = if who == "admin" {
-            got["tasks"].clone()
+            // Tasks the upgraded server enqueued itself (its built-in schedule) are
+            // newer than every task of the fixture.
+            let known: Vec<&Value> = expected
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| &t["id"])
+                .collect();
+            let old: Vec<Value> = got["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| known.contains(&&t["id"]))
+                .cloned()
+                .collect();
+            Value::Array(old)
         } else {
             got
         };
