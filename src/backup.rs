@@ -499,7 +499,7 @@ fn backup_online(mut stream: UnixStream, out: &Path) -> Result<Summary, Error> {
 
 /// Opens the store in `data` (no server may be running) and writes a snapshot.
 fn backup_offline(data: &Path, out: &Path) -> Result<Summary, Error> {
-    if !data.join("conf").is_file() {
+    if !store::snapshot::exists(data) {
         return Err(Error::NoData(data.to_owned()));
     }
     let store = Store::open(data, Durability::Sync, 500).map_err(|e| Error::Open {
@@ -650,17 +650,13 @@ fn prepare_target(data: &Path, force: bool) -> Result<(), Error> {
 }
 
 /// Refuses a directory that a running server holds: its control socket answers, or
-/// sled's lock on its `db` file is taken.
+/// the store's own lock is taken.
 fn ensure_unused(data: &Path) -> Result<(), Error> {
     if UnixStream::connect(data.join(crate::control::SOCKET_NAME)).is_ok() {
         return Err(Error::InUse(data.to_owned()));
     }
-    let db = data.join("db");
-    if let Ok(file) = File::options().read(true).write(true).open(&db) {
-        if fs2::FileExt::try_lock_exclusive(&file).is_err() {
-            return Err(Error::InUse(data.to_owned()));
-        }
-        let _ = fs2::FileExt::unlock(&file);
+    if store::snapshot::in_use(data) {
+        return Err(Error::InUse(data.to_owned()));
     }
     Ok(())
 }

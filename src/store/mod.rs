@@ -16,7 +16,26 @@
 //!   before the write, on the plain tables.
 //! - Keys are big-endian so that byte order is numeric order; newest-first listings
 //!   are reverse ranges. Values are postcard.
-//! - This module knows nothing of HTTP, websockets or the queue's policies.
+//! - This module knows nothing of HTTP, websockets or the queue's policies, and
+//!   imports nothing above it: its records ([`records`]), clock ([`time`]) and
+//!   settings ([`StoreSettings`]) are its own, and no sled type leaves it.
+//!
+//! # The interface, for a second backend
+//! What the rest of likewise relies on, and what another backend would have to give:
+//! - **Typed tables** ([`Tables`], declared once by `tables!`): ordered maps from
+//!   fixed-width big-endian keys to postcard records, with point reads, prefix counts
+//!   and ascending/descending range scans outside transactions.
+//! - **One writer, serialisable transactions** ([`Store::write`]): a change is a pure
+//!   function of a transaction view ([`Tx`]: get, insert, remove, fresh ids) that may
+//!   be re-run; changes are applied in submission order, many per transaction.
+//! - **Durability on demand**: `write` answers after the change is on disk (sync
+//!   mode); [`Store::write_lazy`] answers once committed, durable with the next flush,
+//!   never out of commit order.
+//! - **Ordered after-commit hand-off** ([`Store::write_then`]): work that must follow
+//!   commit order runs on a publisher, never on the writer.
+//! - **Consistent snapshots and bulk loads** ([`Frozen`], [`Loader`]) of raw records
+//!   by table name, and an id floor, for backups and restores.
+//! - **A schema version and migrations at open** ([`migrate`]).
 
 mod keys;
 pub mod migrate;

@@ -54,9 +54,43 @@ impl FrozenTable<'_> {
     }
 
     /// Every (key, value) pair as stored, ascending by key.
-    pub fn entries(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), Error>> + '_ {
-        self.tree.iter().map(|item| item.map_err(Error::from))
+    pub fn entries(&self) -> impl Iterator<Item = Result<(Raw, Raw), Error>> + '_ {
+        self.tree
+            .iter()
+            .map(|item| item.map(|(k, v)| (Raw(k), Raw(v))).map_err(Error::from))
     }
+}
+
+/// Stored bytes (a key or a value) as the backend holds them, without a copy.
+pub struct Raw(sled::IVec);
+
+impl std::ops::Deref for Raw {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Whether `dir` holds a database (without opening it).
+pub fn exists(dir: &Path) -> bool {
+    dir.join("conf").is_file()
+}
+
+/// Whether another process holds the database in `dir` open (the backend's lock on
+/// its files is taken). A directory without a database is not in use.
+pub fn in_use(dir: &Path) -> bool {
+    let Ok(file) = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(dir.join("db"))
+    else {
+        return false;
+    };
+    if fs2::FileExt::try_lock_exclusive(&file).is_err() {
+        return true;
+    }
+    let _ = fs2::FileExt::unlock(&file);
+    false
 }
 
 /// Fills a new database from raw records, then makes its id generator continue above
