@@ -44,13 +44,14 @@ dpkg-deb --info "$deb" conffiles | grep -qx '/etc/likewise/likewise.toml' \
   || fail "the config file is not a conffile"
 
 step "lintian (only the overrides in packaging/debian/lintian-overrides are accepted)"
-lintian --fail-on error,warning --no-tag-display-limit "$deb" 2>&1 | grep -v 'root privileges' || true
+lintian --fail-on error,warning --tag-display-limit 0 "$deb" 2>&1 | grep -v 'root privileges' || true
 lintian --fail-on error,warning "$deb" >/dev/null 2>&1 || fail "lintian reports errors or warnings"
+deb_files=$(dpkg-deb --contents "$deb")
 for f in ./usr/share/doc/likewise/copyright ./usr/share/doc/likewise/changelog.Debian.gz \
   ./usr/share/doc/likewise/changelog.gz ./usr/share/man/man1/likewise.1.gz \
   ./usr/share/man/man1/likewise-serve.1.gz ./usr/share/man/man1/likewise-backup.1.gz \
   ./usr/share/man/man1/likewise-restore.1.gz; do
-  dpkg-deb --contents "$deb" | grep -q " $f\$" || fail "the .deb lacks $f"
+  grep -q " $f\$" <<<"$deb_files" || fail "the .deb lacks $f"
 done
 
 pid=""
@@ -135,10 +136,10 @@ rm -f "$log"
 step "the .rpm"
 rpm -qip "$rpm_file"
 rpmlint -c packaging/rpm/rpmlint.toml "$rpm_file" || fail "rpmlint"
-rpm -qlp "$rpm_file" | grep -qx /usr/share/man/man1/likewise.1.gz || fail "rpm lacks the manual page"
 rpm_files=$(rpm -qlp "$rpm_file")
 echo "$rpm_files"
 grep -qx /usr/bin/likewise <<<"$rpm_files" || fail "rpm lacks the binary"
+grep -qx /usr/share/man/man1/likewise.1.gz <<<"$rpm_files" || fail "rpm lacks the manual page"
 grep -qx /usr/lib/systemd/system/likewise.service <<<"$rpm_files" || fail "rpm lacks the unit"
 rpm -qcp "$rpm_file" | grep -qx /etc/likewise/likewise.toml || fail "rpm config file not marked"
 rpm -qp --scripts "$rpm_file" | grep -q useradd || fail "rpm lacks the user scriptlet"
