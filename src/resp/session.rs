@@ -1182,7 +1182,8 @@ mod tests {
             ),
             (
                 "FUNCTION FLUSH ASYNC x",
-                "-ERR wrong number of arguments for 'function|flush' command",
+                "-ERR unknown subcommand or wrong number of arguments for 'FLUSH'. Try \
+                 FUNCTION HELP.",
             ),
             (
                 "FUNCTION LOAD x",

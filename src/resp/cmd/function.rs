@@ -29,7 +29,11 @@ impl Function {
                 [_] => Err(CmdError::Reply(
                     "ERR FUNCTION FLUSH only supports SYNC|ASYNC option".into(),
                 )),
-                _ => Err(CmdError::Arity("function|flush".into())),
+                _ => Err(CmdError::Reply(format!(
+                    "ERR unknown subcommand or wrong number of arguments for '{}'. Try \
+                     FUNCTION HELP.",
+                    String::from_utf8_lossy(&sub)
+                ))),
             }
         } else if is(&sub, "help") {
             args.finish()
