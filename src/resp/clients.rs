@@ -7,6 +7,7 @@
 //! is dropped, which the connection task does before closing the socket: once a
 //! killed client sees its connection end, it is no longer listed.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,7 +48,7 @@ pub struct State {
     /// When the last command arrived.
     pub last_active: Instant,
     /// The last command, as Redis names it (`client|list`); `None` before any.
-    pub cmd: Option<String>,
+    pub cmd: Option<Cow<'static, str>>,
     /// Channels subscribed to.
     pub sub: usize,
     /// Patterns subscribed to.
@@ -266,7 +267,7 @@ mod tests {
         r.entry().update(|s| {
             s.psub = 1;
             s.name = "w".into();
-            s.cmd = Some("psubscribe".into());
+            s.cmd = Some(Cow::Borrowed("psubscribe"));
             s.addr = Some(([127, 0, 0, 1], 4000).into());
         });
         assert_eq!(r.entry().client_type(), ClientType::Pubsub);

@@ -10,6 +10,7 @@
 //! holds one hub [`Subscription`] for the whole life of the connection, which is
 //! what counts the connection in the hub's statistics.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -214,6 +215,10 @@ pub struct Session {
     pub(super) skip_this: bool,
     /// `CLIENT REPLY SKIP` is running: the next command gets no reply.
     pub(super) skip_next: bool,
+    /// The last known command, as `CLIENT LIST` names it.
+    last_cmd: Option<Cow<'static, str>>,
+    /// When the last request arrived.
+    last_active: Instant,
 }
 
 impl Session {
@@ -235,6 +240,8 @@ impl Session {
             reply_off: false,
             skip_this: false,
             skip_next: false,
+            last_cmd: None,
+            last_active: Instant::now(),
         }
     }
 
@@ -311,6 +318,10 @@ impl Session {
     /// `CLIENT REPLY OFF|SKIP` silences it.
     pub fn handle(&mut self, args: Vec<Bytes>, out: &mut BytesMut) -> Flow {
         let start = out.len();
+        let request = !args.is_empty();
+        if request {
+            self.last_active = Instant::now();
+        }
         let (flow, pushes) = self.run(args, out);
         if (self.reply_off || self.skip_this) && out.len() > start {
             // Subscription confirmations are push messages, which Redis delivers
@@ -321,7 +332,27 @@ impl Session {
         }
         // `CLIENT REPLY SKIP` silences the command after it, and only that one.
         self.skip_this = std::mem::take(&mut self.skip_next);
+        if request {
+            self.sync_entry();
+        }
         flow
+    }
+
+    /// Copies what `CLIENT LIST` shows about this connection to its registry
+    /// entry: once per request, under one short lock, allocating only when the
+    /// name changed or the command has a subcommand.
+    pub(super) fn sync_entry(&self) {
+        let name = self.name.as_deref().unwrap_or("");
+        self.entry().update(|s| {
+            if s.name != name {
+                name.clone_into(&mut s.name);
+            }
+            s.cmd.clone_from(&self.last_cmd);
+            s.last_active = self.last_active;
+            s.sub = self.channels.len();
+            s.psub = self.patterns.len();
+            s.resp = self.proto.number();
+        });
     }
 
     /// Runs one request; also says whether its replies are push messages.
@@ -350,18 +381,17 @@ impl Session {
                 return (Flow::Continue, false);
             }
         };
-        let cmd = match (&sub, command.has_subcommands()) {
-            (Some(sub), true) => format!(
-                "{}|{}",
-                command.name(),
-                String::from_utf8_lossy(sub).to_ascii_lowercase()
-            ),
-            _ => command.name().to_owned(),
-        };
-        self.entry().update(|s| {
-            s.cmd = Some(cmd);
-            s.last_active = Instant::now();
-        });
+        // As in Redis, an unknown command leaves the last one shown.
+        if let Some(spec) = command.spec() {
+            self.last_cmd = Some(match (&sub, command.has_subcommands()) {
+                (Some(sub), true) => Cow::Owned(format!(
+                    "{}|{}",
+                    spec.name,
+                    String::from_utf8_lossy(sub).to_ascii_lowercase()
+                )),
+                _ => Cow::Borrowed(spec.name),
+            });
+        }
         if !self.authenticated && !command.allowed_before_auth() {
             Reply::new(out, self.proto).error("NOAUTH Authentication required.");
             return (Flow::Continue, false);
@@ -379,18 +409,6 @@ impl Session {
         }
         let pushes = command.replies_with_pushes();
         let flow = command.apply(self, out);
-        let (name, sub, psub, resp) = (
-            self.name.clone().unwrap_or_default(),
-            self.channels.len(),
-            self.patterns.len(),
-            self.proto.number(),
-        );
-        self.entry().update(|s| {
-            s.name = name;
-            s.sub = sub;
-            s.psub = psub;
-            s.resp = resp;
-        });
         (flow, pushes)
     }
 

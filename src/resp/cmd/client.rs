@@ -299,17 +299,14 @@ impl Client {
             }
             Client::Flag => reply.simple("OK"),
             Client::Info => {
-                // The session updates its entry after each command; the name may
-                // have changed since.
-                let name = s.name.clone().unwrap_or_default();
-                s.entry().update(|st| st.name = name);
+                // Its own line shows this very command, as in Redis.
+                s.sync_entry();
                 let mut line = s.entry().line(Instant::now());
                 line.push('\n');
                 reply.verbatim(*b"txt", line.as_bytes());
             }
             Client::List(filter) => {
-                let name = s.name.clone().unwrap_or_default();
-                s.entry().update(|st| st.name = name);
+                s.sync_entry();
                 let clients = &s.ctx.clients;
                 let entries = match filter {
                     ListFilter::All => clients.all(),
