@@ -1,6 +1,7 @@
-//! One RESP client's protocol state: protocol version, authentication, name and
-//! subscriptions, and the rules Redis applies to them (`NOAUTH` before
-//! authentication, the RESP2 subscribed context, push frames in RESP3), plus the
+//! One RESP client's protocol state: protocol version, authentication, name,
+//! subscriptions and reply mode (`CLIENT REPLY`), and the rules Redis applies to
+//! them (`NOAUTH` before authentication, the RESP2 subscribed context, push frames
+//! in RESP3, replies silenced but pushes delivered), plus the
 //! guards a hostile client meets: the cross-protocol guard (an HTTP request sent
 //! to this port closes the connection, as Redis does), the `AUTH` throttle per
 //! address, and bounds on patterns and channel names.
@@ -8,7 +9,8 @@
 //! A [`Session`] takes decoded requests and writes replies into a buffer; it
 //! never sees a socket, so every rule here is unit-tested with plain bytes. It
 //! holds one hub [`Subscription`] for the whole life of the connection, which is
-//! what counts the connection in the hub's statistics.
+//! what counts the connection in the hub's statistics, and one entry in the
+//! listener's registry of clients, which it refreshes after each request.
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
