@@ -5,7 +5,8 @@
 //! Shape: [`frame`] turns bytes into frames and replies into bytes; [`connection`]
 //! owns a socket and its buffers; [`session`] is one client's protocol state machine
 //! (authentication, protocol version, subscriptions) that runs each [`cmd`] and
-//! knows no socket, so it is tested without one; [`bridge`] decodes the messages
+//! knows no socket, so it is tested without one; [`clients`] is the registry of
+//! live connections that `CLIENT LIST` and `CLIENT KILL` use; [`bridge`] decodes the messages
 //! python-socketio's pub/sub managers publish; [`server`] accepts connections and
 //! drives each one until it ends or the server shuts down.
 //!
@@ -14,6 +15,7 @@
 //! only: it never touches the store or the domain.
 
 pub mod bridge;
+pub mod clients;
 pub mod cmd;
 pub mod connection;
 pub mod frame;

@@ -2,7 +2,7 @@
 //! through the [`Session`], add the deliveries waiting in the hub, write it all at
 //! once, then wait for more input or the next delivery.
 //!
-//! A connection ends on `QUIT`, end of stream, a protocol error (answered
+//! A connection ends on `QUIT`, `CLIENT KILL`, end of stream, a protocol error (answered
 //! first), the cross-protocol guard, the `AUTH` deadline or throttle, the hub
 //! dropping it as too slow, or shutdown.
 //! At shutdown the listener stops accepting and waits for its connections, which
@@ -48,7 +48,7 @@ impl Listener {
     ) -> std::io::Result<Listener> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let ctx = Context::new(hub, password, RespLimits::from(limits), addr.port());
+        let ctx = Context::new(hub, password, RespLimits::from(limits), addr);
         Ok(Listener {
             listener,
             addr,
@@ -112,6 +112,7 @@ async fn refuse(mut stream: TcpStream) {
 
 enum Event {
     Shutdown,
+    Killed,
     AuthDeadline,
     Delivery(Option<Delivery>),
     Read(std::io::Result<usize>),
@@ -126,8 +127,12 @@ async fn serve(
 ) -> &'static str {
     let auth_timeout = ctx.limits.auth_timeout;
     let mut auth_deadline = tokio::time::Instant::now() + auth_timeout;
+    let local = stream.local_addr().unwrap_or(ctx.addr);
+    let fd = raw_fd(&stream);
     let mut conn = Connection::new(stream);
-    let mut session = Session::new(ctx).with_peer(peer.ip());
+    let mut session = Session::new(ctx).with_addrs(peer, local, fd);
+    // Its own handle: waiting on it must not borrow the session being driven.
+    let entry = session.entry().clone();
     let mut was_authenticated = session.authenticated();
     loop {
         let mut close: Option<&'static str> = None;
@@ -161,6 +166,7 @@ async fn serve(
                 let written = tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => return "server shutting down",
+                    _ = entry.killed() => return "closed by CLIENT KILL",
                     _ = session.ended() => return "dropped by the hub (too slow or shutting down)",
                     r = conn.flush() => r,
                 };
@@ -182,12 +188,14 @@ async fn serve(
         let event = tokio::select! {
             biased;
             _ = shutdown.cancelled() => Event::Shutdown,
+            _ = entry.killed() => Event::Killed,
             _ = tokio::time::sleep_until(auth_deadline), if waiting_for_auth => Event::AuthDeadline,
             d = session.recv() => Event::Delivery(d),
             r = conn.read() => Event::Read(r),
         };
         match event {
             Event::Shutdown => return "server shutting down",
+            Event::Killed => return "closed by CLIENT KILL",
             Event::AuthDeadline => {
                 Reply::new(conn.output(), session.proto()).error("ERR authentication timed out");
                 // Best effort: a peer that does not read gets no more time.
@@ -206,4 +214,17 @@ async fn serve(
             Event::Read(Err(_)) => return "read failed",
         }
     }
+}
+
+/// The socket's descriptor, which `CLIENT LIST` shows as `fd`.
+#[cfg(unix)]
+fn raw_fd(stream: &TcpStream) -> i64 {
+    use std::os::fd::AsRawFd;
+    i64::from(stream.as_raw_fd())
+}
+
+/// No descriptor to show on this platform.
+#[cfg(not(unix))]
+fn raw_fd(_: &TcpStream) -> i64 {
+    -1
 }

@@ -1,6 +1,7 @@
-//! One RESP client's protocol state: protocol version, authentication, name and
-//! subscriptions, and the rules Redis applies to them (`NOAUTH` before
-//! authentication, the RESP2 subscribed context, push frames in RESP3), plus the
+//! One RESP client's protocol state: protocol version, authentication, name,
+//! subscriptions and reply mode (`CLIENT REPLY`), and the rules Redis applies to
+//! them (`NOAUTH` before authentication, the RESP2 subscribed context, push frames
+//! in RESP3, replies silenced but pushes delivered), plus the
 //! guards a hostile client meets: the cross-protocol guard (an HTTP request sent
 //! to this port closes the connection, as Redis does), the `AUTH` throttle per
 //! address, and bounds on patterns and channel names.
@@ -8,15 +9,18 @@
 //! A [`Session`] takes decoded requests and writes replies into a buffer; it
 //! never sees a socket, so every rule here is unit-tested with plain bytes. It
 //! holds one hub [`Subscription`] for the whole life of the connection, which is
-//! what counts the connection in the hub's statistics.
+//! what counts the connection in the hub's statistics, and one entry in the
+//! listener's registry of clients, which it refreshes after each request.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::clients::{Clients, Entry, Registration};
 use super::cmd::Command;
 #[cfg(test)]
 use super::frame::Decoder;
@@ -43,6 +47,8 @@ pub struct RespLimits {
     pub auth_failures: u32,
     /// Window for `auth_failures`.
     pub auth_window: Duration,
+    /// Most connections at once (`maxclients`).
+    pub max_clients: usize,
 }
 
 impl Default for RespLimits {
@@ -67,6 +73,7 @@ impl From<&crate::config::Limits> for RespLimits {
             auth_timeout: Duration::from_millis(l.resp_auth_timeout_ms),
             auth_failures: l.resp_auth_failures,
             auth_window: Duration::from_secs(l.resp_auth_window_s),
+            max_clients: l.resp_max_clients,
         }
     }
 }
@@ -86,6 +93,10 @@ pub struct Context {
     pub started: Instant,
     /// The port the listener is bound to, for `INFO`.
     pub port: u16,
+    /// The address the listener is bound to, for `CONFIG GET bind`.
+    pub addr: SocketAddr,
+    /// Every live connection, for `CLIENT LIST` and `CLIENT KILL`.
+    pub clients: Arc<Clients>,
     /// Failed `AUTH`s per address: how many, since when.
     auth_failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
@@ -105,14 +116,17 @@ pub enum AuthOutcome {
 pub const THROTTLED: &str = "ERR too many failed AUTH attempts from this address; try again later";
 
 impl Context {
-    /// A context for `hub`, with an optional password and the limits.
-    pub fn new(hub: Hub, password: Option<String>, limits: RespLimits, port: u16) -> Self {
+    /// A context for `hub`, with an optional password and the limits, for a
+    /// listener bound to `addr`.
+    pub fn new(hub: Hub, password: Option<String>, limits: RespLimits, addr: SocketAddr) -> Self {
         Context {
             hub,
             password: password.filter(|p| !p.is_empty()),
             limits,
             started: Instant::now(),
-            port,
+            port: addr.port(),
+            addr,
+            clients: Arc::new(Clients::default()),
             auth_failures: Mutex::new(HashMap::new()),
         }
     }
@@ -195,6 +209,18 @@ pub struct Session {
     pub(super) channels: BTreeSet<String>,
     pub(super) patterns: BTreeSet<String>,
     pub(super) peer: Option<IpAddr>,
+    /// This connection in the listener's registry.
+    pub(super) registration: Registration,
+    /// `CLIENT REPLY OFF` is in force.
+    pub(super) reply_off: bool,
+    /// `CLIENT REPLY SKIP` was the previous command: this one gets no reply.
+    pub(super) skip_this: bool,
+    /// `CLIENT REPLY SKIP` is running: the next command gets no reply.
+    pub(super) skip_next: bool,
+    /// The last known command, as `CLIENT LIST` names it.
+    last_cmd: Option<Cow<'static, str>>,
+    /// When the last request arrived.
+    last_active: Instant,
 }
 
 impl Session {
@@ -202,6 +228,7 @@ impl Session {
     pub fn new(ctx: Arc<Context>) -> Session {
         let sub = ctx.hub.subscribe(Transport::Resp);
         let authenticated = ctx.password.is_none();
+        let registration = ctx.clients.register(sub.id());
         Session {
             ctx,
             sub,
@@ -211,7 +238,30 @@ impl Session {
             channels: BTreeSet::new(),
             patterns: BTreeSet::new(),
             peer: None,
+            registration,
+            reply_off: false,
+            skip_this: false,
+            skip_next: false,
+            last_cmd: None,
+            last_active: Instant::now(),
         }
+    }
+
+    /// The peer's and the listener's addresses and the socket's descriptor, for
+    /// the `AUTH` throttle, the logs and `CLIENT LIST`.
+    pub fn with_addrs(mut self, peer: SocketAddr, local: SocketAddr, fd: i64) -> Session {
+        self.peer = Some(peer.ip());
+        self.registration.entry().update(|s| {
+            s.addr = Some(peer);
+            s.laddr = Some(local);
+            s.fd = fd;
+        });
+        self
+    }
+
+    /// This connection's registry entry.
+    pub fn entry(&self) -> &Arc<Entry> {
+        self.registration.entry()
     }
 
     /// The client's address, for the `AUTH` throttle and the logs.
@@ -266,11 +316,52 @@ impl Session {
         self.channels.len() + self.patterns.len()
     }
 
-    /// Runs one request, writing its reply (if any) to `out`.
+    /// Runs one request, writing its reply (if any) to `out`, unless
+    /// `CLIENT REPLY OFF|SKIP` silences it.
     pub fn handle(&mut self, args: Vec<Bytes>, out: &mut BytesMut) -> Flow {
+        let start = out.len();
+        let request = !args.is_empty();
+        if request {
+            self.last_active = Instant::now();
+        }
+        let (flow, pushes) = self.run(args, out);
+        if (self.reply_off || self.skip_this) && out.len() > start {
+            // Subscription confirmations are push messages, which Redis delivers
+            // whatever the reply mode; everything else written is dropped.
+            if !pushes || out[start] == b'-' {
+                out.truncate(start);
+            }
+        }
+        // `CLIENT REPLY SKIP` silences the command after it, and only that one.
+        self.skip_this = std::mem::take(&mut self.skip_next);
+        if request {
+            self.sync_entry();
+        }
+        flow
+    }
+
+    /// Copies what `CLIENT LIST` shows about this connection to its registry
+    /// entry: once per request, under one short lock, allocating only when the
+    /// name changed or the command has a subcommand.
+    pub(super) fn sync_entry(&self) {
+        let name = self.name.as_deref().unwrap_or("");
+        self.entry().update(|s| {
+            if s.name != name {
+                name.clone_into(&mut s.name);
+            }
+            s.cmd.clone_from(&self.last_cmd);
+            s.last_active = self.last_active;
+            s.sub = self.channels.len();
+            s.psub = self.patterns.len();
+            s.resp = self.proto.number();
+        });
+    }
+
+    /// Runs one request; also says whether its replies are push messages.
+    fn run(&mut self, args: Vec<Bytes>, out: &mut BytesMut) -> (Flow, bool) {
         let Some(name) = args.first() else {
             // An empty line or `*0`: Redis ignores it without a reply.
-            return Flow::Continue;
+            return (Flow::Continue, false);
         };
         if is_http(name) {
             // A web page made a browser send an HTTP request here (cross-protocol
@@ -282,18 +373,30 @@ impl Session {
                  Host: commands to the RESP port. This is likely due to an attacker attempting \
                  to use Cross Protocol Scripting to compromise it. Connection aborted."
             );
-            return Flow::Close;
+            return (Flow::Close, false);
         }
+        let sub = args.get(1).cloned();
         let command = match Command::parse(args) {
             Ok(c) => c,
             Err(e) => {
                 Reply::new(out, self.proto).error(&e.to_string());
-                return Flow::Continue;
+                return (Flow::Continue, false);
             }
         };
+        // As in Redis, an unknown command leaves the last one shown.
+        if let Some(spec) = command.spec() {
+            self.last_cmd = Some(match (&sub, command.has_subcommands()) {
+                (Some(sub), true) => Cow::Owned(format!(
+                    "{}|{}",
+                    spec.name,
+                    String::from_utf8_lossy(sub).to_ascii_lowercase()
+                )),
+                _ => Cow::Borrowed(spec.name),
+            });
+        }
         if !self.authenticated && !command.allowed_before_auth() {
             Reply::new(out, self.proto).error("NOAUTH Authentication required.");
-            return Flow::Continue;
+            return (Flow::Continue, false);
         }
         if self.proto == Proto::Resp2
             && self.subscription_count() > 0
@@ -304,9 +407,11 @@ impl Session {
                  QUIT / RESET are allowed in this context",
                 command.name()
             ));
-            return Flow::Continue;
+            return (Flow::Continue, false);
         }
-        command.apply(self, out)
+        let pushes = command.replies_with_pushes();
+        let flow = command.apply(self, out);
+        (flow, pushes)
     }
 
     /// Answers a framing error; the caller then closes the connection.
@@ -469,6 +574,8 @@ impl Session {
         }
         self.proto = Proto::Resp2;
         self.name = None;
+        self.reply_off = false;
+        self.skip_next = false;
         self.authenticated = self.ctx.password.is_none();
     }
 }
@@ -518,7 +625,7 @@ mod tests {
             Hub::new(16),
             password.map(str::to_owned),
             RespLimits::default(),
-            6379,
+            ([127, 0, 0, 1], 6379).into(),
         ))
     }
 
@@ -598,7 +705,12 @@ mod tests {
             auth_failures: 2,
             ..RespLimits::default()
         };
-        let c = Arc::new(Context::new(Hub::new(4), Some("pw".into()), limits, 6379));
+        let c = Arc::new(Context::new(
+            Hub::new(4),
+            Some("pw".into()),
+            limits,
+            ([127, 0, 0, 1], 6379).into(),
+        ));
         let here: IpAddr = [10, 0, 0, 1].into();
         let mut s = Session::new(c.clone()).with_peer(here);
         let (out, _) = run_bytes(&mut s, b"AUTH x\r\nAUTH y\r\n");
@@ -627,7 +739,12 @@ mod tests {
             max_channel_bytes: 10,
             ..RespLimits::default()
         };
-        let c = Arc::new(Context::new(Hub::new(4), None, limits, 6379));
+        let c = Arc::new(Context::new(
+            Hub::new(4),
+            None,
+            limits,
+            ([127, 0, 0, 1], 6379).into(),
+        ));
         let mut s = Session::new(c.clone());
         assert_eq!(
             run(&mut s, "PSUBSCRIBE a* bbbbbbbbb*\r\n"),
@@ -840,7 +957,10 @@ mod tests {
             "+OK\r\n"
         );
         assert_eq!(run(&mut s, "CLIENT ID\r\n"), format!(":{}\r\n", s.id()));
-        assert!(run(&mut s, "CLIENT KILL x\r\n").starts_with("-ERR unknown subcommand 'KILL'"));
+        assert_eq!(
+            run(&mut s, "CLIENT KILL 10.9.9.9:1\r\n"),
+            "-ERR No such client\r\n"
+        );
         assert_eq!(run(&mut s, "SELECT 0\r\n"), "+OK\r\n");
         assert_eq!(
             run(&mut s, "SELECT 1\r\n"),
@@ -862,6 +982,260 @@ mod tests {
             "*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
         );
         assert_eq!(run(&mut s, "QUIT\r\n"), "+OK\r\n");
+    }
+
+    /// The lines of a `CLIENT LIST` / `CLIENT INFO` bulk reply (RESP2).
+    fn client_lines(reply: &str) -> Vec<String> {
+        let (header, body) = reply.split_once("\r\n").expect("a bulk string");
+        assert!(header.starts_with('$'), "{reply}");
+        body.trim_end_matches("\r\n")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn client_list_shows_every_connection_and_filters_by_type_and_id() {
+        let c = ctx(None);
+        let mut a = Session::new(c.clone()).with_addrs(
+            ([127, 0, 0, 1], 5001).into(),
+            ([127, 0, 0, 1], 6379).into(),
+            7,
+        );
+        let mut b = Session::new(c.clone());
+        assert_eq!(run(&mut b, "CLIENT SETNAME worker\r\n"), "+OK\r\n");
+        assert_eq!(
+            run(&mut b, "CLIENT SETINFO LIB-NAME redis-py\r\n"),
+            "+OK\r\n"
+        );
+        let lines = client_lines(&run(&mut a, "CLIENT LIST\r\n"));
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let mine = format!(
+            "id={} addr=127.0.0.1:5001 laddr=127.0.0.1:6379 fd=7 name= age=0 idle=0 flags=N \
+             db=0 sub=0 psub=0 ssub=0 multi=-1 ",
+            a.id()
+        );
+        assert!(lines[0].starts_with(&mine), "{}", lines[0]);
+        assert!(lines[0].contains(" cmd=client|list user=default "));
+        assert!(lines[1].starts_with(&format!("id={} ", b.id())));
+        assert!(lines[1].contains(" name=worker "), "{}", lines[1]);
+        assert!(lines[1].ends_with(" resp=2 lib-name=redis-py lib-ver="));
+        assert!(lines[1].contains(" cmd=client|setinfo "));
+
+        assert!(run(&mut b, "SUBSCRIBE news\r\n").ends_with(":1\r\n"));
+        let pubsub = client_lines(&run(&mut a, "CLIENT LIST TYPE pubsub\r\n"));
+        assert_eq!(pubsub.len(), 1);
+        assert!(
+            pubsub[0].contains(" flags=P db=0 sub=1 psub=0 "),
+            "{}",
+            pubsub[0]
+        );
+        let normal = client_lines(&run(&mut a, "client list type NORMAL\r\n"));
+        assert!(normal[0].starts_with(&format!("id={} ", a.id())));
+        assert_eq!(run(&mut a, "CLIENT LIST TYPE master\r\n"), "$0\r\n\r\n");
+        let request = format!("CLIENT LIST ID {} 999 {}\r\n", b.id(), a.id());
+        let by_id = client_lines(&run(&mut a, &request));
+        assert_eq!(by_id.len(), 2);
+        assert!(by_id[0].starts_with(&format!("id={} ", b.id())));
+        assert_eq!(
+            run(&mut a, "CLIENT LIST ID x\r\n"),
+            "-ERR Invalid client ID\r\n"
+        );
+        assert_eq!(
+            run(&mut a, "CLIENT LIST TYPE x\r\n"),
+            "-ERR Unknown client type 'x'\r\n"
+        );
+        assert_eq!(run(&mut a, "CLIENT LIST x\r\n"), "-ERR syntax error\r\n");
+        let info = client_lines(&run(&mut a, "CLIENT INFO\r\n"));
+        assert_eq!(info.len(), 1);
+        assert!(info[0].contains(" cmd=client|info "));
+        drop(b);
+        assert_eq!(client_lines(&run(&mut a, "CLIENT LIST\r\n")).len(), 1);
+    }
+
+    #[test]
+    fn client_kill_closes_other_connections_by_filter_and_itself_only_when_asked() {
+        let c = ctx(None);
+        let mut a = Session::new(c.clone()).with_addrs(
+            ([127, 0, 0, 1], 5001).into(),
+            ([127, 0, 0, 1], 6379).into(),
+            -1,
+        );
+        let b = Session::new(c.clone()).with_addrs(
+            ([127, 0, 0, 1], 5002).into(),
+            ([127, 0, 0, 1], 6379).into(),
+            -1,
+        );
+        let d = Session::new(c.clone());
+        // Errors change nothing.
+        for (input, error) in [
+            (
+                "CLIENT KILL\r\n",
+                "-ERR wrong number of arguments for 'client|kill' command",
+            ),
+            ("CLIENT KILL ID 1 TYPE\r\n", "-ERR syntax error"),
+            ("CLIENT KILL NOPE 1\r\n", "-ERR syntax error"),
+            (
+                "CLIENT KILL ID 0\r\n",
+                "-ERR client-id should be greater than 0",
+            ),
+            (
+                "CLIENT KILL ID x\r\n",
+                "-ERR client-id should be greater than 0",
+            ),
+            ("CLIENT KILL TYPE x\r\n", "-ERR Unknown client type 'x'"),
+            ("CLIENT KILL USER bob\r\n", "-ERR No such user 'bob'"),
+            ("CLIENT KILL SKIPME maybe\r\n", "-ERR syntax error"),
+            (
+                "CLIENT KILL MAXAGE x\r\n",
+                "-ERR value is not an integer or out of range",
+            ),
+        ] {
+            assert_eq!(run(&mut a, input), format!("{error}\r\n"), "{input}");
+        }
+        assert!(!b.entry().is_killed() && !d.entry().is_killed());
+        // Not old enough; a type nobody has; the caller is skipped by default.
+        assert_eq!(run(&mut a, "CLIENT KILL MAXAGE 3600\r\n"), ":0\r\n");
+        assert_eq!(run(&mut a, "CLIENT KILL TYPE pubsub\r\n"), ":0\r\n");
+        let request = format!("CLIENT KILL ID {}\r\n", a.id());
+        assert_eq!(run(&mut a, &request), ":0\r\n");
+        assert_eq!(
+            run(&mut a, "CLIENT KILL ADDR 127.0.0.1:5002 USER default\r\n"),
+            ":1\r\n"
+        );
+        assert!(b.entry().is_killed() && !d.entry().is_killed());
+        // The old form answers OK or an error, and an already closing client is
+        // no longer found.
+        assert_eq!(
+            run(&mut a, "CLIENT KILL 127.0.0.1:5002\r\n"),
+            "-ERR No such client\r\n"
+        );
+        assert_eq!(
+            run(
+                &mut a,
+                &format!("CLIENT KILL ID {} LADDR 127.0.0.1:6379\r\n", d.id())
+            ),
+            ":0\r\n"
+        );
+        assert_eq!(
+            run(&mut a, &format!("CLIENT KILL ID {}\r\n", d.id())),
+            ":1\r\n"
+        );
+        assert!(d.entry().is_killed());
+        // Itself: answered, then closed.
+        let (out, flow) = run_bytes(&mut a, b"CLIENT KILL 127.0.0.1:5001\r\nPING\r\n");
+        assert_eq!((out.as_slice(), flow), (&b"+OK\r\n"[..], Flow::Close));
+        let mut e = Session::new(c);
+        let (out, flow) = run_bytes(&mut e, b"CLIENT KILL SKIPME no\r\n");
+        // b and d are closing already: only e itself.
+        assert_eq!((out.as_slice(), flow), (&b":2\r\n"[..], Flow::Close));
+    }
+
+    #[test]
+    fn client_reply_off_and_skip_silence_replies_but_not_subscriptions() {
+        let mut s = Session::new(ctx(None));
+        assert_eq!(
+            run(&mut s, "CLIENT REPLY SKIP\r\nPING\r\nPING x\r\n"),
+            "$1\r\nx\r\n"
+        );
+        assert_eq!(run(&mut s, "CLIENT REPLY OFF\r\n"), "");
+        assert_eq!(
+            run(&mut s, "PING\r\nNOPE\r\nCLIENT REPLY SKIP\r\nECHO a\r\n"),
+            ""
+        );
+        // Subscription confirmations are pushes and still arrive; errors do not.
+        assert_eq!(
+            run(&mut s, "SUBSCRIBE a\r\nPUBLISH a b\r\n"),
+            "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"
+        );
+        assert_eq!(
+            run(&mut s, "UNSUBSCRIBE\r\n")
+                .matches("unsubscribe")
+                .count(),
+            1
+        );
+        assert_eq!(
+            run(&mut s, "CLIENT REPLY ON\r\nPING\r\n"),
+            "+OK\r\n+PONG\r\n"
+        );
+        assert_eq!(
+            run(&mut s, "CLIENT REPLY maybe\r\nCLIENT REPLY\r\n"),
+            "-ERR syntax error\r\n\
+             -ERR wrong number of arguments for 'client|reply' command\r\n"
+        );
+        // ON right after SKIP cancels the skip, as in Redis: its reply goes out.
+        assert_eq!(
+            run(&mut s, "CLIENT REPLY SKIP\r\nCLIENT REPLY ON\r\nPING\r\n"),
+            "+OK\r\n+PONG\r\n"
+        );
+        assert_eq!(
+            run(&mut s, "CLIENT REPLY OFF\r\nRESET\r\nPING\r\n"),
+            "+RESET\r\n+PONG\r\n"
+        );
+    }
+
+    #[test]
+    fn flushes_are_accepted_and_config_get_answers_real_values() {
+        let mut s = Session::new(ctx(None));
+        for ok in [
+            "FLUSHALL",
+            "flushall async",
+            "FLUSHALL SYNC",
+            "FLUSHDB",
+            "FLUSHDB ASYNC",
+            "FUNCTION FLUSH",
+            "function flush async",
+            "FUNCTION FLUSH SYNC",
+        ] {
+            assert_eq!(run(&mut s, &format!("{ok}\r\n")), "+OK\r\n", "{ok}");
+        }
+        for (input, error) in [
+            ("FLUSHALL NOW", "-ERR syntax error"),
+            ("FLUSHDB ASYNC SYNC", "-ERR syntax error"),
+            (
+                "FUNCTION",
+                "-ERR wrong number of arguments for 'function' command",
+            ),
+            (
+                "FUNCTION FLUSH x",
+                "-ERR FUNCTION FLUSH only supports SYNC|ASYNC option",
+            ),
+            (
+                "FUNCTION FLUSH ASYNC x",
+                "-ERR unknown subcommand or wrong number of arguments for 'FLUSH'. Try \
+                 FUNCTION HELP.",
+            ),
+            (
+                "FUNCTION LOAD x",
+                "-ERR unknown subcommand 'LOAD'. Try FUNCTION HELP.",
+            ),
+        ] {
+            assert_eq!(run(&mut s, &format!("{input}\r\n")), format!("{error}\r\n"));
+        }
+        assert!(run(&mut s, "FUNCTION HELP\r\n").starts_with("*5\r\n"));
+        assert_eq!(
+            run(&mut s, "CONFIG GET MaxClients\r\n"),
+            "*2\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n"
+        );
+        assert_eq!(
+            run(&mut s, "CONFIG GET port bind\r\n"),
+            "*4\r\n$4\r\nbind\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n$4\r\n6379\r\n"
+        );
+        assert_eq!(run(&mut s, "CONFIG GET nothing*\r\n"), "*0\r\n");
+        assert!(run(&mut s, "CONFIG SET a b\r\n").starts_with("-ERR unknown subcommand 'SET'"));
+        assert!(run(&mut s, "HELLO 3\r\n").starts_with('%'));
+        let all = run(&mut s, "CONFIG GET *\r\n");
+        assert!(all.starts_with("%9\r\n"), "{all}");
+        assert!(all.contains("$18\r\nproto-max-bulk-len\r\n"), "{all}");
+        // The RESP2 subscribed context allows none of them.
+        let mut sub = Session::new(ctx(None));
+        run(&mut sub, "SUBSCRIBE a\r\n");
+        for cmd in ["FLUSHALL", "FUNCTION FLUSH", "CONFIG GET *", "CLIENT LIST"] {
+            assert!(
+                run(&mut sub, &format!("{cmd}\r\n")).starts_with("-ERR Can't execute"),
+                "{cmd}"
+            );
+        }
     }
 
     #[test]

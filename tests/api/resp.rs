@@ -452,6 +452,183 @@ async fn resp_connections_are_counted_and_closed_at_shutdown() {
     assert!(read_to_close(&mut a).await.is_empty());
 }
 
+/// The lines of a `CLIENT LIST` reply.
+async fn client_list(con: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let text: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(con)
+        .await
+        .unwrap();
+    text.lines().map(str::to_owned).collect()
+}
+
+/// `CLIENT ID` over a raw socket.
+async fn raw_client_id(stream: &mut TcpStream) -> u64 {
+    stream.write_all(b"CLIENT ID\r\n").await.unwrap();
+    let mut line = Vec::new();
+    while !line.ends_with(b"\r\n") {
+        let mut byte = [0u8; 1];
+        tokio::time::timeout(WAIT, stream.read_exact(&mut byte))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        line.push(byte[0]);
+    }
+    let text = String::from_utf8(line).unwrap();
+    text.trim_start_matches(':')
+        .trim_end()
+        .parse()
+        .expect("an id")
+}
+
+#[tokio::test]
+async fn client_list_shows_every_connection_and_client_kill_closes_another() {
+    let app = spawn_app_with_resp(|_| {}).await;
+    let resp_addr = app.resp_addr.unwrap();
+    let mut con = client(&app).await;
+    let mut victim = raw(&app).await;
+    let victim_id = raw_client_id(&mut victim).await;
+    let victim_addr = victim.local_addr().unwrap();
+    victim
+        .write_all(b"CLIENT SETNAME victim\r\n")
+        .await
+        .unwrap();
+    read_exactly(&mut victim, b"+OK\r\n").await;
+
+    let lines = client_list(&mut con).await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with(&format!("id={victim_id} ")))
+        .expect("the other connection is listed");
+    assert!(
+        line.starts_with(&format!(
+            "id={victim_id} addr={victim_addr} laddr={resp_addr} fd="
+        )),
+        "{line}"
+    );
+    assert!(line.contains(" name=victim "), "{line}");
+    assert!(line.contains(" cmd=client|setname "), "{line}");
+    assert!(lines.iter().any(|l| l.contains(" cmd=client|list ")));
+
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(victim_id)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    assert!(read_to_close(&mut victim).await.is_empty());
+    assert_eq!(client_list(&mut con).await.len(), 1);
+
+    // The old form, by address, and a subscriber waiting for messages.
+    let mut sub = pubsub(&app).await;
+    sub.subscribe("news").await.unwrap();
+    let mut other = raw(&app).await;
+    let other_id = raw_client_id(&mut other).await;
+    let other_addr = other.local_addr().unwrap();
+    let ok: String = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg(other_addr.to_string())
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(ok, "OK");
+    assert!(read_to_close(&mut other).await.is_empty());
+    let again = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg(other_addr.to_string())
+        .query_async::<String>(&mut con)
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("No such client"), "{again}");
+    let pubsub_only: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(pubsub_only.lines().count(), 1, "{pubsub_only}");
+    assert!(!pubsub_only.contains(&format!("id={other_id} ")));
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    let mut messages = sub.on_message();
+    let end = tokio::time::timeout(WAIT, messages.next())
+        .await
+        .expect("the subscription ends in time");
+    assert!(end.is_none());
+    // The caller is spared by default and still works.
+    assert_eq!(client_list(&mut con).await.len(), 1);
+}
+
+#[tokio::test]
+async fn client_reply_off_suppresses_replies_until_on() {
+    let app = spawn_app_with_resp(|_| {}).await;
+    let mut c = raw(&app).await;
+    c.write_all(
+        b"CLIENT REPLY OFF\r\nPING\r\nECHO hidden\r\nNOPE\r\nCLIENT REPLY ON\r\nECHO shown\r\n\
+          CLIENT REPLY SKIP\r\nECHO skipped\r\nECHO next\r\n",
+    )
+    .await
+    .unwrap();
+    read_exactly(&mut c, b"+OK\r\n$5\r\nshown\r\n$4\r\nnext\r\n").await;
+    // Nothing else was sent in between.
+    c.write_all(b"PING\r\n").await.unwrap();
+    read_exactly(&mut c, b"+PONG\r\n").await;
+}
+
+#[tokio::test]
+async fn harness_setup_commands_are_answered_like_redis() {
+    let app = spawn_app_with_resp(|s| s.limits.resp_max_clients = 321).await;
+    let port = app.resp_addr.unwrap().port();
+    for url in ["", "?protocol=resp3"] {
+        let mut con = redis::Client::open(app.resp_url(url))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        for cmd in [
+            redis::cmd("FLUSHALL"),
+            redis::cmd("FLUSHDB").arg("ASYNC").to_owned(),
+            redis::cmd("FUNCTION").arg("FLUSH").to_owned(),
+        ] {
+            let ok: String = cmd.query_async(&mut con).await.unwrap();
+            assert_eq!(ok, "OK");
+        }
+        let all: std::collections::HashMap<String, String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("*")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(all["maxclients"], "321", "{all:?}");
+        assert_eq!(all["port"], port.to_string());
+        assert_eq!(all["databases"], "1");
+        // A flat array in RESP2, a map in RESP3, as Redis answers.
+        let one: RedisValue = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxclients")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let name = RedisValue::BulkString(b"maxclients".to_vec());
+        let value = RedisValue::BulkString(b"321".to_vec());
+        if url.is_empty() {
+            assert_eq!(one, RedisValue::Array(vec![name, value]));
+        } else {
+            assert_eq!(one, RedisValue::Map(vec![(name, value)]));
+        }
+    }
+}
+
 #[tokio::test]
 async fn resp_off_binds_nothing() {
     let app = crate::helpers::spawn_app().await;

@@ -6,6 +6,7 @@ import asyncio
 import http.client
 import json
 import shutil
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -187,3 +188,82 @@ async def test_redis_manager_emit_reaches_a_socketio_client(likewise):
         assert data == {"text": "hello sio"}
     finally:
         await client.disconnect()
+
+
+def raw_client(server) -> tuple[socket.socket, int]:
+    """A plain socket connection and its client id."""
+    sock = socket.create_connection((server.resp_host, server.resp_port), timeout=WAIT_S)
+    sock.sendall(b"CLIENT ID\r\n")
+    reply = b""
+    while not reply.endswith(b"\r\n"):
+        reply += sock.recv(64)
+    return sock, int(reply[1:-2])
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server closes `sock` (end of stream) within the wait."""
+    try:
+        return sock.recv(64) == b""
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.close()
+
+
+@needs_redis_cli
+def test_redis_cli_lists_every_client_and_kills_another(likewise):
+    victim, victim_id = raw_client(likewise)
+    lines = redis_cli(likewise, "CLIENT", "LIST").splitlines()
+    # The victim and redis-cli's own connection.
+    assert len(lines) == 2, lines
+    assert any(line.startswith(f"id={victim_id} addr=") for line in lines), lines
+    assert any(" cmd=client|list " in line for line in lines), lines
+    assert redis_cli(likewise, "CLIENT", "KILL", "ID", str(victim_id)) == "1"
+    assert closed_by_server(victim)
+    assert len(redis_cli(likewise, "CLIENT", "LIST").splitlines()) == 1
+    assert redis_cli(likewise, "CLIENT", "KILL", "ID", str(victim_id)) == "0"
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_redis_py_client_reply_off_suppresses_replies_until_on(likewise, protocol):
+    # redis-cli waits for a reply to CLIENT REPLY OFF (from Redis too): drive it the
+    # way redis-py documents, on one connection, reading only the replies expected.
+    r = redis.Redis(host=likewise.resp_host, port=likewise.resp_port, protocol=protocol)
+    conn = r.connection_pool.get_connection()
+    try:
+        conn.send_command("CLIENT", "REPLY", "OFF")
+        conn.send_command("PING")
+        conn.send_command("ECHO", "hidden")
+        conn.send_command("CLIENT", "REPLY", "ON")
+        assert conn.read_response() == b"OK"
+        conn.send_command("CLIENT", "REPLY", "SKIP")
+        conn.send_command("ECHO", "skipped")
+        conn.send_command("ECHO", "shown")
+        assert conn.read_response() == b"shown"
+        assert not conn.can_read(timeout=0.2)
+    finally:
+        r.connection_pool.release(conn)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_redis_py_harness_commands(likewise, protocol):
+    r = redis.Redis(host=likewise.resp_host, port=likewise.resp_port, protocol=protocol,
+                    decode_responses=True)
+    assert r.flushall() is True
+    assert r.flushdb(asynchronous=True) is True
+    assert r.function_flush("SYNC") in (True, "OK")
+    config = r.config_get("*")
+    assert config["maxclients"] == "10000"
+    assert config["port"] == str(likewise.resp_port)
+    assert r.config_get("maxclients") == {"maxclients": "10000"}
+    other = redis.Redis(host=likewise.resp_host, port=likewise.resp_port, protocol=protocol)
+    other.client_setname("other")
+    other_id = other.client_id()
+    clients = r.client_list()
+    assert len(clients) == 2, clients
+    listed = {int(c["id"]): c for c in clients}
+    assert listed[other_id]["name"] == "other"
+    assert listed[r.client_id()]["resp"] == str(protocol)
+    assert r.client_kill_filter(_id=other_id) == 1
+    assert [int(c["id"]) for c in r.client_list()] == [r.client_id()]
+    other.close()

@@ -1,16 +1,35 @@
-//! `CONFIG GET parameter [parameter ...]`: a few read-only answers tools ask for
-//! (redis-benchmark reads `save` and `appendonly`): nothing is saved, there is one
-//! database. Other parameters match nothing; other subcommands are unknown.
+//! `CONFIG GET parameter [parameter ...]`: the Redis parameters this listener has
+//! an answer for, with their real values (tools read `maxclients`, redis-benchmark
+//! reads `save` and `appendonly`; harnesses send `CONFIG GET *`): nothing is
+//! saved, there is one database, no idle timeout, and the limits are the `[limits]`
+//! settings. Each argument is a glob matched against the names without regard to
+//! case; other parameters match nothing; other subcommands are unknown.
 
 use bytes::BytesMut;
 
 use super::{is, Args, CmdError};
 use crate::hub::glob_matches;
 use crate::resp::frame::Reply;
-use crate::resp::session::{Flow, Session};
+use crate::resp::session::{Context, Flow, Session};
 
-/// Parameters and their fixed values.
-const PARAMETERS: &[(&str, &str)] = &[("appendonly", "no"), ("databases", "1"), ("save", "")];
+/// Every parameter and its value, in name order.
+fn parameters(ctx: &Context) -> Vec<(&'static str, String)> {
+    let l = &ctx.limits;
+    vec![
+        ("appendonly", "no".into()),
+        ("bind", ctx.addr.ip().to_string()),
+        (
+            "client-query-buffer-limit",
+            l.request.max_request.to_string(),
+        ),
+        ("databases", "1".into()),
+        ("maxclients", l.max_clients.to_string()),
+        ("port", ctx.port.to_string()),
+        ("proto-max-bulk-len", l.request.max_bulk.to_string()),
+        ("save", String::new()),
+        ("timeout", "0".into()),
+    ]
+}
 
 /// `CONFIG GET parameter...`.
 pub struct Config {
@@ -41,8 +60,8 @@ impl Config {
 
     /// Answers the matching parameters as a map (a flat array in RESP2).
     pub fn apply(self, s: &mut Session, out: &mut BytesMut) -> Flow {
-        let matching: Vec<_> = PARAMETERS
-            .iter()
+        let matching: Vec<_> = parameters(&s.ctx)
+            .into_iter()
             .filter(|(name, _)| {
                 self.patterns
                     .iter()

@@ -11,6 +11,8 @@ mod client;
 mod command;
 mod config;
 mod echo;
+mod flush;
+mod function;
 mod hello;
 mod info;
 mod ping;
@@ -34,6 +36,8 @@ pub use client::Client;
 pub use command::CommandInfo;
 pub use config::Config;
 pub use echo::Echo;
+pub use flush::Flush;
+pub use function::Function;
 pub use hello::Hello;
 pub use info::Info;
 pub use ping::Ping;
@@ -182,11 +186,25 @@ impl Command {
     pub fn allowed_before_auth(&self) -> bool {
         self.spec().is_some_and(Spec::no_auth)
     }
+
+    /// Whether its replies are push messages (subscription confirmations),
+    /// which `CLIENT REPLY OFF` does not silence.
+    pub fn replies_with_pushes(&self) -> bool {
+        matches!(
+            self,
+            Command::Subscribe(_)
+                | Command::Psubscribe(_)
+                | Command::Unsubscribe(_)
+                | Command::Punsubscribe(_)
+        )
+    }
 }
 
 /// Declares every command once: the [`Command`] enum, the [`TABLE`] that
 /// `COMMAND` describes, and the dispatch from a name to its parser, its rules
 /// (before authentication, in the RESP2 subscribed context) and its `apply`.
+/// `subcommands: true` marks a container (`CLIENT LIST`), which `CLIENT LIST`'s
+/// `cmd` field names with its subcommand (`client|list`).
 macro_rules! commands {
     ($(
         $(#[$doc:meta])*
@@ -195,6 +213,7 @@ macro_rules! commands {
             arity: $arity:literal,
             flags: [$($flag:literal),*],
             group: $group:literal,
+            $(subcommands: $subcommands:literal,)?
             subscribed: $subscribed:literal,
             summary: $summary:literal $(,)?
         }
@@ -249,6 +268,14 @@ macro_rules! commands {
                 }
             }
 
+            /// Whether its first argument is a subcommand.
+            pub fn has_subcommands(&self) -> bool {
+                match self {
+                    $( Command::$variant(_) => false $(|| $subcommands)?, )*
+                    Command::Unknown(_) => false,
+                }
+            }
+
             /// Whether it runs in the RESP2 subscribed context.
             pub fn allowed_when_subscribed(&self) -> bool {
                 match self {
@@ -284,6 +311,7 @@ commands! {
         arity: -2,
         flags: ["noscript", "loading", "stale"],
         group: "connection",
+        subcommands: true,
         subscribed: false,
         summary: "A container for client connection commands.",
     }
@@ -293,6 +321,7 @@ commands! {
         arity: -1,
         flags: ["loading", "stale"],
         group: "server",
+        subcommands: true,
         subscribed: false,
         summary: "Returns detailed information about all commands.",
     }
@@ -302,6 +331,7 @@ commands! {
         arity: -2,
         flags: ["admin", "noscript", "loading", "stale"],
         group: "server",
+        subcommands: true,
         subscribed: false,
         summary: "A container for server configuration commands.",
     }
@@ -313,6 +343,34 @@ commands! {
         group: "connection",
         subscribed: false,
         summary: "Returns the given string.",
+    }
+    /// `FLUSHALL [ASYNC|SYNC]`
+    Flushall(Flush) {
+        name: "flushall",
+        arity: -1,
+        flags: ["write"],
+        group: "server",
+        subscribed: false,
+        summary: "Removes all keys from all databases (there are none: accepted).",
+    }
+    /// `FLUSHDB [ASYNC|SYNC]`
+    Flushdb(Flush) {
+        name: "flushdb",
+        arity: -1,
+        flags: ["write"],
+        group: "server",
+        subscribed: false,
+        summary: "Removes all keys from the current database (there are none: accepted).",
+    }
+    /// `FUNCTION FLUSH [ASYNC|SYNC]`
+    Function(Function) {
+        name: "function",
+        arity: -2,
+        flags: [],
+        group: "scripting",
+        subcommands: true,
+        subscribed: false,
+        summary: "A container for function commands (FLUSH: there are none).",
     }
     /// `HELLO [protover [AUTH user pass] [SETNAME name]]`
     Hello(Hello) {
@@ -365,6 +423,7 @@ commands! {
         arity: -2,
         flags: ["pubsub", "loading", "stale"],
         group: "pubsub",
+        subcommands: true,
         subscribed: false,
         summary: "A container for Pub/Sub commands.",
     }
@@ -434,6 +493,7 @@ mod tests {
             match name {
                 "client" => &["ID"],
                 "config" => &["GET", "x"],
+                "function" => &["FLUSH"],
                 "pubsub" => &["NUMPAT"],
                 "select" => &["0"],
                 "publish" => &["a", "b"],
