@@ -325,6 +325,14 @@ impl Settings {
                 "queue.lease_ms must be at least 100 and queue.task_timeout_ms positive".into(),
             ));
         }
+        // A lease shorter than the attempt it covers would hand a task that is still
+        // running (and within its time) to a second worker.
+        if q.lease_ms < q.task_timeout_ms {
+            return Err(ConfigError::Invalid(format!(
+                "queue.lease_ms ({}) must be at least queue.task_timeout_ms ({})",
+                q.lease_ms, q.task_timeout_ms
+            )));
+        }
         for s in &self.schedules {
             if s.every_s == 0 {
                 return Err(ConfigError::Invalid(format!(
@@ -603,6 +611,15 @@ mod tests {
             ..Overrides::default()
         };
         assert!(resolve(FileSettings::default(), over).is_err());
+    }
+
+    #[test]
+    fn a_lease_shorter_than_the_task_timeout_is_refused() {
+        let file = FileSettings::parse("[queue]\nlease_ms = 1000\ntask_timeout_ms = 5000").unwrap();
+        let err = resolve(file, Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("lease_ms (1000) must be at least"), "{err}");
+        let file = FileSettings::parse("[queue]\nlease_ms = 5000\ntask_timeout_ms = 5000").unwrap();
+        assert!(resolve(file, Overrides::default()).is_ok());
     }
 
     #[test]

@@ -30,7 +30,10 @@ fn copy_data(to: &Path) {
         let entry = entry.unwrap();
         if entry.file_type().unwrap().is_dir() {
             let mut inside = std::fs::read_dir(entry.path()).unwrap();
-            assert!(inside.next().is_none(), "the fixture holds files in {entry:?}");
+            assert!(
+                inside.next().is_none(),
+                "the fixture holds files in {entry:?}"
+            );
             continue;
         }
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
