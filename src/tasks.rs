@@ -59,7 +59,7 @@ pub fn event_sink(social: &Social, hub: &Hub) -> EventSink {
     Arc::new(move |event| match event {
         Event::Notification(n) => publish_notification(&hub, &n),
         Event::PostCounted(id) => {
-            let room = format!("post:{id}");
+            let room = crate::rooms::post(id);
             if hub.room_size(&room) == 0 {
                 return;
             }
@@ -69,7 +69,7 @@ pub fn event_sink(social: &Social, hub: &Hub) -> EventSink {
             }
         }
         Event::CommentCounted { comment, post } => {
-            let room = format!("post:{post}");
+            let room = crate::rooms::post(post);
             if hub.room_size(&room) == 0 {
                 return;
             }
@@ -84,7 +84,7 @@ pub fn event_sink(social: &Social, hub: &Hub) -> EventSink {
 /// Pushes a stored notification to its receiver's room.
 pub fn publish_notification(hub: &Hub, n: &Notification) {
     let data = serde_json::to_value(n).unwrap_or(serde_json::Value::Null);
-    let room = format!("user:{}", n.receiver_id);
+    let room = crate::rooms::user(n.receiver_id);
     hub.publish(Publication::event(&room, "new_notification", data).with_notification_id(n.id));
 }
 

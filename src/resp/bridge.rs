@@ -106,7 +106,12 @@ pub enum Refused {
 /// The hub room for a Socket.IO room name: digits only means a user's room.
 pub fn room_for(name: &str) -> String {
     if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
-        format!("user:{name}")
+        // A user id, spelt as its room; digits beyond any id still name a user room
+        // (nobody is in it), never a public one.
+        match name.parse::<u64>() {
+            Ok(id) => crate::rooms::user(id),
+            Err(_) => format!("user:{name}"),
+        }
     } else {
         name.to_owned()
     }
