@@ -15,6 +15,7 @@ mod messages;
 mod notifications;
 mod outbox;
 mod posts;
+mod process;
 mod queue;
 mod realtime;
 mod resp;
