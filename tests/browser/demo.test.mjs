@@ -201,7 +201,7 @@ test("a like reaches the author's bell live, is marked read, and the dashboard s
   await d.page.waitForFunction(() => Number(document.getElementById("kpi-completed").textContent.replace(/,/g, "")) > 0);
   assert.equal(await d.page.evaluate(() => sessionStorage.getItem("likewise.admin-token")), ADMIN_TOKEN);
   await d.page.locator("#recent tr td .pill.success").first().waitFor();
-  await d.page.locator("#names tr", { hasText: "notify" }).first().waitFor();
+  await d.page.locator("#names tr", { hasText: "deliver_webhook" }).first().waitFor();
   const dead = d.page.locator("#dead tr", { hasText: "webhook" }).first();
   await dead.waitFor();
   await d.page.waitForTimeout(2500); // a few points on the live chart
