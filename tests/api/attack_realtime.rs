@@ -15,43 +15,10 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::helpers::{spawn_app, spawn_app_with, TestApp, TestUser, ADMIN_TOKEN};
+use crate::realtime::{connect_user, next_event, send, Ws, WAIT};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-const WAIT: Duration = Duration::from_secs(10);
-
-async fn ws_user(app: &TestApp, user: &TestUser) -> Ws {
-    let url = format!("ws://{}/ws?token={}", app.addr, user.token);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("websocket connects");
-    assert_eq!(next_event(&mut ws).await["event"], "ready");
-    ws
-}
-
-async fn next_event(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("an event within the deadline")
-            .expect("the connection is open")
-            .expect("a message");
-        match msg {
-            Message::Text(t) => return serde_json::from_str(&t).expect("JSON event"),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected message {other:?}"),
-        }
-    }
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::text(v.to_string())).await.expect("sent");
-}
-
-/// Subscribes over `/ws`; returns the `subscribed` event or the `error` event.
 async fn subscribe(ws: &mut Ws, room: &str) -> Value {
     send(ws, json!({"op": "subscribe", "room": room})).await;
     next_event(ws).await
@@ -102,7 +69,7 @@ async fn internal_channels_and_unprefixed_rooms_cannot_be_joined() {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let post = app.create_post(&bob, "hello").await;
-    let mut ws = ws_user(&app, &alice).await;
+    let mut ws = connect_user(&app, &alice).await;
 
     for room in [
         "flask-socketio",
@@ -196,7 +163,7 @@ async fn slowloris_connections_are_closed_by_the_header_timeout() {
     let app = spawn_app_with(|s| s.limits.http_header_timeout_ms = 300).await;
     let author = app.register("author").await;
     let fan = app.register("fan").await;
-    let mut honest = ws_user(&app, &author).await;
+    let mut honest = connect_user(&app, &author).await;
 
     let mut attackers = Vec::new();
     for i in 0..100 {
@@ -271,7 +238,7 @@ async fn connections_over_the_global_cap_are_refused_with_503_and_counted() {
     .await;
     let author = app.register("author").await;
     let fan = app.register("fan").await;
-    let mut honest = ws_user(&app, &author).await;
+    let mut honest = connect_user(&app, &author).await;
     // reqwest keeps its pooled connection; the honest websocket holds one more.
     let mut idle = Vec::new();
     while idle.len() < 40 {
@@ -396,7 +363,7 @@ async fn a_websocket_peer_that_never_reads_is_dropped_by_the_write_timeout() {
     })
     .await;
     let alice = app.register("alice").await;
-    let mut ws = ws_user(&app, &alice).await;
+    let mut ws = connect_user(&app, &alice).await;
     assert_eq!(
         subscribe(&mut ws, "public:flood").await["event"],
         "subscribed"
@@ -583,7 +550,7 @@ async fn an_honest_client_is_served_while_others_attack() {
     .await;
     let author = app.register("author").await;
     let fan = app.register("fan").await;
-    let mut honest = ws_user(&app, &author).await;
+    let mut honest = connect_user(&app, &author).await;
     let mut held = Vec::new();
     for _ in 0..50 {
         held.push(TcpStream::connect(app.addr).await.unwrap());

@@ -15,9 +15,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::helpers::{spawn_app, spawn_app_with, TestApp, TestUser, ADMIN_TOKEN};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 async fn connect(app: &TestApp, query: &str) -> Ws {
     let url = format!("ws://{}/ws?{query}", app.addr);
@@ -27,7 +27,8 @@ async fn connect(app: &TestApp, query: &str) -> Ws {
     ws
 }
 
-async fn connect_user(app: &TestApp, user: &TestUser) -> Ws {
+/// A signed-in `/ws` connection, past its `ready` event.
+pub(crate) async fn connect_user(app: &TestApp, user: &TestUser) -> Ws {
     let mut ws = connect(app, &format!("token={}", user.token)).await;
     let ready = next_event(&mut ws).await;
     assert_eq!(ready["event"], "ready");
@@ -36,7 +37,7 @@ async fn connect_user(app: &TestApp, user: &TestUser) -> Ws {
 }
 
 /// The next text message as JSON; panics on close or after [`WAIT`].
-async fn next_event(ws: &mut Ws) -> Value {
+pub(crate) async fn next_event(ws: &mut Ws) -> Value {
     loop {
         let msg = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -76,7 +77,7 @@ async fn close_code(ws: &mut Ws) -> u16 {
     }
 }
 
-async fn send(ws: &mut Ws, v: Value) {
+pub(crate) async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::text(v.to_string())).await.expect("sent");
 }
 
