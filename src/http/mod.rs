@@ -54,6 +54,8 @@ pub struct AppState {
     pub connections: Arc<listener::ConnectionStats>,
     /// Websocket and Socket.IO counters.
     pub realtime: Arc<realtime::RealtimeStats>,
+    /// The demo accounts a visitor can sign in with (empty without `--demo`).
+    pub demo_accounts: Arc<Vec<crate::demo::DemoUser>>,
 }
 
 /// The whole HTTP application.

@@ -17,6 +17,7 @@ mod outbox;
 mod posts;
 mod process;
 mod queue;
+mod readme;
 mod realtime;
 mod resp;
 mod social;
