@@ -13,6 +13,7 @@ pub mod extract;
 mod health;
 pub mod listener;
 mod messages;
+mod metrics;
 mod notifications;
 mod posts;
 pub mod realtime;
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.settings.limits.max_body_bytes;
     Router::new()
         .merge(health::router())
+        .merge(metrics::router())
         .merge(users::router())
         .merge(posts::router())
         .merge(messages::router())
@@ -76,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not accept that method".into())
         })
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::Internal(

@@ -12,6 +12,7 @@ mod crash;
 mod durability;
 mod errors;
 mod messages;
+mod metrics;
 mod notifications;
 mod outbox;
 mod posts;
