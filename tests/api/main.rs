@@ -19,6 +19,8 @@ mod process;
 mod queue;
 mod realtime;
 mod resp;
+mod sessions;
 mod social;
+mod throttle;
 mod upgrade;
 mod web;

@@ -19,7 +19,7 @@ pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-async fn connect(app: &TestApp, query: &str) -> Ws {
+pub(crate) async fn connect(app: &TestApp, query: &str) -> Ws {
     let url = format!("ws://{}/ws?{query}", app.addr);
     let (ws, _) = tokio_tungstenite::connect_async(url)
         .await
@@ -81,7 +81,7 @@ pub(crate) async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::text(v.to_string())).await.expect("sent");
 }
 
-async fn upgrade_status(app: &TestApp, path: &str) -> (StatusCode, Value) {
+pub(crate) async fn upgrade_status(app: &TestApp, path: &str) -> (StatusCode, Value) {
     // A plain GET with the upgrade headers, to read the refusal's status and body.
     let resp = app
         .client
@@ -432,7 +432,7 @@ async fn shutdown_closes_websockets_with_going_away() {
 
 // --- Socket.IO over the websocket transport, spoken by hand -----------------------
 
-async fn sio_connect(app: &TestApp) -> Ws {
+pub(crate) async fn sio_connect(app: &TestApp) -> Ws {
     let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", app.addr);
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await
@@ -447,7 +447,7 @@ async fn sio_connect(app: &TestApp) -> Ws {
     ws
 }
 
-async fn next_text(ws: &mut Ws) -> String {
+pub(crate) async fn next_text(ws: &mut Ws) -> String {
     loop {
         let msg = tokio::time::timeout(WAIT, ws.next())
             .await
