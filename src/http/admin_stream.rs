@@ -113,3 +113,22 @@ async fn stream(
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_to_read_the_statistics_is_not_shown_to_the_client() {
+        let cause = "sled: Corruption { at: DiskPtr(12) } in /var/lib/likewise/db";
+        for e in [
+            ApiError::Internal(cause.into()),
+            ApiError::Unavailable(cause.into()),
+        ] {
+            let event = format!("{:?}", error_event(&e));
+            assert!(event.contains("statistics cannot be read"), "{event}");
+            assert!(!event.contains("sled"), "{event}");
+            assert!(!event.contains("/var/lib"), "{event}");
+        }
+    }
+}
