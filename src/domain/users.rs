@@ -111,9 +111,10 @@ impl AccountSettings {
 /// argon2 allocates one ~19 MiB block per hash. glibc serves a block that large
 /// with `mmap` at first, but raises its mmap threshold every time such a block is
 /// freed, after which the blocks come from per-thread heaps that are never given
-/// back: with blocking threads taking turns, 200 registrations left 850 MiB
-/// resident. A fixed threshold (which also turns the raising off) keeps every such
-/// block a mapping of its own, returned on free; smaller allocations are unaffected.
+/// back: with blocking threads taking turns, 200 registrations left over 600 MiB
+/// resident. A fixed threshold (which also turns the raising off) keeps every
+/// block of 4 MiB or more a mapping of its own, returned on free; smaller ones come
+/// from the heaps, as they would once glibc had raised its threshold anyway.
 pub fn hash_memory_returns() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
@@ -168,7 +169,7 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-pub(super) fn name_key(name: &str) -> String {
+fn name_key(name: &str) -> String {
     name.to_lowercase()
 }
 
