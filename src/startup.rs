@@ -89,6 +89,7 @@ impl Application {
             settings.limits.clone(),
             settings.queue.clone(),
             settings.webhooks.clone(),
+            settings.accounts.clone(),
         );
         let hub = Hub::with_limits(crate::hub::OutputLimits::from(&settings.limits));
         social.set_event_sink(crate::tasks::event_sink(&social, &hub));

@@ -3,7 +3,8 @@
 //! The demo page and the dashboard are served from files embedded in the binary.
 //! Errors use the API's JSON shape everywhere, including unknown routes, wrong
 //! methods, bodies over the limit and panics. Connections reach the router through
-//! [`listener`], which enforces the connection caps and the header deadline.
+//! [`listener`], which enforces the connection caps and the header deadline. The
+//! request log names the path only: no token, ticket or password reaches it.
 
 mod admin;
 mod admin_stream;
@@ -85,6 +86,16 @@ pub fn router(state: AppState) -> Router {
                 "handler panicked".into(),
             ))
         }))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+/// The span of a request: its method and path, never the query string, which may
+/// carry a token (`?token=`) or a ticket (`?ticket=`) that must not reach the log.
+fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+    )
 }

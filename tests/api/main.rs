@@ -21,6 +21,8 @@ mod queue;
 mod readme;
 mod realtime;
 mod resp;
+mod sessions;
 mod social;
+mod throttle;
 mod upgrade;
 mod web;

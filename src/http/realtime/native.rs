@@ -23,7 +23,7 @@ use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::hub::{Delivery, Transport};
 
-/// `GET /ws`: checks the origin and the token, then upgrades.
+/// `GET /ws`: checks the origin and the token or ticket, then upgrades.
 pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Response {
     let query = match preflight(&parts, &state) {
         Ok(q) => q,
