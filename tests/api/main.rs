@@ -11,6 +11,7 @@ mod comments;
 mod crash;
 mod durability;
 mod errors;
+mod matrix;
 mod messages;
 mod metrics;
 mod notifications;
