@@ -92,7 +92,7 @@ impl Application {
         );
         let hub = Hub::with_limits(crate::hub::OutputLimits::from(&settings.limits));
         social.set_event_sink(crate::tasks::event_sink(&social, &hub));
-        let registry = crate::tasks::registry(&social, &settings);
+        let registry = crate::tasks::registry(&social, &settings)?;
         let pool = WorkerPool::new(
             store.clone(),
             registry,
