@@ -1,15 +1,20 @@
 //! `GET /healthz` and `GET /metrics` (Prometheus text).
+//!
+//! `/healthz` answers 200 `{"status":"ok"}` while the store takes writes and 503
+//! `{"status":"degraded","reason":...}` while it is failing (a full disk, an I/O
+//! error) and recovering, so that a load balancer or an operator sees it.
 
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::AppState;
+use crate::store::Health;
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
@@ -18,8 +23,15 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics_text))
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.social.store().health() {
+        Health::Ok => Json(json!({"status": "ok"})).into_response(),
+        Health::Degraded { reason } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "degraded", "reason": reason})),
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
@@ -32,6 +44,12 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
         .absolute(w.key_writes.load(Ordering::Relaxed));
     metrics::gauge!("likewise_store_changes").set(w.changes.load(Ordering::Relaxed) as f64);
     metrics::gauge!("likewise_store_max_batch").set(w.max_batch.load(Ordering::Relaxed) as f64);
+    metrics::counter!("likewise_store_failures_total")
+        .absolute(w.storage_failures.load(Ordering::Relaxed));
+    metrics::counter!("likewise_store_recoveries_total")
+        .absolute(w.recoveries.load(Ordering::Relaxed));
+    let degraded = !matches!(state.social.store().health(), Health::Ok);
+    metrics::gauge!("likewise_store_degraded").set(if degraded { 1.0 } else { 0.0 });
     metrics::gauge!("likewise_store_size_on_disk_bytes")
         .set(state.social.store().size_on_disk() as f64);
     metrics::gauge!("likewise_store_cache_capacity_bytes")
