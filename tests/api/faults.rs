@@ -5,9 +5,9 @@
 //! acknowledged. A stop while the disk is still full exits non-zero. And the data
 //! directory and its files are private to the server's user.
 //!
-//! The mounts need no privileges and leave nothing behind: each such test runs again
-//! in its own user and mount namespace (`unshare --user --map-root-user --mount`), so
-//! its tmpfs disappears with the process, however it ends.
+//! The mounts leave nothing behind: each such test runs again in its own mount
+//! namespace (`unshare --mount`, with `--user --map-root-user` when not root, so no
+//! privileges are needed), so its tmpfs disappears with the process, however it ends.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -32,8 +32,8 @@ const DISK: &str = "size=16m";
 /// mount namespace and asserts that it passed there. Returns `None` in the outer
 /// run, and inside the namespace the path of a fresh tmpfs to use.
 fn private_tmpfs(test: &str) -> Option<PathBuf> {
-    if std::env::var_os(INSIDE).is_some() {
-        let dir = tempfile::tempdir().expect("mount point").keep();
+    if let Some(dir) = std::env::var_os(INSIDE) {
+        let dir = PathBuf::from(dir);
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", DISK, "tmpfs"])
             .arg(&dir)
@@ -42,11 +42,22 @@ fn private_tmpfs(test: &str) -> Option<PathBuf> {
         assert!(status.success(), "mounting a tmpfs on {}", dir.display());
         return Some(dir);
     }
+    // The mount point belongs to this (outer) run: outside the namespace it stays an
+    // empty directory, removed when this returns.
+    let mount_point = tempfile::tempdir().expect("mount point");
+    // Root may mount in a new mount namespace directly (also where unprivileged user
+    // namespaces are restricted); anyone else gets a user namespace to be root in.
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let namespaces: &[&str] = if unsafe { libc::geteuid() } == 0 {
+        &["--mount", "--"]
+    } else {
+        &["--user", "--map-root-user", "--mount", "--"]
+    };
     let out = Command::new("unshare")
-        .args(["--user", "--map-root-user", "--mount", "--"])
+        .args(namespaces)
         .arg(std::env::current_exe().expect("the test binary"))
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(INSIDE, "1")
+        .env(INSIDE, mount_point.path())
         .stdin(Stdio::null())
         .output()
         .expect("unshare (util-linux) runs");
