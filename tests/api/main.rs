@@ -11,6 +11,7 @@ mod comments;
 mod crash;
 mod durability;
 mod errors;
+mod faults;
 mod matrix;
 mod messages;
 mod metrics;
