@@ -34,7 +34,8 @@ pub use notifications::NotificationPage;
 pub use posts::{read_comment, read_post, CollectOutcome, LikeOutcome, ShareOutcome};
 pub use sessions::{Redeemed, SignedIn, Ticket, NO_TOKEN};
 pub use users::{
-    hash_memory_returns, new_token, token_hash, AccountSettings, AdminToken, Session, User,
+    hash_memory_returns, new_token, token_hash, AccountSettings, AdminToken, RotateError, Session,
+    User,
 };
 pub use views::ViewCounter;
 
