@@ -383,3 +383,52 @@ async fn no_token_ticket_or_password_reaches_a_debug_log() {
         assert!(leaks.is_empty(), "{secret:?} appears in the log: {leaks:?}");
     }
 }
+
+#[tokio::test]
+async fn the_sweep_forgets_sessions_a_week_after_they_expired_and_keeps_the_rest() {
+    let app = spawn_app_with(|s| s.accounts.session_ttl_s = 3600).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let day = 24 * 3600 * 1000;
+    let now = Timestamp::now().0;
+    // Expired eight days ago, and expired yesterday (still within the week).
+    let ancient = "ancient-token-0123456789abcdef0123456789abcdef0123456789abcdef";
+    let recent = "recent-token-0123456789abcdef0123456789abcdef0123456789abcdef";
+    let old_session = |age: i64| SessionRecord {
+        user_id: alice.id,
+        created_at: Timestamp(now - age),
+    };
+    let (a, r) = (old_session(8 * day), old_session(day));
+    let (ha, hr) = (token_hash(ancient), token_hash(recent));
+    app.state
+        .social
+        .store()
+        .write(move |tx| {
+            tx.insert(&tx.t().tokens, &ha, &a)?;
+            tx.insert(&tx.t().tokens, &hr, &r)
+        })
+        .await
+        .unwrap();
+    app.delete("/api/sessions", &bob.token).await;
+    app.delete("/api/sessions?all=true", &alice.token).await;
+
+    let social = &app.state.social;
+    assert_eq!(
+        social.sweep_sessions(now).await.unwrap(),
+        1,
+        "only the ancient one"
+    );
+    let (status, body) = app.get("/api/me", recent).await;
+    assert_refused(status, &body, "session revoked");
+    let (status, body) = app.get("/api/me", ancient).await;
+    assert_refused(status, &body, "a valid token is required");
+
+    // Eight days on, everything above is a week past its expiry.
+    let later = now + 8 * day + 3600 * 1000;
+    // The recent session, two tombstones (bob's, alice's first) and alice's cutoff.
+    assert_eq!(social.sweep_sessions(later).await.unwrap(), 4);
+    let t = social.store().tables();
+    assert_eq!(t.revoked_sessions.len(), 0);
+    assert_eq!(t.session_cutoffs.len(), 0);
+    assert_eq!(t.tokens.len(), 0);
+}
