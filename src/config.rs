@@ -448,6 +448,9 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The data directory of `serve --demo` when none is named.
+pub const DEMO_DATA: &str = "./likewise-demo";
+
 /// The config file's shape: every field optional so that each layer only overrides
 /// what it names.
 #[derive(Debug, Default, Deserialize)]
@@ -546,7 +549,15 @@ pub fn resolve(file: FileSettings, over: Overrides) -> Result<Settings, ConfigEr
         None => d.resp,
     };
     let settings = Settings {
-        data: over.data.or(file.data).unwrap_or(d.data),
+        // The demo gets a directory of its own unless one is named, so that its
+        // accounts never meet real ones.
+        data: over.data.or(file.data).unwrap_or_else(|| {
+            if over.demo {
+                PathBuf::from(DEMO_DATA)
+            } else {
+                d.data
+            }
+        }),
         http,
         resp,
         resp_password: nonempty(over.resp_password).or(file.resp_password),

@@ -101,9 +101,11 @@ impl Application {
             settings.queue.clone(),
         );
         pool.recover().await?;
-        if settings.demo {
-            crate::demo::seed_and_announce(&social).await;
-        }
+        let demo_accounts = if settings.demo {
+            crate::demo::seed_and_announce(&social).await
+        } else {
+            Vec::new()
+        };
         let beat = Beat::new(
             store.clone(),
             &schedules_with_builtins(&settings.schedules),
@@ -144,6 +146,7 @@ impl Application {
             started: std::time::Instant::now(),
             connections: Arc::default(),
             realtime: Arc::default(),
+            demo_accounts: Arc::new(demo_accounts),
         };
         Ok(Application {
             http_listener,

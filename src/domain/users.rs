@@ -427,6 +427,24 @@ impl Social {
         })
     }
 
+    /// Whether `password` is the password of the account named `name` (false when
+    /// there is no such account). Opens no session and counts no failure: for the
+    /// server's own checks, never for a caller's guesses.
+    pub async fn password_matches(&self, name: &str, password: &str) -> DomainResult<bool> {
+        let tables = self.store().tables();
+        let record = match tables.user_names.get(&name_key(name))? {
+            Some(id) => tables.users.get(&id)?,
+            None => None,
+        };
+        Ok(match record {
+            Some(r) => {
+                self.verify_password(password.to_owned(), r.password_hash)
+                    .await
+            }
+            None => false,
+        })
+    }
+
     /// A user by id.
     pub fn user(&self, id: u64) -> DomainResult<User> {
         self.store()

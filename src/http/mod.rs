@@ -14,6 +14,7 @@ pub mod extract;
 mod health;
 pub mod listener;
 mod messages;
+mod metrics;
 mod notifications;
 mod posts;
 pub mod realtime;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub connections: Arc<listener::ConnectionStats>,
     /// Websocket and Socket.IO counters.
     pub realtime: Arc<realtime::RealtimeStats>,
+    /// The demo accounts a visitor can sign in with (empty without `--demo`).
+    pub demo_accounts: Arc<Vec<crate::demo::DemoUser>>,
 }
 
 /// The whole HTTP application.
@@ -62,6 +65,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.settings.limits.max_body_bytes;
     Router::new()
         .merge(health::router())
+        .merge(metrics::router())
         .merge(users::router())
         .merge(posts::router())
         .merge(messages::router())
@@ -75,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not accept that method".into())
         })
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::Internal(
