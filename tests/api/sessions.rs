@@ -353,6 +353,22 @@ async fn no_token_ticket_or_password_reaches_a_debug_log() {
         assert_eq!(resp.status(), StatusCode::OK);
         let _ = resp.chunk().await;
     }
+    let (mut sio, _) = tokio_tungstenite::connect_async(format!(
+        "{base}/socket.io/?EIO=4&transport=websocket&token={second}"
+    ))
+    .await
+    .expect("Socket.IO with ?token=");
+    sio.close(None).await.ok();
+    let changed = "a-brand-new-password-42";
+    let (status, body) = api
+        .call(
+            Method::PUT,
+            "/api/me/password",
+            Some(&second),
+            Some(json!({"old_password": password, "new_password": changed})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     // Refused credentials are not logged either.
     let (status, _) = api
         .call(
@@ -377,6 +393,7 @@ async fn no_token_ticket_or_password_reaches_a_debug_log() {
         ADMIN_TOKEN,
         password,
         wrong,
+        changed,
         "wrong-admin-token-guess",
     ] {
         let leaks: Vec<_> = log.iter().filter(|l| l.contains(secret)).collect();
