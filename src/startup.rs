@@ -49,6 +49,36 @@ fn schedules_with_builtins(configured: &[ScheduleSettings]) -> Vec<ScheduleSetti
     all
 }
 
+/// Creates the data directory (and missing parents) readable by this user only:
+/// it holds password hashes and private messages. An existing directory is left as
+/// it is, with a warning if other users may read it.
+fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating data directory {}", dir.display()))?;
+        let mode = std::fs::metadata(dir)
+            .with_context(|| format!("reading data directory {}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "the data directory {} has mode {:o}: other users may read it; chmod 700 it",
+                dir.display(),
+                mode & 0o777
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    Ok(())
+}
+
 impl Application {
     /// Opens the store in `settings.data`, recovers interrupted tasks and binds the
     /// listeners.
@@ -56,8 +86,7 @@ impl Application {
         settings.validate()?;
         // Webhooks over https use rustls with the ring provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        std::fs::create_dir_all(&settings.data)
-            .with_context(|| format!("creating data directory {}", settings.data.display()))?;
+        create_data_dir(&settings.data)?;
         let data = settings.data.clone();
         let store_settings = settings.store();
         let store = tokio::task::spawn_blocking(move || Store::open_with(&data, &store_settings))
@@ -93,7 +122,7 @@ impl Application {
         );
         let hub = Hub::with_limits(crate::hub::OutputLimits::from(&settings.limits));
         social.set_event_sink(crate::tasks::event_sink(&social, &hub));
-        let registry = crate::tasks::registry(&social, &settings);
+        let registry = crate::tasks::registry(&social, &settings)?;
         let pool = WorkerPool::new(
             store.clone(),
             registry,
@@ -240,7 +269,11 @@ impl Application {
             tracing::warn!(error = %e, "writing the last views failed");
         }
         let store = social.store().clone();
-        tokio::task::spawn_blocking(move || store.close()).await?;
+        tokio::task::spawn_blocking(move || store.shut_down())
+            .await?
+            .context(
+                "the final flush failed, so changes committed since the last successful one may be lost",
+            )?;
         tracing::info!("stopped");
         Ok(())
     }

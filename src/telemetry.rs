@@ -240,6 +240,24 @@ pub const METRICS: &[Metric] = &[
         "Flushes of the store to disk.",
     ),
     m(
+        "likewise_store_failures_total",
+        Kind::Counter,
+        &[],
+        "Commits or flushes the disk refused (full disk, I/O error).",
+    ),
+    m(
+        "likewise_store_recoveries_total",
+        Kind::Counter,
+        &[],
+        "Returns to health after a storage failure, without a restart.",
+    ),
+    m(
+        "likewise_store_degraded",
+        Kind::Gauge,
+        &[],
+        "1 while the store refuses writes and retries (GET /healthz answers 503), else 0.",
+    ),
+    m(
         "likewise_store_batch_size",
         Kind::Histogram,
         &[],

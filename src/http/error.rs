@@ -125,8 +125,20 @@ impl From<store::Error> for ApiError {
             store::Error::Closed => ApiError::Unavailable("the server is shutting down".into()),
             store::Error::Sled(cause) => {
                 tracing::error!(%cause, "storage failure");
-                ApiError::Unavailable("storage is unavailable; nothing was changed".into())
+                ApiError::Unavailable(format!(
+                    "storage refused the write ({cause}); nothing was changed; retry later"
+                ))
             }
+            store::Error::NotDurable(cause) => {
+                tracing::error!(%cause, "flush failed after a commit");
+                ApiError::Unavailable(format!(
+                    "the change was committed but could not be made durable ({cause}); \
+                     it may or may not survive a crash or the store's recovery"
+                ))
+            }
+            store::Error::Degraded(reason) => ApiError::Unavailable(format!(
+                "storage is failing ({reason}) and recovering; nothing was changed; retry later"
+            )),
             other => ApiError::Internal(other.to_string()),
         }
     }

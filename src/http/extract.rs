@@ -63,8 +63,20 @@ impl FromRequestParts<AppState> for CurrentUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer_token(parts).ok_or_else(ApiError::no_token)?;
+        not_admin(state, &token)?;
         Ok(CurrentUser(state.social.authenticate(&token)?))
     }
+}
+
+/// Refuses the admin token on routes that act as a user: it is valid, but it is
+/// nobody's session, so the answer is 403 rather than "sign in again".
+pub(crate) fn not_admin(state: &AppState, token: &str) -> Result<(), ApiError> {
+    if state.admin.matches(token) {
+        return Err(ApiError::Forbidden(
+            "the admin token is not a user's session: this route needs a user's token".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The signed-in user and the session the request's token names (for signing out
@@ -76,6 +88,7 @@ impl FromRequestParts<AppState> for CurrentSession {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer_token(parts).ok_or_else(ApiError::no_token)?;
+        not_admin(state, &token)?;
         Ok(CurrentSession(state.social.signed_in(&token)?))
     }
 }

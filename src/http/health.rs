@@ -1,16 +1,31 @@
 //! `GET /healthz`.
+//!
+//! `/healthz` answers 200 `{"status":"ok"}` while the store takes writes and 503
+//! `{"status":"degraded","reason":...}` while it is failing (a full disk, an I/O
+//! error) and recovering, so that a load balancer or an operator sees it.
 
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::AppState;
+use crate::store::Health;
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new().route("/healthz", get(healthz))
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.social.store().health() {
+        Health::Ok => Json(json!({"status": "ok"})).into_response(),
+        Health::Degraded { reason } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "degraded", "reason": reason})),
+        )
+            .into_response(),
+    }
 }

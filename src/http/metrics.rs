@@ -36,6 +36,10 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     metrics::counter!("likewise_store_changes_total").absolute(load(&w.changes));
     metrics::counter!("likewise_store_flushes_total").absolute(load(&w.flushes));
     metrics::counter!("likewise_store_key_writes_total").absolute(load(&w.key_writes));
+    metrics::counter!("likewise_store_failures_total").absolute(load(&w.storage_failures));
+    metrics::counter!("likewise_store_recoveries_total").absolute(load(&w.recoveries));
+    let degraded = !matches!(store.health(), crate::store::Health::Ok);
+    metrics::gauge!("likewise_store_degraded").set(if degraded { 1.0 } else { 0.0 });
     metrics::gauge!("likewise_store_size_on_disk_bytes").set(store.size_on_disk() as f64);
     metrics::gauge!("likewise_store_cache_capacity_bytes").set(store.cache_bytes() as f64);
 

@@ -29,7 +29,7 @@ pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Resp
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
-    let user = match token_user(&parts, &query, &state.social) {
+    let user = match token_user(&parts, &query, &state) {
         Ok(Some(user)) => user,
         Ok(None) => return ApiError::no_token().into_response(),
         Err(e) => return e.into_response(),

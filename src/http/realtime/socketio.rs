@@ -64,7 +64,7 @@ pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Resp
     }
     // A token in the query is checked before the upgrade; otherwise it comes in the
     // CONNECT packet's auth payload.
-    let user = match token_user(&parts, &query, &state.social) {
+    let user = match token_user(&parts, &query, &state) {
         Ok(u) => u.map(|u| u.id),
         Err(e) => return e.into_response(),
     };

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::{socket, Session, Timing};
 use crate::domain::{Redeemed, Social, User};
 use crate::http::error::ApiError;
-use crate::http::extract::bearer_token;
+use crate::http::extract::{bearer_token, not_admin};
 use crate::http::AppState;
 
 /// `?ticket=` or `?token=` (and, for resuming, `?since=`) of an upgrade request.
@@ -58,9 +58,11 @@ fn check_origin(parts: &Parts, allowed: &[String]) -> Result<(), ApiError> {
 pub(crate) fn token_user(
     parts: &Parts,
     query: &UpgradeQuery,
-    social: &Social,
+    state: &AppState,
 ) -> Result<Option<User>, ApiError> {
+    let social = &state.social;
     if let Some(token) = bearer_token(parts) {
+        not_admin(state, &token)?;
         return Ok(Some(social.authenticate(&token)?));
     }
     if let Some(ticket) = &query.ticket {
@@ -68,7 +70,10 @@ pub(crate) fn token_user(
     }
     match &query.token {
         None => Ok(None),
-        Some(t) => Ok(Some(social.authenticate(t)?)),
+        Some(t) => {
+            not_admin(state, t)?;
+            Ok(Some(social.authenticate(t)?))
+        }
     }
 }
 
