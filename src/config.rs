@@ -673,6 +673,22 @@ mod tests {
             Settings::default().queue.max_attempts
         );
         assert_eq!(all.limits.max_page, Limits::default().max_page);
+        assert_eq!(all.accounts, AccountSettings::default());
+    }
+
+    #[test]
+    fn account_settings_come_from_their_section_and_are_checked() {
+        let file = FileSettings::parse("[accounts]\nsession_ttl_s = 3600").unwrap();
+        let s = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(s.accounts.session_ttl_s, 3600);
+        assert_eq!(
+            s.accounts.login_failures_per_ip, 10,
+            "unnamed fields keep defaults"
+        );
+        let file = FileSettings::parse("[accounts]\nsession_ttl_s = 1").unwrap();
+        let err = resolve(file, Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("session_ttl_s"), "{err}");
+        assert!(FileSettings::parse("[accounts]\nsesion_ttl_s = 3600").is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod notifications;
 mod posts;
 pub mod records;
 mod sessions;
-pub mod throttle;
+mod throttle;
 mod users;
 mod views;
 
