@@ -562,6 +562,15 @@ mod tests {
     }
 
     #[test]
+    fn storage_failures_are_described_for_operators() {
+        let full = sled::Error::Io(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert_eq!(describe(&full), "the disk is full");
+        assert!(matches!(Error::from(full), Error::Sled(m) if m == "the disk is full"));
+        let other = sled::Error::Io(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert_eq!(describe(&other), "an I/O error (PermissionDenied)");
+    }
+
+    #[test]
     fn a_loaded_database_hands_out_ids_above_the_floor() {
         let dir = tempfile::tempdir().unwrap();
         let mut loader = Loader::create(dir.path()).unwrap();

@@ -124,6 +124,21 @@ async fn health(api: &Api) -> (StatusCode, Value) {
     api.call(Method::GET, "/healthz", None, None).await
 }
 
+/// The value of an unlabelled metric on `/metrics`.
+async fn metric(api: &Api, name: &str) -> Option<f64> {
+    let text = api
+        .client
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 #[tokio::test]
 async fn a_full_disk_answers_503_and_writes_succeed_again_once_space_is_freed() {
     let Some(disk) = private_tmpfs(
@@ -183,6 +198,7 @@ async fn a_full_disk_answers_503_and_writes_succeed_again_once_space_is_freed() 
     );
     let (status, post) = app.get(&format!("/api/posts/{before}"), &alice.token).await;
     assert_eq!(status, StatusCode::OK, "{post}");
+    assert_eq!(metric(&app, "likewise_store_degraded").await, Some(1.0));
 
     // Space comes back: within seconds, without a restart, writes succeed again.
     std::fs::remove_file(&filler).unwrap();
@@ -206,6 +222,11 @@ async fn a_full_disk_answers_503_and_writes_succeed_again_once_space_is_freed() 
     acked.push(after);
     let (status, h) = health(&app).await;
     assert_eq!((status, h), (StatusCode::OK, json!({"status": "ok"})));
+    assert_eq!(metric(&app, "likewise_store_degraded").await, Some(0.0));
+    assert_eq!(
+        metric(&app, "likewise_store_recoveries_total").await,
+        Some(1.0)
+    );
 
     // Nothing acknowledged was lost, through the recovery and a restart.
     app.stop().await;
