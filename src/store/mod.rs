@@ -342,6 +342,9 @@ impl Store {
     /// the publisher thread.
     pub fn open_with(dir: &Path, settings: &StoreSettings) -> Result<Store, Error> {
         let db = sled_config(dir, settings).open()?;
+        // A probe interrupted by a crash may have left its file: sled's lock is ours
+        // now, so no other writer is probing.
+        writer::remove_probe_file(dir);
         let (tables, trees) = Tables::open(&db)?;
         migrate::run(&db, &tables, &trees)?;
         let tables = Arc::new(tables);

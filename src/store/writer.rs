@@ -693,6 +693,11 @@ impl WriterThread {
     }
 }
 
+/// Removes what an interrupted probe may have left in `dir`.
+pub(super) fn remove_probe_file(dir: &std::path::Path) {
+    let _ = std::fs::remove_file(dir.join(PROBE_FILE));
+}
+
 /// Whether the disk takes a synced write of [`PROBE_BYTES`] in `dir` again.
 fn probe_disk(dir: &std::path::Path) -> Result<(), String> {
     let path = dir.join(PROBE_FILE);

@@ -397,4 +397,27 @@ async fn the_data_directory_and_its_files_are_private_whatever_the_umask() {
         assert_eq!(mode, want, "{} has mode {mode:o}", path.display());
     }
     assert_eq!(mode(&backup), 0o600, "the backup file");
+
+    // A restore into a new directory creates it the same way.
+    let restored = parent.path().join("restored").join("data");
+    let mut restore = Command::new(env!("CARGO_BIN_EXE_likewise"));
+    restore
+        .args(["restore", "--from"])
+        .arg(&backup)
+        .arg("--data")
+        .arg(&restored);
+    // SAFETY: as in `serve`.
+    unsafe {
+        restore.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        });
+    }
+    let out = restore.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(mode(&restored), 0o700, "the restored data directory");
+    for (path, mode) in modes(&restored) {
+        let want = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} has mode {mode:o}", path.display());
+    }
 }
