@@ -102,7 +102,7 @@ pub struct ServeArgs {
     /// TOML config file (flags and environment variables override it).
     #[arg(long, env = "LIKEWISE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Data directory [default: ./likewise-data].
+    /// Data directory [default: the config file's `data`, else ./likewise-data, or ./likewise-demo with --demo].
     #[arg(long, env = "LIKEWISE_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// HTTP and websocket listen address [default: 127.0.0.1:8080].

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::domain::AccountSettings;
 pub use crate::store::Durability;
 
 /// The task queue's tunables (`[queue]` in the config file).
@@ -92,7 +93,8 @@ pub struct Limits {
     pub max_body_chars: usize,
     /// Largest page a listing returns.
     pub max_page: usize,
-    /// Failed logins per name within `login_window_s` before 429.
+    /// Failed sign-ins for one name within `login_window_s` after which the
+    /// addresses that failed on it get 429 for that name (others still get in).
     pub login_failures: u32,
     /// Window for `login_failures`.
     pub login_window_s: u64,
@@ -233,6 +235,8 @@ pub struct Settings {
     pub schedules: Vec<ScheduleSettings>,
     /// Input limits.
     pub limits: Limits,
+    /// Sessions, tickets, sign-in throttles, password hashing (`[accounts]`).
+    pub accounts: AccountSettings,
 }
 
 /// Default worker count: cores x 4.
@@ -258,6 +262,7 @@ impl Default for Settings {
             webhooks: Vec::new(),
             schedules: Vec::new(),
             limits: Limits::default(),
+            accounts: AccountSettings::default(),
         }
     }
 }
@@ -349,6 +354,7 @@ impl Settings {
                 )));
             }
         }
+        self.accounts.validate().map_err(ConfigError::Invalid)?;
         let l = &self.limits;
         if l.ping_interval_ms < 10 || l.ping_timeout_ms < 10 {
             return Err(ConfigError::Invalid(
@@ -442,6 +448,9 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The data directory of `serve --demo` when none is named.
+pub const DEMO_DATA: &str = "./likewise-demo";
+
 /// The config file's shape: every field optional so that each layer only overrides
 /// what it names.
 #[derive(Debug, Default, Deserialize)]
@@ -465,6 +474,8 @@ pub struct FileSettings {
     schedules: Vec<ScheduleSettings>,
     #[serde(default)]
     limits: Option<Limits>,
+    #[serde(default)]
+    accounts: Option<AccountSettings>,
 }
 
 impl FileSettings {
@@ -538,7 +549,15 @@ pub fn resolve(file: FileSettings, over: Overrides) -> Result<Settings, ConfigEr
         None => d.resp,
     };
     let settings = Settings {
-        data: over.data.or(file.data).unwrap_or(d.data),
+        // The demo gets a directory of its own unless one is named, so that its
+        // accounts never meet real ones.
+        data: over.data.or(file.data).unwrap_or_else(|| {
+            if over.demo {
+                PathBuf::from(DEMO_DATA)
+            } else {
+                d.data
+            }
+        }),
         http,
         resp,
         resp_password: nonempty(over.resp_password).or(file.resp_password),
@@ -553,6 +572,7 @@ pub fn resolve(file: FileSettings, over: Overrides) -> Result<Settings, ConfigEr
         webhooks: file.webhooks,
         schedules: file.schedules,
         limits: file.limits.unwrap_or_default(),
+        accounts: file.accounts.unwrap_or_default(),
     };
     settings.validate()?;
     Ok(settings)

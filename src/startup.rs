@@ -118,6 +118,7 @@ impl Application {
             settings.limits.clone(),
             settings.queue.clone(),
             settings.webhooks.clone(),
+            settings.accounts.clone(),
         );
         let hub = Hub::with_limits(crate::hub::OutputLimits::from(&settings.limits));
         social.set_event_sink(crate::tasks::event_sink(&social, &hub));
@@ -129,9 +130,11 @@ impl Application {
             settings.queue.clone(),
         );
         pool.recover().await?;
-        if settings.demo {
-            crate::demo::seed_and_announce(&social).await;
-        }
+        let demo_accounts = if settings.demo {
+            crate::demo::seed_and_announce(&social).await
+        } else {
+            Vec::new()
+        };
         let beat = Beat::new(
             store.clone(),
             &schedules_with_builtins(&settings.schedules),
@@ -172,6 +175,7 @@ impl Application {
             started: std::time::Instant::now(),
             connections: Arc::default(),
             realtime: Arc::default(),
+            demo_accounts: Arc::new(demo_accounts),
         };
         Ok(Application {
             http_listener,

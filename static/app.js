@@ -137,8 +137,15 @@ async function submitAuth(event) {
   }
 }
 
+/**
+ * Leaves the app. Signing out by choice also ends the session on the server, so a
+ * copy of the token stops working; after a 401 there is nothing left to end.
+ */
 function signOut(message) {
   if (state.realtime) state.realtime.stop();
+  if (state.token && !message) {
+    api("DELETE", "/api/sessions", { token: state.token }).catch(() => {});
+  }
   localStorage.removeItem(TOKEN_KEY);
   Object.assign(state, {
     token: null, me: null, realtime: null, thread: null, nextBefore: null,
@@ -183,6 +190,7 @@ async function startApp(me) {
     onState: setStatus,
     onNotification: receiveNotification,
     onEvent: receiveEvent,
+    onUnauthorized: () => signOut("Your session ended. Please sign in again."),
   });
   state.realtime.markSeen(list.notifications);
   await loadFeed();

@@ -17,6 +17,8 @@ const state = {
   lastTotals: null,
   ticks: 0,
   lastStats: null,
+  retryTimer: null,
+  streamAttempt: 0,
 };
 
 function call(method, path) {
@@ -86,6 +88,7 @@ async function connect(token) {
 function forget() {
   if (state.source) state.source.close();
   state.source = null;
+  clearTimeout(state.retryTimer);
   state.token = null;
   state.points = [];
   state.lastTotals = null;
@@ -96,12 +99,35 @@ function forget() {
 
 // ---------- live stream ----------
 
-function openStream() {
+/**
+ * Follows the admin stream. It opens with a one-use admin ticket, so the admin
+ * token never appears in a URL; since a ticket cannot be used twice, the browser's
+ * own reconnection is replaced by ours, each attempt with a fresh ticket.
+ */
+async function openStream() {
   if (state.source) state.source.close();
+  state.source = null;
+  clearTimeout(state.retryTimer);
   setStatus("connecting");
-  const source = new EventSource(`/api/admin/stream?token=${encodeURIComponent(state.token)}`);
+  let ticket;
+  try {
+    ({ ticket } = await call("POST", "/api/realtime/tickets"));
+  } catch (err) {
+    if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+      forget();
+      showLogin("The admin token stopped working.");
+      return;
+    }
+    retryStream();
+    return;
+  }
+  if (!state.token) return; // forgotten meanwhile
+  const source = new EventSource(`/api/admin/stream?ticket=${encodeURIComponent(ticket)}`);
   state.source = source;
-  source.addEventListener("open", () => setStatus("live"));
+  source.addEventListener("open", () => {
+    state.streamAttempt = 0;
+    setStatus("live");
+  });
   source.addEventListener("stats", (e) => {
     setStatus("live");
     let stats;
@@ -116,9 +142,21 @@ function openStream() {
     if (state.ticks % 3 === 0) refreshTables();
   });
   source.addEventListener("error", () => {
-    // EventSource reconnects by itself while the server is reachable.
-    setStatus(source.readyState === EventSource.CLOSED ? "offline" : "connecting");
+    if (state.source !== source) return;
+    source.close();
+    state.source = null;
+    setStatus("offline");
+    retryStream();
   });
+}
+
+/** Opens the stream again after a growing, jittered delay. */
+function retryStream() {
+  if (!state.token) return;
+  const base = Math.min(15000, 500 * 2 ** (state.streamAttempt || 0));
+  state.streamAttempt = (state.streamAttempt || 0) + 1;
+  clearTimeout(state.retryTimer);
+  state.retryTimer = setTimeout(openStream, base / 2 + Math.random() * (base / 2));
 }
 
 function addPoint(stats) {

@@ -294,6 +294,13 @@ tables! {
     post_counts: u64 => records::PostCounts,
     /// comment id → its like count (schema 2).
     comment_counts: u64 => u64,
+    /// SHA-256 of a signed-out token → when that session would have expired (ms),
+    /// so that presenting it again can be answered "session revoked".
+    revoked_sessions: [u8; 32] => i64,
+    /// user id → (ms, kept token hash): that user's sessions issued at or before
+    /// the time are revoked, except the kept one (sign-out everywhere, password
+    /// change).
+    session_cutoffs: u64 => (i64, Option<[u8; 32]>),
 }
 
 /// A cheap handle to the database; clone freely.

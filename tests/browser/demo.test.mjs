@@ -212,3 +212,41 @@ test("a like reaches the author's bell live, is marked read, and the dashboard s
 
   assert.deepEqual(consoleErrors, [], "no console errors on either page");
 });
+
+test("sockets and the admin stream open with tickets, and signing out ends the session", async () => {
+  const c = await newPage("carol");
+  const urls = [];
+  c.page.on("websocket", (ws) => urls.push(ws.url()));
+  c.page.on("request", (r) => urls.push(r.url()));
+  await c.page.goto(base + "/");
+  await c.page.getByRole("button", { name: "Fill in the demo account carol" }).click();
+  await c.page.locator("#auth-submit").click();
+  await c.page.locator("#status[data-state=live]").waitFor();
+  const token = await c.page.evaluate(() => localStorage.getItem("likewise.token"));
+  assert.ok(urls.some((u) => u.includes("/ws?ticket=")), urls.join("\n"));
+  assert.deepEqual(urls.filter((u) => u.includes(token) || u.includes("token=")), []);
+
+  await c.page.locator("#sign-out").click();
+  await c.page.locator("#auth-submit").waitFor();
+  // The page does not wait for the server's answer; the token stops working soon after.
+  let answer;
+  for (let i = 0; i < 50; i++) {
+    const r = await fetch(base + "/api/me", { headers: { Authorization: `Bearer ${token}` } });
+    answer = { status: r.status, body: await r.json() };
+    if (r.status === 401) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(answer.status, 401, JSON.stringify(answer));
+  assert.match(answer.body.error.message, /session revoked/);
+
+  const d = await newPage("dashboard-tickets");
+  const dashUrls = [];
+  d.page.on("request", (r) => dashUrls.push(r.url()));
+  await d.page.goto(base + "/dashboard");
+  await d.page.getByLabel("Admin token").fill(ADMIN_TOKEN);
+  await d.page.getByRole("button", { name: "Open dashboard" }).click();
+  await d.page.locator("#status[data-state=live]").waitFor();
+  assert.ok(dashUrls.some((u) => u.includes("/api/admin/stream?ticket=")), dashUrls.join("\n"));
+  assert.deepEqual(dashUrls.filter((u) => u.includes(ADMIN_TOKEN)), []);
+  assert.deepEqual(consoleErrors, [], "no console errors on either page");
+});
