@@ -242,6 +242,60 @@ async fn a_full_disk_answers_503_and_writes_succeed_again_once_space_is_freed() 
     app.stop().await;
 }
 
+/// In relaxed mode the failure shows in sled's background flush, and the next write
+/// finds the store refusing; recovery is the same.
+#[tokio::test]
+async fn in_relaxed_mode_a_full_disk_is_also_recovered_from() {
+    let Some(disk) = private_tmpfs("faults::in_relaxed_mode_a_full_disk_is_also_recovered_from")
+    else {
+        return;
+    };
+    let data = disk.join("data");
+    let relaxed = |s: &mut likewise::config::Settings| {
+        s.durability = likewise::config::Durability::Relaxed;
+        s.flush_every_ms = 20;
+    };
+    let app = spawn_app_in(&data, relaxed).await;
+    let alice = app.register("alice").await;
+    // Relaxed: alice's account is durable only once flushed, and the recovery keeps
+    // only what is on disk.
+    app.state.social.store().flush().await.unwrap();
+    let filler = fill(&disk);
+    let (_, (status, refused)) = post_until_refused(&app, &alice).await;
+    assert_error(
+        status,
+        &refused,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+    );
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("the disk is full"), "{message}");
+    let (status, h) = health(&app).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{h}");
+
+    std::fs::remove_file(&filler).unwrap();
+    let after = app
+        .eventually(Duration::from_secs(10), || async {
+            let (status, body) = app
+                .post(
+                    "/api/posts",
+                    &alice.token,
+                    json!({"title": "after", "body": "b"}),
+                )
+                .await;
+            (status == StatusCode::CREATED).then(|| body["id"].as_u64().unwrap())
+        })
+        .await;
+    let (status, _) = health(&app).await;
+    assert_eq!(status, StatusCode::OK);
+    // A graceful stop flushes: what was written after the recovery is kept.
+    app.stop().await;
+    let app = spawn_app_in(&data, relaxed).await;
+    let (status, post) = app.get(&format!("/api/posts/{after}"), &alice.token).await;
+    assert_eq!(status, StatusCode::OK, "{post}");
+    app.stop().await;
+}
+
 /// `likewise serve` on `data`; returns the child, its address, and its stderr lines
 /// as they come.
 fn serve(
