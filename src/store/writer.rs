@@ -724,7 +724,12 @@ pub(super) fn remove_probe_file(dir: &std::path::Path) {
 fn probe_disk(dir: &std::path::Path) -> Result<(), String> {
     let path = dir.join(PROBE_FILE);
     let written = (|| {
-        let mut file = std::fs::File::create(&path)?;
+        // A fresh file (never through a link someone left in its place).
+        let _ = std::fs::remove_file(&path);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         file.write_all(&[0u8; PROBE_BYTES])?;
         file.sync_all()
     })();
