@@ -318,8 +318,8 @@ struct Inner {
     writer: writer::Writer,
 }
 
-/// Opens the sled database of `dir` as `settings` say; used at open and by the
-/// writer to reopen after a failure.
+/// How sled opens the database in `dir` under `settings`: at open, and again when
+/// the writer reopens it after a failure.
 fn sled_config(dir: &Path, settings: &StoreSettings) -> sled::Config {
     let config = sled::Config::new()
         .path(dir)
