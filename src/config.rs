@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use crate::domain::AccountSettings;
 pub use crate::store::Durability;
@@ -78,7 +78,7 @@ pub struct ScheduleSettings {
 }
 
 /// Size and rate limits; every input the server accepts is bounded by one of these.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest HTTP request body, in bytes.

@@ -28,7 +28,7 @@ use crate::store::Store;
 /// Sessions, tickets, throttles and password hashing (`[accounts]` in the config
 /// file). The per-name sign-in limit is `[limits] login_failures` per
 /// `login_window_s`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccountSettings {
     /// A session token stops working this long after it was issued, in seconds.

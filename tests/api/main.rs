@@ -23,6 +23,7 @@ mod queue;
 mod readme;
 mod realtime;
 mod resp;
+mod security;
 mod sessions;
 mod social;
 mod throttle;
