@@ -18,16 +18,19 @@ fn env_secret(name: &str) -> Option<String> {
 }
 
 fn main() -> ExitCode {
-    // Everything this process creates — the data directory, sled's files (whose modes
-    // sled does not let us choose), the control socket, backups — is for this user
-    // only: the data holds password hashes and private messages.
-    #[cfg(unix)]
-    // SAFETY: umask only sets the process's file mode mask; it cannot fail and has no
-    // memory preconditions. It runs before any thread is started.
-    unsafe {
-        libc::umask(0o077);
-    }
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Man(_)) {
+        // Everything the server and the backup tools create — the data directory,
+        // sled's files (whose modes sled does not let us choose), the control socket,
+        // backups — is for this user only: the data holds password hashes and private
+        // messages. (Manual pages are for everyone.)
+        #[cfg(unix)]
+        // SAFETY: umask only sets the process's file mode mask; it cannot fail and has
+        // no memory preconditions. No thread has been started yet.
+        unsafe {
+            libc::umask(0o077);
+        }
+    }
     likewise::telemetry::init_logging();
     match cli.command {
         Command::Serve(args) => serve(args),

@@ -151,6 +151,9 @@ async fn deliver_webhook(
 /// no redirects.
 fn webhook_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
     use anyhow::Context;
+    // reqwest panics instead of failing when no TLS provider is installed; installing
+    // ours is a no-op if one already is (start-up installs it too).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(timeout)
         .user_agent(concat!("likewise/", env!("CARGO_PKG_VERSION")))
@@ -206,6 +209,12 @@ pub fn registry(social: &Social, settings: &Settings) -> anyhow::Result<Registry
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_webhook_client_builds_without_a_tls_provider_installed_first() {
+        // Nothing in this test process installs one before: building must not panic.
+        assert!(webhook_client(Duration::from_secs(1)).is_ok());
+    }
 
     #[test]
     fn signatures_are_hex_hmac_sha256() {

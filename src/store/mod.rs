@@ -329,8 +329,8 @@ struct Inner {
     writer: writer::Writer,
 }
 
-/// Opens the sled database of `dir` as `settings` say; used at open and by the
-/// writer to reopen after a failure.
+/// How sled opens the database in `dir` under `settings`: at open, and again when
+/// the writer reopens it after a failure.
 fn sled_config(dir: &Path, settings: &StoreSettings) -> sled::Config {
     let config = sled::Config::new()
         .path(dir)
@@ -360,6 +360,9 @@ impl Store {
     /// the publisher thread.
     pub fn open_with(dir: &Path, settings: &StoreSettings) -> Result<Store, Error> {
         let db = sled_config(dir, settings).open()?;
+        // A probe interrupted by a crash may have left its file: sled's lock is ours
+        // now, so no other writer is probing.
+        writer::remove_probe_file(dir);
         let (tables, trees) = Tables::open(&db)?;
         migrate::run(&db, &tables, &trees)?;
         let tables = Arc::new(tables);
@@ -577,6 +580,15 @@ mod tests {
         );
         assert_eq!(rows, 1);
         store.close();
+    }
+
+    #[test]
+    fn storage_failures_are_described_for_operators() {
+        let full = sled::Error::Io(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert_eq!(describe(&full), "the disk is full");
+        assert!(matches!(Error::from(full), Error::Sled(m) if m == "the disk is full"));
+        let other = sled::Error::Io(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert_eq!(describe(&other), "an I/O error (PermissionDenied)");
     }
 
     #[test]

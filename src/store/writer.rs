@@ -69,6 +69,12 @@ pub const MAX_PROBE: Duration = Duration::from_secs(2);
 /// before the database is reopened.
 const PROBE_BYTES: usize = 256 * 1024;
 
+/// Attempts to open the database again within one probe, [`REOPEN_PAUSE`] apart.
+const REOPEN_TRIES: u32 = 10;
+
+/// Pause between two attempts to open the database within one probe.
+const REOPEN_PAUSE: Duration = Duration::from_millis(20);
+
 /// The probe's file in the data directory (removed right after each probe).
 const PROBE_FILE: &str = ".likewise-probe";
 
@@ -547,7 +553,7 @@ impl WriterThread {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         self.backend = None;
-        let db = (self.recovery.reopen)().map_err(|e| format!("reopening: {e}"))?;
+        let db = self.open_again().map_err(|e| format!("reopening: {e}"))?;
         let trees = super::Tables::open_trees(&db).map_err(|e| e.to_string())?;
         // The default tree belongs to no table: the probe's write touches no data.
         db.insert(b"likewise:probe", &super::now_ms().to_be_bytes()[..])
@@ -561,6 +567,22 @@ impl WriterThread {
             .unwrap_or_else(PoisonError::into_inner) = Some(db.clone());
         self.backend = Some(Backend { db, trees });
         Ok(())
+    }
+
+    /// Opens the database, retrying for a moment: a read that was in progress when
+    /// the tables detached may still hold a handle, and with it sled's file lock.
+    fn open_again(&self) -> sled::Result<sled::Db> {
+        let mut tries = REOPEN_TRIES;
+        loop {
+            match (self.recovery.reopen)() {
+                Ok(db) => return Ok(db),
+                Err(e) if tries <= 1 => return Err(e),
+                Err(_) => {
+                    tries -= 1;
+                    std::thread::sleep(REOPEN_PAUSE);
+                }
+            }
+        }
     }
 
     /// Commits `batch`; returns whether it was flushed (or needed no flush).
@@ -693,11 +715,21 @@ impl WriterThread {
     }
 }
 
+/// Removes what an interrupted probe may have left in `dir`.
+pub(super) fn remove_probe_file(dir: &std::path::Path) {
+    let _ = std::fs::remove_file(dir.join(PROBE_FILE));
+}
+
 /// Whether the disk takes a synced write of [`PROBE_BYTES`] in `dir` again.
 fn probe_disk(dir: &std::path::Path) -> Result<(), String> {
     let path = dir.join(PROBE_FILE);
     let written = (|| {
-        let mut file = std::fs::File::create(&path)?;
+        // A fresh file (never through a link someone left in its place).
+        let _ = std::fs::remove_file(&path);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         file.write_all(&[0u8; PROBE_BYTES])?;
         file.sync_all()
     })();

@@ -124,6 +124,21 @@ async fn health(api: &Api) -> (StatusCode, Value) {
     api.call(Method::GET, "/healthz", None, None).await
 }
 
+/// The value of an unlabelled metric on `/metrics`.
+async fn metric(api: &Api, name: &str) -> Option<f64> {
+    let text = api
+        .client
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 #[tokio::test]
 async fn a_full_disk_answers_503_and_writes_succeed_again_once_space_is_freed() {
     let Some(disk) = private_tmpfs(
@@ -183,6 +198,7 @@ async fn a_full_disk_answers_503_and_writes_succeed_again_once_space_is_freed() 
     );
     let (status, post) = app.get(&format!("/api/posts/{before}"), &alice.token).await;
     assert_eq!(status, StatusCode::OK, "{post}");
+    assert_eq!(metric(&app, "likewise_store_degraded").await, Some(1.0));
 
     // Space comes back: within seconds, without a restart, writes succeed again.
     std::fs::remove_file(&filler).unwrap();
@@ -206,6 +222,11 @@ async fn a_full_disk_answers_503_and_writes_succeed_again_once_space_is_freed() 
     acked.push(after);
     let (status, h) = health(&app).await;
     assert_eq!((status, h), (StatusCode::OK, json!({"status": "ok"})));
+    assert_eq!(metric(&app, "likewise_store_degraded").await, Some(0.0));
+    assert_eq!(
+        metric(&app, "likewise_store_recoveries_total").await,
+        Some(1.0)
+    );
 
     // Nothing acknowledged was lost, through the recovery and a restart.
     app.stop().await;
@@ -218,6 +239,60 @@ async fn a_full_disk_answers_503_and_writes_succeed_again_once_space_is_freed() 
             "acknowledged post {id} lost: {post}"
         );
     }
+    app.stop().await;
+}
+
+/// In relaxed mode the failure shows in sled's background flush, and the next write
+/// finds the store refusing; recovery is the same.
+#[tokio::test]
+async fn in_relaxed_mode_a_full_disk_is_also_recovered_from() {
+    let Some(disk) = private_tmpfs("faults::in_relaxed_mode_a_full_disk_is_also_recovered_from")
+    else {
+        return;
+    };
+    let data = disk.join("data");
+    let relaxed = |s: &mut likewise::config::Settings| {
+        s.durability = likewise::config::Durability::Relaxed;
+        s.flush_every_ms = 20;
+    };
+    let app = spawn_app_in(&data, relaxed).await;
+    let alice = app.register("alice").await;
+    // Relaxed: alice's account is durable only once flushed, and the recovery keeps
+    // only what is on disk.
+    app.state.social.store().flush().await.unwrap();
+    let filler = fill(&disk);
+    let (_, (status, refused)) = post_until_refused(&app, &alice).await;
+    assert_error(
+        status,
+        &refused,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+    );
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("the disk is full"), "{message}");
+    let (status, h) = health(&app).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{h}");
+
+    std::fs::remove_file(&filler).unwrap();
+    let after = app
+        .eventually(Duration::from_secs(10), || async {
+            let (status, body) = app
+                .post(
+                    "/api/posts",
+                    &alice.token,
+                    json!({"title": "after", "body": "b"}),
+                )
+                .await;
+            (status == StatusCode::CREATED).then(|| body["id"].as_u64().unwrap())
+        })
+        .await;
+    let (status, _) = health(&app).await;
+    assert_eq!(status, StatusCode::OK);
+    // A graceful stop flushes: what was written after the recovery is kept.
+    app.stop().await;
+    let app = spawn_app_in(&data, relaxed).await;
+    let (status, post) = app.get(&format!("/api/posts/{after}"), &alice.token).await;
+    assert_eq!(status, StatusCode::OK, "{post}");
     app.stop().await;
 }
 
@@ -376,4 +451,27 @@ async fn the_data_directory_and_its_files_are_private_whatever_the_umask() {
         assert_eq!(mode, want, "{} has mode {mode:o}", path.display());
     }
     assert_eq!(mode(&backup), 0o600, "the backup file");
+
+    // A restore into a new directory creates it the same way.
+    let restored = parent.path().join("restored").join("data");
+    let mut restore = Command::new(env!("CARGO_BIN_EXE_likewise"));
+    restore
+        .args(["restore", "--from"])
+        .arg(&backup)
+        .arg("--data")
+        .arg(&restored);
+    // SAFETY: as in `serve`.
+    unsafe {
+        restore.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        });
+    }
+    let out = restore.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(mode(&restored), 0o700, "the restored data directory");
+    for (path, mode) in modes(&restored) {
+        let want = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} has mode {mode:o}", path.display());
+    }
 }
