@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use likewise::config::{Durability, QueueSettings};
-use likewise::queue::{self, Registry, TaskContext, TaskSpec, WorkerPool};
+use likewise::config::Durability;
+use likewise::queue::{self, QueueSettings, Registry, TaskContext, TaskSpec, WorkerPool};
 use likewise::store::Store;
 
 /// Tasks per iteration.

@@ -6,13 +6,23 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{enqueue, is_finished, TaskSpec};
-use crate::config::ScheduleSettings;
 use crate::store::{now_ms, Store};
 
 pub use crate::store::records::ScheduleRecord;
+
+/// A periodic task (`[[schedules]]` in the config file), like celery beat.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSettings {
+    /// Registered task name to run.
+    pub task: String,
+    /// Period in seconds.
+    pub every_s: u64,
+}
 
 #[derive(Debug, Clone)]
 struct Entry {

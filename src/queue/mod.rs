@@ -13,6 +13,7 @@
 
 mod beat;
 mod inspect;
+mod settings;
 mod state;
 pub mod worker;
 
@@ -21,8 +22,9 @@ use serde::Serialize;
 use crate::domain::Timestamp;
 use crate::store::{Tx, TxResult};
 
-pub use beat::{Beat, ScheduleRecord};
+pub use beat::{Beat, ScheduleRecord, ScheduleSettings};
 pub use inspect::{QueueStats, RatePoint};
+pub use settings::QueueSettings;
 pub use state::{backoff_ms, Outcome, TaskError};
 pub use worker::{Handler, HandlerFuture, Registry, TaskContext, WorkerPool};
 

@@ -21,8 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::state::RetryPolicy;
-use super::{Outcome, TaskError, TaskRecord, TaskState};
-use crate::config::QueueSettings;
+use super::{Outcome, QueueSettings, TaskError, TaskRecord, TaskState};
 use crate::store::Store;
 
 /// What a handler gets for one attempt.
