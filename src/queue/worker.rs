@@ -309,16 +309,14 @@ impl WorkerPool {
     }
 
     /// A task by id; `None` if unknown or finished longer ago than `result_ttl_s`
-    /// (an expired result is forgotten, never reported as a fake `pending`).
+    /// (an expired result is forgotten, never reported as a fake `pending`). Dead
+    /// letters do not expire: they stay, listed and retryable, until retried.
     pub fn task(&self, id: u64) -> Result<Option<TaskRecord>, crate::store::Error> {
         let Some(task) = self.inner.store.tables().tasks.get(&id)? else {
             return Ok(None);
         };
-        let finished = matches!(
-            task.state,
-            TaskState::Success | TaskState::Failure | TaskState::Cancelled
-        );
-        if finished && task.updated_at + self.inner.policy.result_ttl_ms < crate::store::now_ms() {
+        let expires = matches!(task.state, TaskState::Success | TaskState::Cancelled);
+        if expires && task.updated_at + self.inner.policy.result_ttl_ms < crate::store::now_ms() {
             return Ok(None);
         }
         Ok(Some(task))

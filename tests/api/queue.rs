@@ -367,3 +367,23 @@ async fn finished_results_expire_and_then_answer_404() {
         "unknown ids are 404, never a fake pending: {body}"
     );
 }
+
+#[tokio::test]
+async fn a_dead_letter_stays_readable_after_the_result_ttl() {
+    let (url, mut rx) = receiver(Behaviour::AlwaysFail).await;
+    // Results expire at once: only dead letters may outlive that.
+    let app = spawn_app_with(|s| {
+        hooked(&url, 1, 50)(s);
+        s.queue.result_ttl_s = 0;
+    })
+    .await;
+    let task_id = like_once(&app).await;
+    next(&mut rx).await;
+    let task = app.finished_task(task_id).await;
+    assert_eq!(task["state"], "failure", "{task}");
+    let (_, dead) = admin(&app, Method::GET, "/api/admin/tasks?state=failure").await;
+    assert_eq!(dead["tasks"][0]["id"], task_id, "{dead}");
+    let (status, body) = admin(&app, Method::GET, &format!("/api/tasks/{task_id}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "failure");
+}
