@@ -39,7 +39,7 @@ async fn run_once(durability: Durability) -> Duration {
     for _ in 0..PRODUCERS {
         let store = store.clone();
         producers.push(tokio::spawn(async move {
-            let spec = TaskSpec::new("noop", &(), 1);
+            let spec = TaskSpec::new("noop", &(), 1).expect("() encodes");
             for _ in 0..TASKS / PRODUCERS {
                 let spec = spec.clone();
                 store

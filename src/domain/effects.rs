@@ -335,7 +335,7 @@ pub fn notification_created(
             data: data.clone(),
         };
         let attempts = hook.max_attempts.unwrap_or(max_attempts);
-        let mut spec = TaskSpec::new(DELIVER_WEBHOOK, &args, attempts);
+        let mut spec = TaskSpec::new(DELIVER_WEBHOOK, &args, attempts)?;
         // The user whose action caused it may follow its delivery.
         spec.owner = n.actor_id;
         queue::enqueue(tx, &spec)?;

@@ -126,17 +126,50 @@ pub struct TaskSpec {
     pub delay_ms: u64,
 }
 
+/// Task arguments that could not be encoded (a `Serialize` implementation that
+/// refuses, or a sequence of unknown length): the task is not enqueued.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the arguments of task {name:?} cannot be encoded: {message}")]
+pub struct ArgsError {
+    /// Task name.
+    pub name: String,
+    /// What the encoder said.
+    pub message: String,
+}
+
+impl From<ArgsError> for crate::store::Error {
+    fn from(e: ArgsError) -> Self {
+        crate::store::Error::Decode {
+            table: "tasks",
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Inside a transaction, arguments that cannot be encoded abort the whole change:
+/// the action that would have caused the task does not happen either.
+impl From<ArgsError> for crate::store::TxError {
+    fn from(e: ArgsError) -> Self {
+        crate::store::TxError::Abort(e.into())
+    }
+}
+
 impl TaskSpec {
-    /// A task named `name` with postcard-encoded `args`.
-    pub fn new<A: Serialize>(name: &str, args: &A, max_attempts: u32) -> Self {
-        TaskSpec {
+    /// A task named `name` with postcard-encoded `args`; an error if `args` cannot
+    /// be encoded (never a task with empty arguments that would fail later).
+    pub fn new<A: Serialize>(name: &str, args: &A, max_attempts: u32) -> Result<Self, ArgsError> {
+        let args = postcard::to_stdvec(args).map_err(|e| ArgsError {
             name: name.to_owned(),
-            args: postcard::to_stdvec(args).unwrap_or_default(),
+            message: e.to_string(),
+        })?;
+        Ok(TaskSpec {
+            name: name.to_owned(),
+            args,
             max_attempts: max_attempts.max(1),
             owner: None,
             unique: None,
             delay_ms: 0,
-        }
+        })
     }
 
     /// Sets the owning user.
@@ -511,5 +544,29 @@ pub async fn purge_expired(
                 Ok(n)
             })
             .await?;
+    }
+}
+
+#[cfg(test)]
+mod spec_tests {
+    use super::*;
+
+    /// Arguments whose `Serialize` implementation refuses.
+    struct Unencodable;
+
+    impl Serialize for Unencodable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("refused"))
+        }
+    }
+
+    #[test]
+    fn arguments_that_cannot_be_encoded_are_an_error_not_empty_arguments() {
+        let err = TaskSpec::new("t", &Unencodable, 1).unwrap_err();
+        assert!(err.to_string().contains("cannot be encoded"), "{err}");
+        assert_eq!(err.name, "t");
+        let spec = TaskSpec::new("t", &(7u64, "x"), 0).unwrap();
+        assert_eq!(spec.args, postcard::to_stdvec(&(7u64, "x")).unwrap());
+        assert_eq!(spec.max_attempts, 1, "at least one attempt");
     }
 }

@@ -306,6 +306,7 @@ async fn waiting_tasks_with_one_unique_key_collapse_into_one() {
     let mut ids = std::collections::HashSet::new();
     for _ in 0..20 {
         let mut spec = TaskSpec::new(RECOUNT_POST, &RecountArgs { id: 7 }, 3)
+            .unwrap()
             .unique(format!("{RECOUNT_POST}:7"));
         // Not due yet, so that none of them runs (and releases the key) meanwhile.
         spec.delay_ms = 60_000;
