@@ -185,6 +185,9 @@ pub(super) struct Lease {
     pub(super) cancel: CancellationToken,
     /// An outcome is being recorded: the reaper leaves it alone.
     pub(super) recording: bool,
+    /// The reaper took it back: whatever its attempt reports is ignored, even if
+    /// writing the expiry failed and the reaper has to try again.
+    pub(super) taken_back: bool,
 }
 
 impl Lease {
@@ -363,6 +366,7 @@ impl WorkerPool {
                     deadline: now.saturating_add(lease_ms),
                     cancel: cancel.clone(),
                     recording: false,
+                    taken_back: false,
                 },
             );
             taken.push(Taken {
@@ -400,7 +404,7 @@ impl WorkerPool {
     fn claim(&self, id: u64, token: u64) -> bool {
         let mut leases = self.leases();
         match leases.running.get_mut(&id) {
-            Some(l) if l.token == token && !l.recording => {
+            Some(l) if l.token == token && !l.recording && !l.taken_back => {
                 l.recording = true;
                 true
             }
@@ -441,6 +445,7 @@ impl WorkerPool {
                 .filter(|(_, l)| l.is_started() && !l.recording && l.deadline < now)
                 .map(|(id, l)| {
                     l.recording = true;
+                    l.taken_back = true;
                     l.cancel.cancel();
                     (*id, l.token, l.attempt)
                 })
