@@ -12,12 +12,12 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ScheduleSettings, Settings};
+use crate::config::Settings;
 use crate::control::ControlSocket;
 use crate::domain::{AdminToken, Social};
 use crate::http::{self, AppState};
 use crate::hub::Hub;
-use crate::queue::{Beat, WorkerPool};
+use crate::queue::{Beat, ScheduleSettings, WorkerPool};
 use crate::store::Store;
 
 /// How long running tasks get to finish at shutdown before they are put back.

@@ -22,11 +22,13 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Limits, QueueSettings, WebhookSettings};
+use crate::config::Limits;
+use crate::queue::QueueSettings;
 use crate::store::records::{
     CommentRecord, MessageRecord, NotificationRecord, PostCounts, PostRecord,
 };
 use crate::store::{self, Store};
+use effects::WebhookSettings;
 
 pub use directory::PostMarks;
 pub use effects::NotifyArgs;

@@ -63,7 +63,7 @@ use serde::Deserialize;
 
 pub use keys::Key;
 pub use snapshot::{Frozen, FrozenTable, Loader};
-pub use table::{Table, Tx, TxResult};
+pub use table::{Table, Tx, TxError, TxResult};
 pub use time::{now_ms, Timestamp};
 pub use writer::{Deferred, WriterStats};
 
