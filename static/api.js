@@ -320,9 +320,25 @@ export const ICONS = {
   bell: ["M18 8a6 6 0 0 0-12 0c0 7-3 9-3 9h18s-3-2-3-9", "M13.7 21a2 2 0 0 1-3.4 0"],
 };
 
-/** A round avatar with the name's first letter and a color from the id. */
+/**
+ * A user's avatar hue (0-359), from the name alone: names are unique and never
+ * change, and the name is all the sign-in form knows of a demo account, so the
+ * same user gets the same color on the sign-in buttons, in the feed and
+ * everywhere else. FNV-1a over the name's UTF-16 code units.
+ */
+export function avatarHue(name) {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) {
+    hash ^= name.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash % 360;
+}
+
+/** A round avatar with the name's first letter and the name's color ({@link avatarHue}). */
 export function avatar(user, small = false) {
-  const el = h("span", { class: small ? "avatar small" : "avatar", "aria-hidden": "true" }, (user.name || "?").slice(0, 1));
-  el.style.setProperty("--hue", String((Number(user.id) * 67) % 360));
+  const name = user.name || "?";
+  const el = h("span", { class: small ? "avatar small" : "avatar", "aria-hidden": "true", dataset: { user: name } }, name.slice(0, 1));
+  el.style.setProperty("--hue", String(avatarHue(name)));
   return el;
 }

@@ -174,15 +174,23 @@ function addPoint(stats) {
 
 function render(stats) {
   state.lastStats = stats;
-  const q = stats.queue || {};
+  const w = stats.workers;
+  // A started task is either running (its handler holds a worker: `workers.busy`)
+  // or recording its outcome, which frees the worker first: so "started" may
+  // exceed the busy workers, never the other way round. The two figures are read
+  // a moment apart, so a task starting in between can show as busy before it
+  // shows as started; count it as started too, so the figures always add up.
+  const q = { ...(stats.queue || {}) };
+  q.started = Math.max(q.started || 0, w.busy);
   $("kpi-waiting").textContent = fmt((q.pending || 0) + (q.retry || 0));
   $("kpi-waiting-sub").textContent = `${fmt(q.pending)} pending · ${fmt(q.retry)} to retry`;
-  $("kpi-running").textContent = fmt(q.started);
+  $("kpi-started").textContent = fmt(q.started);
+  $("kpi-running").textContent = fmt(w.busy);
+  $("kpi-recording").textContent = fmt(q.started - w.busy);
   $("kpi-completed").textContent = fmt(stats.totals.completed);
   $("kpi-rate").textContent = `${stats.rates.completed_per_s.toFixed(1)}/s over 10 s`;
   $("kpi-dead").textContent = fmt(q.failure);
   $("kpi-failed").textContent = `${fmt(stats.totals.retried)} retried since start`;
-  const w = stats.workers;
   $("kpi-workers").textContent = `${fmt(w.busy)} / ${fmt(w.total)}`;
   $("kpi-workers-meter").style.width = `${w.total ? Math.round((w.busy / w.total) * 100) : 0}%`;
   const conns = stats.connections || {};
