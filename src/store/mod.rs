@@ -365,6 +365,7 @@ impl Store {
         writer::remove_probe_file(dir);
         let (tables, trees) = Tables::open(&db)?;
         migrate::run(&db, &tables, &trees)?;
+        let next_id = writer::load_next_id(&db, &tables)?;
         let tables = Arc::new(tables);
         let slot = Arc::new(RwLock::new(Some(db.clone())));
         let reopen = {
@@ -381,6 +382,7 @@ impl Store {
             },
             tables.clone(),
             settings.durability,
+            next_id,
         );
         let store = Store {
             inner: Arc::new(Inner {

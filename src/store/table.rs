@@ -229,13 +229,17 @@ pub(super) struct TxTally {
     /// Distinct (table, key) pairs inserted or removed: what reaches the disk, since
     /// sled keeps only the last write of a key within a transaction.
     pub(super) keys: RefCell<HashSet<(usize, Vec<u8>)>>,
+    /// The next id this transaction hands out.
+    pub(super) next_id: Cell<u64>,
 }
 
 impl TxTally {
-    /// Forgets everything (sled may run a transaction's closure again).
-    pub(super) fn reset(&self) {
+    /// Forgets everything (sled may run a transaction's closure again); ids start
+    /// again at `next_id`, the writer's committed counter.
+    pub(super) fn reset(&self, next_id: u64) {
         self.enqueued.set(false);
         self.keys.borrow_mut().clear();
+        self.next_id.set(next_id);
     }
 }
 
@@ -319,9 +323,13 @@ impl<'a> Tx<'a> {
         Ok(present)
     }
 
-    /// A fresh id, unique and increasing for the life of the database (never 0).
+    /// A fresh id, unique and increasing for the life of the database (never 0),
+    /// and dense: the ids of committed changes follow each other without gaps, also
+    /// across restarts (an aborted change's ids are handed out again).
     pub fn next_id(&self) -> TxResult<u64> {
-        Ok(self.views[0].generate_id()? + 1)
+        let id = self.tally.next_id.get();
+        self.tally.next_id.set(id + 1);
+        Ok(id)
     }
 
     /// Marks that this transaction enqueued a task, so the writer wakes the workers

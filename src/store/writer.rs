@@ -209,6 +209,7 @@ impl Writer {
         recovery: Recovery,
         tables: Arc<super::Tables>,
         durability: Durability,
+        next_id: u64,
     ) -> Writer {
         let (sender, receiver) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
@@ -234,6 +235,7 @@ impl Writer {
             enqueue_hook: enqueue_hook.clone(),
             failing: None,
             health: failing.clone(),
+            next_id: std::cell::Cell::new(next_id),
         };
         let thread = std::thread::Builder::new()
             .name("likewise-writer".into())
@@ -391,6 +393,24 @@ struct WriterThread {
     failing: Option<Failing>,
     /// The failing reason as the store's health reports it.
     health: Arc<Mutex<Option<String>>>,
+    /// The next id to hand out: ids are dense (1, 2, 3, ...) and survive restarts,
+    /// because the counter is committed with the transaction that used it.
+    next_id: std::cell::Cell<u64>,
+}
+
+/// Where the id counter lives in `meta`: the next id to hand out, 8 bytes big-endian.
+pub(super) const NEXT_ID_KEY: &str = "next_id";
+
+/// The id counter of an open database: its stored value, or for a database that has
+/// none (new, or written before ids were dense) the first id above every id sled's
+/// generator may have handed out.
+pub(super) fn load_next_id(db: &sled::Db, tables: &super::Tables) -> Result<u64, Error> {
+    if let Some(bytes) = tables.meta.get(&NEXT_ID_KEY.to_owned())? {
+        if let Ok(bytes) = <[u8; 8]>::try_from(bytes.as_slice()) {
+            return Ok(u64::from_be_bytes(bytes).max(1));
+        }
+    }
+    Ok(db.generate_id()? + 1)
 }
 
 impl WriterThread {
@@ -560,6 +580,10 @@ impl WriterThread {
             .and_then(|_| db.flush())
             .map_err(|e| super::describe(&e))?;
         self.tables.attach(&trees);
+        // What the failure dropped may include ids handed out: count on from what
+        // the disk kept.
+        self.next_id
+            .set(load_next_id(&db, &self.tables).map_err(|e| e.to_string())?);
         *self
             .recovery
             .slot
@@ -671,15 +695,27 @@ impl WriterThread {
             return (Err(TransactionError::Abort(self.degraded())), false);
         };
         let tally = TxTally::default();
+        let first_id = self.next_id.get();
         let result = backend.trees.as_slice().transaction(|views| {
-            tally.reset();
+            tally.reset(first_id);
             let tx = Tx::new(views, &self.tables, &tally);
             for job in jobs {
                 job.apply(&tx)?;
             }
+            // The counter moves in the same commit as the ids it handed out: once
+            // per batch, however many ids the batch took.
+            let next = tally.next_id.get();
+            if next != first_id {
+                tx.insert(
+                    &self.tables.meta,
+                    &NEXT_ID_KEY.to_owned(),
+                    &next.to_be_bytes().to_vec(),
+                )?;
+            }
             Ok(())
         });
         if result.is_ok() {
+            self.next_id.set(tally.next_id.get());
             self.stats.transactions.fetch_add(1, Ordering::Relaxed);
             let keys = tally.keys.borrow().len() as u64;
             self.stats.key_writes.fetch_add(keys, Ordering::Relaxed);
