@@ -2,6 +2,7 @@
 //! builds the application and runs it until SIGINT or SIGTERM; or takes and restores
 //! backups (the work is in `likewise::backup`).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -173,7 +174,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("likewise: {e:#}");
+            // Not eprintln!, which panics when stderr is gone: the exit status must
+            // still say that the server failed.
+            let _ = writeln!(std::io::stderr(), "likewise: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -210,15 +213,19 @@ impl Signals {
                 mut interrupt,
                 mut terminate,
             } = self;
-            tokio::select! {
-                _ = interrupt.recv() => tracing::info!("SIGINT received"),
-                _ = terminate.recv() => tracing::info!("SIGTERM received"),
-            }
+            let name = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            // Cancelled first: nothing that happens while logging may keep the
+            // server from stopping.
+            shutdown.cancel();
+            tracing::info!("{name} received");
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
         }
-        shutdown.cancel();
     }
 }
