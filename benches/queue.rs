@@ -2,16 +2,17 @@
 //! producers (one group-committed write per task, as a request would), leased by the
 //! worker pool, run and acknowledged. One iteration is `TASKS` tasks from the first
 //! enqueue until the last ack, on a fresh store; opening and closing the store are
-//! not timed. Run with `cargo bench --bench queue`.
+//! not timed. Run with `cargo bench --bench queue`. Besides criterion's figures it
+//! prints what one task costs the store: key writes, transactions and flushes.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use likewise::config::{Durability, QueueSettings};
-use likewise::queue::{self, Registry, TaskContext, TaskSpec, WorkerPool};
+use likewise::config::Durability;
+use likewise::queue::{self, QueueSettings, Registry, TaskContext, TaskSpec, WorkerPool};
 use likewise::store::Store;
 
 /// Tasks per iteration.
@@ -20,6 +21,10 @@ const TASKS: u64 = 20_000;
 const PRODUCERS: u64 = 64;
 /// Worker concurrency (the server's default on 2 cores is 8; no-op tasks want more).
 const WORKERS: usize = 64;
+
+/// Store counters summed over every iteration: tasks, key writes, transactions,
+/// flushes.
+static COST: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
 /// Enqueues, runs and acks `TASKS` no-op tasks; returns the time it took.
 async fn run_once(durability: Durability) -> Duration {
@@ -39,7 +44,7 @@ async fn run_once(durability: Durability) -> Duration {
     for _ in 0..PRODUCERS {
         let store = store.clone();
         producers.push(tokio::spawn(async move {
-            let spec = TaskSpec::new("noop", &(), 1);
+            let spec = TaskSpec::new("noop", &(), 1).expect("() encodes");
             for _ in 0..TASKS / PRODUCERS {
                 let spec = spec.clone();
                 store
@@ -58,6 +63,15 @@ async fn run_once(durability: Durability) -> Duration {
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     let elapsed = started.elapsed();
+    let w = store.writer_stats();
+    for (total, n) in COST.iter().zip([
+        want,
+        w.key_writes.load(Ordering::Relaxed),
+        w.transactions.load(Ordering::Relaxed),
+        w.flushes.load(Ordering::Relaxed),
+    ]) {
+        total.fetch_add(n, Ordering::Relaxed);
+    }
 
     pool.shutdown(Duration::from_secs(5)).await;
     let _ = dispatcher.await;
@@ -79,6 +93,9 @@ fn queue_throughput(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(10));
     for (name, durability) in [("sync", Durability::Sync), ("relaxed", Durability::Relaxed)] {
+        for c in &COST {
+            c.store(0, Ordering::Relaxed);
+        }
         group.bench_function(BenchmarkId::new("enqueue_lease_ack", name), |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {
@@ -90,6 +107,18 @@ fn queue_throughput(c: &mut Criterion) {
                 })
             })
         });
+        let [tasks, keys, transactions, flushes] =
+            COST.each_ref().map(|c| c.load(Ordering::Relaxed));
+        if tasks > 0 {
+            let per = |n: u64| n as f64 / tasks as f64;
+            println!(
+                "queue/{name}: per task {:.2} key writes, {:.3} transactions, {:.3} flushes \
+                 ({tasks} tasks)",
+                per(keys),
+                per(transactions),
+                per(flushes)
+            );
+        }
     }
     group.finish();
 }

@@ -47,6 +47,9 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a snapshot into a data directory (the server must be stopped).
     Restore(RestoreArgs),
+    /// Say whether a data directory has an admin token, or replace it with a new one
+    /// (--rotate), also while the server runs.
+    AdminToken(AdminTokenArgs),
     /// Write the manual pages (roff) of every subcommand into a directory.
     #[command(hide = true)]
     Man(ManArgs),
@@ -86,6 +89,18 @@ pub struct RestoreArgs {
     /// Replace the contents of a non-empty data directory.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `likewise admin-token`.
+#[derive(Args, Debug)]
+pub struct AdminTokenArgs {
+    /// The data directory whose admin token to show the state of or replace.
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// Replace the admin token: the new one is printed on stdout (only there, only
+    /// now), and the old one stops working at once, in the running server too.
+    #[arg(long)]
+    pub rotate: bool,
 }
 
 /// `likewise man`.
@@ -191,6 +206,7 @@ mod tests {
                 "likewise-serve.1",
                 "likewise-backup.1",
                 "likewise-restore.1",
+                "likewise-admin-token.1",
                 "likewise.1"
             ]
         );

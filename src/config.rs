@@ -4,6 +4,11 @@
 //! documented default data directory, so a packaged binary behaves the same wherever
 //! systemd starts it.
 //!
+//! Each subsystem owns its settings type (the queue's [`QueueSettings`] and
+//! [`ScheduleSettings`], the webhooks' [`WebhookSettings`], the store's
+//! durability); this module only composes them, layers them and validates them
+//! together, including rules that span fields (`lease_ms` ≥ `task_timeout_ms`).
+//!
 //! This module never opens sockets or files other than the config file itself.
 
 use std::net::SocketAddr;
@@ -15,67 +20,10 @@ use serde::{Deserialize, Serialize};
 pub use crate::domain::AccountSettings;
 pub use crate::store::Durability;
 
-/// The task queue's tunables (`[queue]` in the config file).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct QueueSettings {
-    /// Attempts a task gets before it ends in `failure`.
-    pub max_attempts: u32,
-    /// Delay before retry n is `retry_base_ms * 2^(n-1)`, with jitter.
-    pub retry_base_ms: u64,
-    /// Cap on the retry delay.
-    pub retry_max_ms: u64,
-    /// Finished tasks are forgotten this long after they finish.
-    pub result_ttl_s: u64,
-    /// A task leased longer than this is given to another worker.
-    pub lease_ms: u64,
-    /// Each attempt is cancelled after this long.
-    pub task_timeout_ms: u64,
-}
-
-impl Default for QueueSettings {
-    fn default() -> Self {
-        Self {
-            max_attempts: 5,
-            retry_base_ms: 500,
-            retry_max_ms: 60_000,
-            result_ttl_s: 86_400,
-            lease_ms: 30_000,
-            task_timeout_ms: 30_000,
-        }
-    }
-}
-
-/// An outside URL that receives events (`[[webhooks]]`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookSettings {
-    /// Where events are POSTed.
-    pub url: String,
-    /// Event names this hook receives, e.g. `notification.created`.
-    #[serde(default = "default_webhook_events")]
-    pub events: Vec<String>,
-    /// Key of the `X-Likewise-Signature` HMAC-SHA256.
-    #[serde(default)]
-    pub secret: Option<String>,
-    /// Attempts per delivery; the queue default when absent.
-    #[serde(default)]
-    pub max_attempts: Option<u32>,
-}
-
-fn default_webhook_events() -> Vec<String> {
-    vec!["notification.created".to_owned()]
-}
-
-/// A periodic task (`[[schedules]]`), like celery beat.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleSettings {
-    /// Registered task name to run.
-    pub task: String,
-    /// Period in seconds.
-    pub every_s: u64,
-}
+// The subsystems own their settings; `Settings` composes them, and they are
+// re-exported here so that a config file's whole shape can be named from one place.
+pub use crate::domain::effects::WebhookSettings;
+pub use crate::queue::{QueueSettings, ScheduleSettings};
 
 /// Size and rate limits; every input the server accepts is bounded by one of these.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -673,6 +621,22 @@ mod tests {
             Settings::default().queue.max_attempts
         );
         assert_eq!(all.limits.max_page, Limits::default().max_page);
+        assert_eq!(all.accounts, AccountSettings::default());
+    }
+
+    #[test]
+    fn account_settings_come_from_their_section_and_are_checked() {
+        let file = FileSettings::parse("[accounts]\nsession_ttl_s = 3600").unwrap();
+        let s = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(s.accounts.session_ttl_s, 3600);
+        assert_eq!(
+            s.accounts.login_failures_per_ip, 10,
+            "unnamed fields keep defaults"
+        );
+        let file = FileSettings::parse("[accounts]\nsession_ttl_s = 1").unwrap();
+        let err = resolve(file, Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("session_ttl_s"), "{err}");
+        assert!(FileSettings::parse("[accounts]\nsesion_ttl_s = 3600").is_err());
     }
 
     #[test]

@@ -12,12 +12,12 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ScheduleSettings, Settings};
+use crate::config::Settings;
 use crate::control::ControlSocket;
 use crate::domain::{AdminToken, Social};
 use crate::http::{self, AppState};
 use crate::hub::Hub;
-use crate::queue::{Beat, WorkerPool};
+use crate::queue::{Beat, ScheduleSettings, WorkerPool};
 use crate::store::Store;
 
 /// How long running tasks get to finish at shutdown before they are put back.
@@ -79,6 +79,28 @@ fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A start-up failure to bind `addr`, in one line that says what to do.
+fn bind_error(what: &str, addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
+    let (flag, hint) = match what {
+        "RESP" => (
+            "--resp ADDR (LIKEWISE_RESP), or turn it off with --resp off",
+            " (a redis-server, perhaps: 6379 is Redis's port too)",
+        ),
+        _ => ("--http ADDR (LIKEWISE_HTTP)", ""),
+    };
+    let why = match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!("the address is already in use{hint}"),
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need privileges)".to_owned()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "no interface of this host has that address".to_owned()
+        }
+        _ => e.to_string(),
+    };
+    anyhow::anyhow!("cannot listen for {what} on {addr}: {why}; choose another address with {flag}")
+}
+
 impl Application {
     /// Opens the store in `settings.data`, recovers interrupted tasks and binds the
     /// listeners.
@@ -89,9 +111,17 @@ impl Application {
         create_data_dir(&settings.data)?;
         let data = settings.data.clone();
         let store_settings = settings.store();
+        let dir = settings.data.display().to_string();
         let store = tokio::task::spawn_blocking(move || Store::open_with(&data, &store_settings))
             .await?
-            .with_context(|| format!("opening the store in {}", settings.data.display()))?;
+            .map_err(|e| match e {
+                crate::store::Error::InUse => anyhow::anyhow!(
+                    "the data directory {dir} is in use by another likewise process (only one \
+                     may use it at a time); stop that one, or choose another directory with \
+                     --data"
+                ),
+                e => anyhow::anyhow!("cannot open the store in {dir}: {e}"),
+            })?;
         // After the store is open: sled's lock means no other server owns this socket.
         let control = match ControlSocket::bind(&settings.data) {
             Ok(control) => Some(control),
@@ -104,15 +134,28 @@ impl Application {
                 None
             }
         };
-        let (admin, generated) =
-            AdminToken::load_or_create(&store, settings.admin_token.as_deref())?;
-        store.flush().await?;
-        if let Some(token) = generated {
-            // Printed once: only its hash is kept.
-            tracing::warn!(
-                "generated the admin token (shown only this once; set LIKEWISE_ADMIN_TOKEN to choose your own): {token}"
-            );
-        }
+
+        // Every listener is bound before anything is generated or announced: a start
+        // that fails here has printed no admin token and no `listening` line.
+        let hub = Hub::with_limits(crate::hub::OutputLimits::from(&settings.limits));
+        let http_listener = TcpListener::bind(settings.http)
+            .await
+            .map_err(|e| bind_error("HTTP", settings.http, &e))?;
+        let http_addr = http_listener.local_addr()?;
+        let resp = match settings.resp {
+            Some(addr) => Some(
+                crate::resp::Listener::bind(
+                    addr,
+                    hub.clone(),
+                    settings.resp_password.clone(),
+                    &settings.limits,
+                )
+                .await
+                .map_err(|e| bind_error("RESP", addr, &e))?,
+            ),
+            None => None,
+        };
+
         let social = Social::new(
             store.clone(),
             settings.limits.clone(),
@@ -120,7 +163,6 @@ impl Application {
             settings.webhooks.clone(),
             settings.accounts.clone(),
         );
-        let hub = Hub::with_limits(crate::hub::OutputLimits::from(&settings.limits));
         social.set_event_sink(crate::tasks::event_sink(&social, &hub));
         let registry = crate::tasks::registry(&social, &settings)?;
         let pool = WorkerPool::new(
@@ -143,27 +185,21 @@ impl Application {
         )
         .map_err(anyhow::Error::msg)?;
 
-        let http_listener = TcpListener::bind(settings.http)
-            .await
-            .with_context(|| format!("binding HTTP to {}", settings.http))?;
-        let http_addr = http_listener.local_addr()?;
+        // Last of all: nothing after this can fail, so a generated token is printed
+        // by a server that goes on to run.
+        let (admin, generated) =
+            AdminToken::load_or_create(&store, settings.admin_token.as_deref())?;
+        store.flush().await?;
+        if let Some(token) = generated {
+            // Printed once: only its hash is kept.
+            tracing::warn!(
+                "generated the admin token (shown only this once; set LIKEWISE_ADMIN_TOKEN to choose your own, or replace it with `likewise admin-token --rotate`): {token}"
+            );
+        }
         tracing::info!("listening http={http_addr}");
-
-        let resp = match settings.resp {
-            Some(addr) => {
-                let listener = crate::resp::Listener::bind(
-                    addr,
-                    hub.clone(),
-                    settings.resp_password.clone(),
-                    &settings.limits,
-                )
-                .await
-                .with_context(|| format!("binding RESP to {addr}"))?;
-                tracing::info!("listening resp={}", listener.local_addr());
-                Some(listener)
-            }
-            None => None,
-        };
+        if let Some(listener) = &resp {
+            tracing::info!("listening resp={}", listener.local_addr());
+        }
 
         let state = AppState {
             social,
@@ -228,8 +264,13 @@ impl Application {
         let resp = resp.map(|listener| tokio::spawn(listener.run(shutdown.clone())));
         let dispatcher = pool.start();
         let beat = tokio::spawn(beat.run(shutdown.clone()));
-        let control =
-            control.map(|c| tokio::spawn(c.serve(social.store().clone(), shutdown.clone())));
+        let control = control.map(|c| {
+            tokio::spawn(c.serve(
+                social.store().clone(),
+                state.admin.clone(),
+                shutdown.clone(),
+            ))
+        });
 
         let views = {
             let social = social.clone();

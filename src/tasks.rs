@@ -15,9 +15,10 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
-use crate::config::{Settings, WebhookSettings};
+use crate::config::Settings;
 use crate::domain::effects::{
-    NotifyArgs, RecountArgs, WebhookArgs, DELIVER_WEBHOOK, NOTIFY, RECOUNT_COMMENT, RECOUNT_POST,
+    NotifyArgs, RecountArgs, WebhookArgs, WebhookSettings, DELIVER_WEBHOOK, NOTIFY,
+    RECOUNT_COMMENT, RECOUNT_POST,
 };
 use crate::domain::{DomainError, Event, EventSink, Notification, Social, Timestamp};
 use crate::hub::{Hub, Publication};

@@ -16,7 +16,6 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Event, Notification, NotificationKind};
-use crate::config::WebhookSettings;
 use crate::queue::{self, TaskSpec};
 use crate::store::records::{
     CommentRecord, MessageRecord, NotificationRecord, PostCounts, PostRecord,
@@ -33,6 +32,28 @@ pub const RECOUNT_COMMENT: &str = "recount_comment";
 pub const DELIVER_WEBHOOK: &str = "deliver_webhook";
 /// Webhook event sent for every new notification.
 pub const NOTIFICATION_CREATED: &str = "notification.created";
+
+/// An outside URL that receives events (`[[webhooks]]` in the config file). Owned
+/// here because this module decides which events become deliveries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Where events are POSTed.
+    pub url: String,
+    /// Event names this hook receives, e.g. `notification.created`.
+    #[serde(default = "default_webhook_events")]
+    pub events: Vec<String>,
+    /// Key of the `X-Likewise-Signature` HMAC-SHA256.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Attempts per delivery; the queue default when absent.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+}
+
+fn default_webhook_events() -> Vec<String> {
+    vec![NOTIFICATION_CREATED.to_owned()]
+}
 
 /// Arguments of a `deliver_webhook` task. The secret is not stored with the task:
 /// the handler looks the hook up by URL in the running configuration.
@@ -314,7 +335,7 @@ pub fn notification_created(
             data: data.clone(),
         };
         let attempts = hook.max_attempts.unwrap_or(max_attempts);
-        let mut spec = TaskSpec::new(DELIVER_WEBHOOK, &args, attempts);
+        let mut spec = TaskSpec::new(DELIVER_WEBHOOK, &args, attempts)?;
         // The user whose action caused it may follow its delivery.
         spec.owner = n.actor_id;
         queue::enqueue(tx, &spec)?;

@@ -14,7 +14,7 @@ mod notifications;
 mod posts;
 pub mod records;
 mod sessions;
-pub mod throttle;
+mod throttle;
 mod users;
 mod views;
 
@@ -22,11 +22,13 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Limits, QueueSettings, WebhookSettings};
+use crate::config::Limits;
+use crate::queue::QueueSettings;
 use crate::store::records::{
     CommentRecord, MessageRecord, NotificationRecord, PostCounts, PostRecord,
 };
 use crate::store::{self, Store};
+use effects::WebhookSettings;
 
 pub use directory::PostMarks;
 pub use effects::NotifyArgs;
@@ -34,7 +36,8 @@ pub use notifications::NotificationPage;
 pub use posts::{read_comment, read_post, CollectOutcome, LikeOutcome, ShareOutcome};
 pub use sessions::{Redeemed, SignedIn, Ticket, NO_TOKEN};
 pub use users::{
-    hash_memory_returns, new_token, token_hash, AccountSettings, AdminToken, Session, User,
+    hash_memory_returns, new_token, token_hash, AccountSettings, AdminToken, RotateError, Session,
+    User,
 };
 pub use views::ViewCounter;
 

@@ -154,7 +154,7 @@ impl Social {
         Ok(n)
     }
 
-    fn policy_parts(&self) -> (std::sync::Arc<Vec<crate::config::WebhookSettings>>, u32) {
+    fn policy_parts(&self) -> (std::sync::Arc<Vec<super::effects::WebhookSettings>>, u32) {
         (self.inner.webhooks.clone(), self.max_attempts())
     }
 

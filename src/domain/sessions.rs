@@ -13,7 +13,8 @@
 //!
 //! Expired sessions, tombstones and cutoffs are swept away [`SWEEP_GRACE_MS`] after
 //! the sessions they concern have expired (until then a client is told why its
-//! token stopped working), at most once a minute, lazily, after a sign-in.
+//! token stopped working), at most once an hour, lazily, after a sign-in or a
+//! registration.
 //!
 //! Tickets: `/ws`, Socket.IO and the admin stream are opened from browsers, which
 //! cannot set headers on a websocket or an `EventSource`, and a token in a URL ends
@@ -35,8 +36,9 @@ use crate::store::now_ms;
 /// How long expired sessions and their tombstones are kept after they expired.
 pub const SWEEP_GRACE_MS: i64 = 7 * 24 * 3600 * 1000;
 
-/// Time between two sweeps of expired sessions.
-const SWEEP_EVERY_MS: i64 = 60_000;
+/// Time between two sweeps of expired sessions. A sweep reads every session, and
+/// nothing depends on its promptness (expiry is checked on every use), so it is rare.
+const SWEEP_EVERY_MS: i64 = 3_600_000;
 
 /// Records read per step of a sweep.
 const SWEEP_PAGE: usize = 1000;
@@ -317,7 +319,7 @@ impl Social {
     }
 
     /// Starts a sweep of expired sessions in the background if the last one is more
-    /// than a minute old.
+    /// than [`SWEEP_EVERY_MS`] old.
     pub(super) fn sweep_sessions_now_and_then(&self) {
         let now = now_ms();
         let last = self.inner.last_sweep.load(Ordering::Relaxed);

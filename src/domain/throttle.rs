@@ -24,9 +24,12 @@
 //! hashing is the cost being bounded.
 //!
 //! Memory is bounded: entries whose window has ended are dropped once a map holds
-//! more than [`MAX_ENTRIES`], and a name tracks at most [`MAX_ADDRESSES_PER_NAME`]
-//! addresses (past that, further addresses are limited by rule 1 only). Names are
-//! length-checked by the caller before they become keys here.
+//! [`MAX_ENTRIES`]. If it is still full (an attack from that many addresses, or on
+//! that many names, within one window), a new address is refused with 429 until
+//! entries expire (closed rather than unlimited), while a new name is simply not
+//! tracked (rule 1 still holds for it). A name tracks at most
+//! [`MAX_ADDRESSES_PER_NAME`] addresses (past that, further addresses are limited by
+//! rule 1 only). Names are length-checked by the caller before they become keys here.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -105,9 +108,12 @@ impl AddressLimit {
     pub fn reserve(&self, ip: IpAddr, now: Instant) -> Result<Reservation, Throttled> {
         let key = address_key(ip);
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_ENTRIES {
+        if map.len() >= MAX_ENTRIES && !map.contains_key(&key) {
             let window = self.window;
             map.retain(|_, w| now.duration_since(w.start) < window);
+            if map.len() >= MAX_ENTRIES {
+                return Err(Throttled { retry_after_s: 1 });
+            }
         }
         let entry = map.entry(key).or_insert(Window {
             count: 0,
@@ -179,9 +185,17 @@ impl NameGuard {
     pub fn begin(&self, name: &str, ip: IpAddr, now: Instant) -> Result<NameAttempt, Throttled> {
         let key = address_key(ip);
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_ENTRIES {
+        if map.len() >= MAX_ENTRIES && !map.contains_key(name) {
             let window = self.window;
             map.retain(|_, e| now.duration_since(e.start) < window);
+            if map.len() >= MAX_ENTRIES {
+                // Untracked: settling it finds no entry and does nothing.
+                return Ok(NameAttempt {
+                    name: name.to_owned(),
+                    key,
+                    start: now,
+                });
+            }
         }
         let entry = map.entry(name.to_owned()).or_insert_with(|| NameEntry {
             failures: 0,
@@ -300,6 +314,37 @@ mod tests {
         assert!(g
             .begin("alice", attacker, t + Duration::from_secs(300))
             .is_ok());
+    }
+
+    #[test]
+    fn full_maps_stay_bounded() {
+        let t = Instant::now();
+        let window = Duration::from_secs(60);
+        let l = AddressLimit::new(5, window);
+        let g = NameGuard::new(1, window);
+        for i in 0..MAX_ENTRIES as u32 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(i));
+            l.reserve(ip, t).unwrap();
+            g.failed(g.begin(&format!("n{i}"), ip, t).unwrap());
+        }
+        let newcomer = ip("203.0.113.9");
+        assert!(
+            l.reserve(newcomer, t).is_err(),
+            "full of live entries: closed"
+        );
+        assert!(
+            l.reserve(IpAddr::V4(0.into()), t).is_ok(),
+            "known ones go on"
+        );
+        assert!(
+            l.reserve(newcomer, t + window).is_ok(),
+            "expired entries make room"
+        );
+        // A new name is let through untracked; known names keep their limit.
+        g.failed(g.begin("fresh", newcomer, t).unwrap());
+        assert!(g.begin("fresh", newcomer, t).is_ok());
+        assert!(g.begin("n0", IpAddr::V4(0.into()), t).is_err());
+        assert_eq!(g.entries.lock().unwrap().len(), MAX_ENTRIES);
     }
 
     #[test]

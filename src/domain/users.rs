@@ -458,13 +458,40 @@ impl Social {
 }
 
 /// The admin token's hash, kept in memory for constant-time comparison.
+///
+/// The token itself is never stored: the data directory keeps its SHA-256 in
+/// `meta["admin_token_sha256"]`, so a lost token cannot be shown again, only replaced
+/// ([`AdminToken::rotate`], `likewise admin-token --rotate`). A token given by the
+/// operator (`LIKEWISE_ADMIN_TOKEN`, the config file) is used as it is and never
+/// stored or rotated.
 #[derive(Clone)]
 pub struct AdminToken {
-    hash: [u8; 32],
+    hash: std::sync::Arc<std::sync::RwLock<[u8; 32]>>,
+    configured: bool,
+}
+
+/// Why the admin token could not be replaced.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    /// The operator chose the token; it is changed where it was chosen.
+    #[error(
+        "the admin token is set by LIKEWISE_ADMIN_TOKEN or the config file's admin_token: change it there"
+    )]
+    Configured,
+    /// The new hash could not be stored; the old token still works.
+    #[error("the new admin token could not be stored (the old one still works): {0}")]
+    Store(#[from] crate::store::Error),
 }
 
 impl AdminToken {
     const META_KEY: &'static str = "admin_token_sha256";
+
+    fn with_hash(hash: [u8; 32], configured: bool) -> Self {
+        Self {
+            hash: std::sync::Arc::new(std::sync::RwLock::new(hash)),
+            configured,
+        }
+    }
 
     /// Uses the operator's token if given; otherwise the one stored in the data
     /// directory; otherwise generates one, stores its hash, and returns the token in
@@ -474,32 +501,54 @@ impl AdminToken {
         given: Option<&str>,
     ) -> Result<(Self, Option<String>), crate::store::Error> {
         if let Some(token) = given {
-            return Ok((
-                Self {
-                    hash: token_hash(token),
-                },
-                None,
-            ));
+            return Ok((Self::with_hash(token_hash(token), true), None));
         }
-        let meta = &store.tables().meta;
-        let key = Self::META_KEY.to_owned();
-        if let Some(stored) = meta.get(&key)? {
-            if let Ok(hash) = <[u8; 32]>::try_from(stored.as_slice()) {
-                return Ok((Self { hash }, None));
-            }
+        if let Some(hash) = Self::stored(store)? {
+            return Ok((Self::with_hash(hash, false), None));
         }
         let token = new_token();
         let hash = token_hash(&token);
-        meta.insert_at_startup(&key, &hash.to_vec())?;
-        Ok((Self { hash }, Some(token)))
+        store
+            .tables()
+            .meta
+            .insert_at_startup(&Self::META_KEY.to_owned(), &hash.to_vec())?;
+        Ok((Self::with_hash(hash, false), Some(token)))
+    }
+
+    /// The stored hash, if the data directory has one.
+    pub fn stored(store: &Store) -> Result<Option<[u8; 32]>, crate::store::Error> {
+        Ok(store
+            .tables()
+            .meta
+            .get(&Self::META_KEY.to_owned())?
+            .and_then(|stored| <[u8; 32]>::try_from(stored.as_slice()).ok()))
+    }
+
+    /// Replaces the token: stores the new one's hash (flushed) and only then makes it
+    /// the one that matches, so a failure leaves the old token working. Returns the
+    /// new token in clear, to be shown once.
+    pub async fn rotate(&self, store: &Store) -> Result<String, RotateError> {
+        if self.configured {
+            return Err(RotateError::Configured);
+        }
+        let token = new_token();
+        let hash = token_hash(&token);
+        let key = Self::META_KEY.to_owned();
+        store
+            .write(move |tx| tx.insert(&tx.t().meta, &key, &hash.to_vec()))
+            .await?;
+        store.flush().await?;
+        *self.hash.write().unwrap_or_else(|e| e.into_inner()) = hash;
+        Ok(token)
     }
 
     /// Whether `token` is the admin token (constant time).
     pub fn matches(&self, token: &str) -> bool {
         let candidate = token_hash(token);
+        let hash = *self.hash.read().unwrap_or_else(|e| e.into_inner());
         candidate
             .iter()
-            .zip(self.hash.iter())
+            .zip(hash.iter())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
     }

@@ -6,13 +6,23 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{enqueue, is_finished, TaskSpec};
-use crate::config::ScheduleSettings;
 use crate::store::{now_ms, Store};
 
 pub use crate::store::records::ScheduleRecord;
+
+/// A periodic task (`[[schedules]]` in the config file), like celery beat.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSettings {
+    /// Registered task name to run.
+    pub task: String,
+    /// Period in seconds.
+    pub every_s: u64,
+}
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -102,17 +112,17 @@ impl Beat {
         }
     }
 
-    async fn fire(&self, entry: &Entry) -> Result<(), crate::store::Error> {
+    async fn fire(&self, entry: &Entry) -> Result<Fired, crate::store::Error> {
         let e = entry.clone();
         let max_attempts = self.max_attempts;
-        let enqueued = self
+        let fired = self
             .store
             .write(move |tx| {
                 let t = tx.t();
                 let now = now_ms();
                 let mut rec = tx.get(&t.schedules, &e.key)?.unwrap_or_default();
                 if rec.last_run + e.every_ms > now && rec.last_run != 0 {
-                    return Ok(None); // fired meanwhile
+                    return Ok(Fired::NotDue);
                 }
                 if let Some(last) = rec.last_task {
                     if let Some(task) = tx.get(&t.tasks, &last)? {
@@ -120,23 +130,149 @@ impl Beat {
                             rec.last_run = now;
                             rec.skipped += 1;
                             tx.insert(&t.schedules, &e.key, &rec)?;
-                            return Ok(None);
+                            return Ok(Fired::Skipped { previous: last });
                         }
                     }
                 }
-                let id = enqueue(tx, &TaskSpec::new(&e.task, &(), max_attempts))?;
+                let id = enqueue(tx, &TaskSpec::new(&e.task, &(), max_attempts)?)?;
                 rec.last_run = now;
                 rec.last_task = Some(id);
                 tx.insert(&t.schedules, &e.key, &rec)?;
-                Ok(Some(id))
+                Ok(Fired::Enqueued(id))
             })
             .await?;
-        match enqueued {
-            Some(id) => tracing::debug!(schedule = %entry.key, task_id = id, "schedule fired"),
-            None => {
-                tracing::info!(schedule = %entry.key, "schedule skipped: its previous run has not finished")
+        match fired {
+            Fired::Enqueued(id) => {
+                tracing::debug!(schedule = %entry.key, task_id = id, "schedule fired")
+            }
+            Fired::Skipped { previous } => tracing::info!(
+                schedule = %entry.key,
+                previous_task_id = previous,
+                "schedule skipped: its previous run has not finished"
+            ),
+            Fired::NotDue => {
+                tracing::debug!(schedule = %entry.key, "schedule not due: it already ran")
             }
         }
-        Ok(())
+        Ok(fired)
+    }
+}
+
+/// What one attempt to fire a schedule did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fired {
+    /// A run was enqueued: this task.
+    Enqueued(u64),
+    /// The previous run (this task) is still waiting or running: no new run.
+    Skipped {
+        /// The unfinished previous run.
+        previous: u64,
+    },
+    /// Another firing already recorded this period's run.
+    NotDue,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::queue::TaskState;
+    use crate::store::Durability;
+
+    fn beat(store: &Store) -> Beat {
+        let schedules = [ScheduleSettings {
+            task: "tick".into(),
+            every_s: 60,
+        }];
+        Beat::new(store.clone(), &schedules, &["tick"], 3).unwrap()
+    }
+
+    /// Collects what is logged on this thread while it lives.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Log {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Log {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_schedule_already_run_this_period_is_not_reported_as_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Sync, 500).unwrap();
+        let beat = beat(&store);
+        let entry = beat.entries[0].clone();
+        // This period's run is recorded, and no task of it is waiting.
+        let key = entry.key.clone();
+        store
+            .write(move |tx| {
+                let rec = ScheduleRecord {
+                    last_run: now_ms(),
+                    ..ScheduleRecord::default()
+                };
+                tx.insert(&tx.t().schedules, &key, &rec)
+            })
+            .await
+            .unwrap();
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let fired = beat.fire(&entry).await.unwrap();
+        assert_eq!(fired, Fired::NotDue);
+        assert!(!log.text().contains("skipped"), "{}", log.text());
+        let rec = store.tables().schedules.get(&entry.key).unwrap().unwrap();
+        assert_eq!(rec.skipped, 0);
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn a_due_schedule_enqueues_one_run_and_skips_while_it_is_unfinished() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Sync, 500).unwrap();
+        let beat = beat(&store);
+        let entry = beat.entries[0].clone();
+        let Fired::Enqueued(id) = beat.fire(&entry).await.unwrap() else {
+            panic!("a schedule that never ran is due");
+        };
+        let task = store.tables().tasks.get(&id).unwrap().unwrap();
+        assert_eq!(
+            (task.name.as_str(), task.state),
+            ("tick", TaskState::Pending)
+        );
+        assert_eq!(task.max_attempts, 3);
+        // Due again (its period has passed), but its run has not finished.
+        let key = entry.key.clone();
+        store
+            .write(move |tx| {
+                let t = tx.t();
+                let mut rec = tx.get(&t.schedules, &key)?.unwrap();
+                rec.last_run -= 61_000;
+                tx.insert(&t.schedules, &key, &rec)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            beat.fire(&entry).await.unwrap(),
+            Fired::Skipped { previous: id }
+        );
+        let rec = store.tables().schedules.get(&entry.key).unwrap().unwrap();
+        assert_eq!((rec.skipped, rec.last_task), (1, Some(id)));
+        store.close();
     }
 }

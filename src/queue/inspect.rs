@@ -171,6 +171,14 @@ impl WorkerPool {
                 .entry(state.as_str())
                 .or_insert(0) += n;
         }
+        // A running task is stored as waiting; its lease, held here, says `started`.
+        for lease in self.leases().running.values().filter(|l| l.is_started()) {
+            for counts in [&mut depth, by_name.entry(lease.name.clone()).or_default()] {
+                let waiting = counts.entry(lease.waited_as.as_str()).or_insert(0);
+                *waiting = waiting.saturating_sub(1);
+                *counts.entry(TaskState::Started.as_str()).or_insert(0) += 1;
+            }
+        }
         let s = self.stats();
         let busy = s.busy.load(Ordering::Relaxed);
         let total = self.workers() as u64;
@@ -203,6 +211,29 @@ impl WorkerPool {
             state.is_none_or(|s| task.state == s) && name.is_none_or(|n| task.name == n)
         };
         let mut out = Vec::new();
+        if state == Some(TaskState::Started) {
+            // Leases live in memory: the running tasks are the pool's.
+            let mut ids: Vec<u64> = self
+                .leases()
+                .running
+                .iter()
+                .filter(|(_, l)| l.is_started())
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            for id in ids {
+                if let Some(task) = t.tasks.get(&id)? {
+                    let task = self.overlay(task);
+                    if keep(&task) {
+                        out.push(task);
+                        if out.len() == limit {
+                            break;
+                        }
+                    }
+                }
+            }
+            return Ok(out);
+        }
         if state == Some(TaskState::Failure) {
             for item in t
                 .queue_dead
@@ -228,6 +259,7 @@ impl WorkerPool {
             };
             scanned += chunk.len();
             for (_, task) in chunk {
+                let task = self.overlay(task);
                 if keep(&task) {
                     out.push(task);
                     if out.len() == limit {

@@ -2,18 +2,50 @@
 //!
 //! A task is enqueued inside the transaction of the change that causes it
 //! ([`enqueue`]), so the change and its follow-up work are committed together or not
-//! at all. Waiting tasks are indexed by `(run_at, id)`; the [`worker`] pool leases
-//! them (state `started`, a lease deadline), runs their handler, and then acks
-//! (`success`, result kept for `result_ttl_s`) or fails them (`retry` after an
-//! exponential backoff with jitter, or `failure` — a dead letter — once out of
-//! attempts). Delivery is at least once: handlers must be idempotent.
+//! at all. Delivery is at least once: handlers must be idempotent.
+//!
+//! # States
+//! What is stored, and what moves a task from one state to the next:
+//!
+//! ```text
+//!             enqueue                       attempt fails, attempts left
+//!   ─────────► pending ──┐   ┌──────────────────────────────── retry ◄─┐
+//!                        │   │  (waits run_at: backoff with jitter)     │
+//!                        ▼   ▼                                          │
+//!                   [running: a lease in the worker pool's memory] ────┤ lease expired
+//!                        │          │                 │                 (reaper; counts)
+//!                  success     out of attempts,   cancel requested
+//!                        │     or permanent error     │
+//!                        ▼          ▼                 ▼
+//!                     success    failure (dead)    cancelled
+//!                   (result kept  (kept until an   (kept result_ttl_s)
+//!                  result_ttl_s)  admin retries it:
+//!                                 pending again)
+//! ```
+//!
+//! Waiting tasks (`pending`, `retry`) are indexed by `(run_at, id)`. Running is not
+//! a stored state: workers live in the process that holds their leases, so a lease
+//! need not be durable, and taking a task writes nothing. While it runs, a task is
+//! stored as waiting and reported as `started` by the pool ([`worker`]). A restart
+//! makes every unfinished task pending again, with the interrupted attempt not
+//! counted; a task whose outcome was committed never runs again. So a task costs two
+//! commits — its enqueue (with the change that caused it) and its outcome ([`finish`],
+//! which the writer groups with every other outcome waiting) — and about five keys:
+//! the record and its ready-index entry at enqueue; the record, the ready-index
+//! entry and the expiry-index entry at the outcome; plus the per-state counts, which
+//! a batch shares. Results are kept for `result_ttl_s`, then compacted away; dead
+//! letters stay until retried. Tasks left `started` by a release that stored leases
+//! are put back at start ([`worker::WorkerPool::recover`]).
 //!
 //! Every state change here is a store change through the group-commit writer; the
 //! queue never talks to HTTP or to the realtime hub itself (handlers may).
 
 mod beat;
 mod inspect;
+mod settings;
 mod state;
+#[cfg(test)]
+mod tests;
 pub mod worker;
 
 use serde::Serialize;
@@ -21,8 +53,9 @@ use serde::Serialize;
 use crate::domain::Timestamp;
 use crate::store::{Tx, TxResult};
 
-pub use beat::{Beat, ScheduleRecord};
+pub use beat::{Beat, ScheduleRecord, ScheduleSettings};
 pub use inspect::{QueueStats, RatePoint};
+pub use settings::QueueSettings;
 pub use state::{backoff_ms, Outcome, TaskError};
 pub use worker::{Handler, HandlerFuture, Registry, TaskContext, WorkerPool};
 
@@ -124,17 +157,50 @@ pub struct TaskSpec {
     pub delay_ms: u64,
 }
 
+/// Task arguments that could not be encoded (a `Serialize` implementation that
+/// refuses, or a sequence of unknown length): the task is not enqueued.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the arguments of task {name:?} cannot be encoded: {message}")]
+pub struct ArgsError {
+    /// Task name.
+    pub name: String,
+    /// What the encoder said.
+    pub message: String,
+}
+
+impl From<ArgsError> for crate::store::Error {
+    fn from(e: ArgsError) -> Self {
+        crate::store::Error::Decode {
+            table: "tasks",
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Inside a transaction, arguments that cannot be encoded abort the whole change:
+/// the action that would have caused the task does not happen either.
+impl From<ArgsError> for crate::store::TxError {
+    fn from(e: ArgsError) -> Self {
+        crate::store::TxError::Abort(e.into())
+    }
+}
+
 impl TaskSpec {
-    /// A task named `name` with postcard-encoded `args`.
-    pub fn new<A: Serialize>(name: &str, args: &A, max_attempts: u32) -> Self {
-        TaskSpec {
+    /// A task named `name` with postcard-encoded `args`; an error if `args` cannot
+    /// be encoded (never a task with empty arguments that would fail later).
+    pub fn new<A: Serialize>(name: &str, args: &A, max_attempts: u32) -> Result<Self, ArgsError> {
+        let args = postcard::to_stdvec(args).map_err(|e| ArgsError {
             name: name.to_owned(),
-            args: postcard::to_stdvec(args).unwrap_or_default(),
+            message: e.to_string(),
+        })?;
+        Ok(TaskSpec {
+            name: name.to_owned(),
+            args,
             max_attempts: max_attempts.max(1),
             owner: None,
             unique: None,
             delay_ms: 0,
-        }
+        })
     }
 
     /// Sets the owning user.
@@ -243,36 +309,17 @@ fn release_unique(tx: &Tx<'_>, task: &TaskRecord) -> TxResult<()> {
     Ok(())
 }
 
-/// Leases the waiting task `id` found in the ready index under `run_at`: removes it
-/// from the index, marks it started with a deadline, and releases its unique key (a
-/// new duplicate must run again: this one may already have read its inputs).
-/// Returns `None` if it is no longer waiting there.
-pub(crate) fn lease(
-    tx: &Tx<'_>,
-    run_at: u64,
-    id: u64,
-    lease_ms: u64,
-) -> TxResult<Option<TaskRecord>> {
-    let t = tx.t();
-    if !tx.remove(&t.queue_ready, &(run_at, id))? {
-        return Ok(None);
+/// Releases the unique key of task `id`, which a worker is about to run: a
+/// duplicate enqueued from now on must run again, since this run may already have
+/// read its inputs. Everything collapsed into it before is covered by this run. The
+/// lease itself is not written: it lives in the worker pool's memory.
+pub(crate) fn release_unique_for_run(tx: &Tx<'_>, id: u64) -> TxResult<()> {
+    if let Some(task) = tx.get(&tx.t().tasks, &id)? {
+        if task.state.is_waiting() {
+            release_unique(tx, &task)?;
+        }
     }
-    let Some(mut task) = tx.get(&t.tasks, &id)? else {
-        return Ok(None);
-    };
-    if !task.state.is_waiting() {
-        return Ok(None);
-    }
-    let now = crate::store::now_ms();
-    release_unique(tx, &task)?;
-    let deadline = now + lease_ms as i64;
-    transition(tx, &mut task, TaskState::Started)?;
-    task.attempts += 1;
-    task.lease_until = Some(deadline);
-    task.updated_at = now;
-    tx.insert(&t.tasks, &id, &task)?;
-    tx.insert(&t.queue_leased, &(ready_key(deadline), id), &())?;
-    Ok(Some(task))
+    Ok(())
 }
 
 fn end(
@@ -293,26 +340,48 @@ fn end(
     Ok(())
 }
 
-/// Records the outcome of attempt `attempt` of task `id`. Ignored if the task is no
-/// longer in that attempt (its lease expired and another worker took it).
+/// Takes waiting task `id` out of the ready index for attempt number `attempt`
+/// (the attempts recorded so far plus one). `None` if the task is no longer
+/// waiting for that attempt: another outcome was recorded first, or an admin reset
+/// it meanwhile.
+fn unready(tx: &Tx<'_>, id: u64, attempt: u32) -> TxResult<Option<TaskRecord>> {
+    let t = tx.t();
+    let Some(task) = tx.get(&t.tasks, &id)? else {
+        return Ok(None);
+    };
+    if !task.state.is_waiting() || task.attempts.saturating_add(1) != attempt {
+        return Ok(None);
+    }
+    tx.remove(&t.queue_ready, &(ready_key(task.run_at), id))?;
+    release_unique(tx, &task)?;
+    Ok(Some(task))
+}
+
+/// Where a finished attempt left its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Finished {
+    /// The task's new state.
+    pub(crate) state: TaskState,
+    /// Its new ready-index key, when it waits again (`retry`).
+    pub(crate) ready_at: Option<u64>,
+}
+
+/// Records the outcome of attempt `attempt` of task `id`, which ran under a lease
+/// held in memory (the task's stored state stayed `pending` or `retry` while it
+/// ran). Ignored (`None`) if the task is no longer waiting for that attempt.
 pub(crate) fn finish(
     tx: &Tx<'_>,
     id: u64,
     attempt: u32,
     outcome: &Outcome,
     policy: &state::RetryPolicy,
-) -> TxResult<Option<TaskState>> {
+) -> TxResult<Option<Finished>> {
     let t = tx.t();
-    let Some(mut task) = tx.get(&t.tasks, &id)? else {
+    let Some(mut task) = unready(tx, id, attempt)? else {
         return Ok(None);
     };
-    if task.state != TaskState::Started || task.attempts != attempt {
-        return Ok(None);
-    }
-    if let Some(deadline) = task.lease_until.take() {
-        tx.remove(&t.queue_leased, &(ready_key(deadline), id))?;
-    }
     let now = crate::store::now_ms();
+    task.attempts = attempt;
     task.updated_at = now;
     let mut next = state::next_state(&task, outcome, policy, now);
     match outcome {
@@ -325,57 +394,93 @@ pub(crate) fn finish(
     if task.cancel_requested && next.state != TaskState::Success {
         next.state = TaskState::Cancelled;
     }
-    match next.state {
-        TaskState::Retry => {
-            transition(tx, &mut task, TaskState::Retry)?;
-            task.run_at = next.run_at;
-            tx.insert(&t.queue_ready, &(ready_key(task.run_at), id), &())?;
-            tx.mark_enqueued();
-        }
-        state => end(tx, &mut task, state, policy.result_ttl_ms, now)?,
-    }
+    let ready_at = wait_or_end(tx, &mut task, next.state, next.run_at, policy, now)?;
     let state = task.state;
     tx.insert(&t.tasks, &id, &task)?;
-    Ok(Some(state))
+    Ok(Some(Finished { state, ready_at }))
 }
 
-/// Puts a started task back in the ready index. With `refund`, the interrupted
-/// attempt is given back (the process stopped or died under it, which is not the
-/// task's fault); without, it counts (its lease expired: the handler hung). A task
-/// whose cancellation was requested ends `cancelled` instead.
-pub(crate) fn release(
+/// Puts `task` (already out of the ready index) back to wait until `run_at` when
+/// `state` is `retry`, or ends it in `state`. Returns its new ready key, if any.
+fn wait_or_end(
+    tx: &Tx<'_>,
+    task: &mut TaskRecord,
+    state: TaskState,
+    run_at: i64,
+    policy: &state::RetryPolicy,
+    now: i64,
+) -> TxResult<Option<u64>> {
+    if state == TaskState::Retry {
+        transition(tx, task, TaskState::Retry)?;
+        task.run_at = run_at;
+        let key = ready_key(run_at);
+        tx.insert(&tx.t().queue_ready, &(key, task.id), &())?;
+        tx.mark_enqueued();
+        Ok(Some(key))
+    } else {
+        end(tx, task, state, policy.result_ttl_ms, now)?;
+        Ok(None)
+    }
+}
+
+/// Records that attempt `attempt` of task `id` outlived its lease (its worker hung
+/// past `lease_ms`): the attempt counts, and the task waits again from now — or
+/// ends `failure` once out of attempts, `cancelled` if that was requested.
+pub(crate) fn expire(
     tx: &Tx<'_>,
     id: u64,
-    why: &str,
-    refund: bool,
-    ttl_ms: i64,
+    attempt: u32,
+    policy: &state::RetryPolicy,
+) -> TxResult<Option<Finished>> {
+    let Some(mut task) = unready(tx, id, attempt)? else {
+        return Ok(None);
+    };
+    let now = crate::store::now_ms();
+    task.attempts = attempt;
+    task.updated_at = now;
+    task.last_error = Some("lease expired: the worker did not finish in time".into());
+    let state = if task.cancel_requested {
+        TaskState::Cancelled
+    } else if task.attempts >= task.max_attempts {
+        TaskState::Failure
+    } else {
+        TaskState::Retry
+    };
+    let ready_at = wait_or_end(tx, &mut task, state, now, policy, now)?;
+    let state = task.state;
+    tx.insert(&tx.t().tasks, &id, &task)?;
+    Ok(Some(Finished { state, ready_at }))
+}
+
+/// Puts back a task that an older release left `started` with a stored lease (it
+/// stopped or died under it): its interrupted attempt is given back, and it waits
+/// again from now. Since leases live in memory, only data written before that
+/// change has any. Returns whether the task was such a task.
+pub(crate) fn release_stored_lease(
+    tx: &Tx<'_>,
+    lease_key: (u64, u64),
+    policy: &state::RetryPolicy,
 ) -> TxResult<bool> {
     let t = tx.t();
+    tx.remove(&t.queue_leased, &lease_key)?;
+    let id = lease_key.1;
     let Some(mut task) = tx.get(&t.tasks, &id)? else {
         return Ok(false);
     };
     if task.state != TaskState::Started {
         return Ok(false);
     }
-    if let Some(deadline) = task.lease_until.take() {
-        tx.remove(&t.queue_leased, &(ready_key(deadline), id))?;
-    }
     let now = crate::store::now_ms();
-    if refund {
-        task.attempts = task.attempts.saturating_sub(1);
-    }
-    task.last_error = Some(why.to_owned());
+    task.lease_until = None;
+    task.attempts = task.attempts.saturating_sub(1);
+    task.last_error = Some("interrupted: the server stopped during this attempt".into());
     task.updated_at = now;
-    if task.cancel_requested {
-        end(tx, &mut task, TaskState::Cancelled, ttl_ms, now)?;
-    } else if task.attempts >= task.max_attempts {
-        end(tx, &mut task, TaskState::Failure, ttl_ms, now)?;
+    let state = if task.cancel_requested {
+        TaskState::Cancelled
     } else {
-        transition(tx, &mut task, TaskState::Retry)?;
-        task.run_at = now;
-        tx.insert(&t.queue_ready, &(ready_key(now), id), &())?;
-        tx.mark_enqueued();
-    }
+        TaskState::Retry
+    };
+    wait_or_end(tx, &mut task, state, now, policy, now)?;
     tx.insert(&t.tasks, &id, &task)?;
     Ok(true)
 }
@@ -393,14 +498,22 @@ pub enum CancelOutcome {
     NotFound,
 }
 
-/// Cancels a task. Persistent: a restart does not bring a cancelled task back.
-pub(crate) fn cancel(tx: &Tx<'_>, id: u64, ttl_ms: i64) -> TxResult<CancelOutcome> {
+/// Cancels a task; `running` says whether a worker holds it now (leases live in
+/// memory, so the stored state of a running task is still `pending` or `retry`).
+/// Persistent: a restart does not bring a cancelled task back, and a running task
+/// whose cancellation was requested is cancelled instead of run if it waits again.
+pub(crate) fn cancel(tx: &Tx<'_>, id: u64, running: bool, ttl_ms: i64) -> TxResult<CancelOutcome> {
     let t = tx.t();
     let Some(mut task) = tx.get(&t.tasks, &id)? else {
         return Ok(CancelOutcome::NotFound);
     };
     let now = crate::store::now_ms();
     match task.state {
+        s if s.is_waiting() && running => {
+            task.cancel_requested = true;
+            tx.insert(&t.tasks, &id, &task)?;
+            Ok(CancelOutcome::Requested)
+        }
         s if s.is_waiting() => {
             tx.remove(&t.queue_ready, &(ready_key(task.run_at), id))?;
             release_unique(tx, &task)?;
@@ -410,6 +523,8 @@ pub(crate) fn cancel(tx: &Tx<'_>, id: u64, ttl_ms: i64) -> TxResult<CancelOutcom
             tx.insert(&t.tasks, &id, &task)?;
             Ok(CancelOutcome::Cancelled)
         }
+        // Left by an older release that stored leases; recovery puts these back
+        // before anything runs, so this is only reached on such data.
         TaskState::Started => {
             task.cancel_requested = true;
             tx.insert(&t.tasks, &id, &task)?;
@@ -431,11 +546,12 @@ pub enum RetryOutcome {
 }
 
 /// Requeues a dead (`failure`), `cancelled` or backing-off (`retry`) task to run now,
-/// with its attempts reset.
-pub(crate) fn retry(tx: &Tx<'_>, id: u64) -> TxResult<RetryOutcome> {
+/// with its attempts reset. Returns its new ready key with the outcome. The caller
+/// makes sure no worker runs it meanwhile.
+pub(crate) fn retry(tx: &Tx<'_>, id: u64) -> TxResult<(RetryOutcome, u64)> {
     let t = tx.t();
     let Some(mut task) = tx.get(&t.tasks, &id)? else {
-        return Ok(RetryOutcome::NotFound);
+        return Ok((RetryOutcome::NotFound, 0));
     };
     let now = crate::store::now_ms();
     match task.state {
@@ -452,9 +568,9 @@ pub(crate) fn retry(tx: &Tx<'_>, id: u64) -> TxResult<RetryOutcome> {
             tx.insert(&t.queue_ready, &(ready_key(now), id), &())?;
             tx.insert(&t.tasks, &id, &task)?;
             tx.mark_enqueued();
-            Ok(RetryOutcome::Requeued)
+            Ok((RetryOutcome::Requeued, ready_key(now)))
         }
-        s => Ok(RetryOutcome::NotRetryable(s)),
+        s => Ok((RetryOutcome::NotRetryable(s), 0)),
     }
 }
 
@@ -509,5 +625,29 @@ pub async fn purge_expired(
                 Ok(n)
             })
             .await?;
+    }
+}
+
+#[cfg(test)]
+mod spec_tests {
+    use super::*;
+
+    /// Arguments whose `Serialize` implementation refuses.
+    struct Unencodable;
+
+    impl Serialize for Unencodable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("refused"))
+        }
+    }
+
+    #[test]
+    fn arguments_that_cannot_be_encoded_are_an_error_not_empty_arguments() {
+        let err = TaskSpec::new("t", &Unencodable, 1).unwrap_err();
+        assert!(err.to_string().contains("cannot be encoded"), "{err}");
+        assert_eq!(err.name, "t");
+        let spec = TaskSpec::new("t", &(7u64, "x"), 0).unwrap();
+        assert_eq!(spec.args, postcard::to_stdvec(&(7u64, "x")).unwrap());
+        assert_eq!(spec.max_attempts, 1, "at least one attempt");
     }
 }

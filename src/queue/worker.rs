@@ -1,18 +1,33 @@
-//! The worker pool: one dispatcher leases due tasks in batches and runs each on a
-//! tokio task, at most `workers` at a time.
+//! The worker pool: one dispatcher hands due tasks to at most `workers` attempts at
+//! a time, each on a tokio task.
 //!
-//! The dispatcher sleeps until the writer signals an enqueue (no polling delay on
-//! the hot path) or the next delayed task is due. Each attempt runs under
-//! `task_timeout_ms`; a handler that panics or times out is a failed attempt, never a
-//! dead worker. On shutdown the dispatcher stops leasing, running attempts get a
-//! bounded time to finish, and whatever is still running is put back in the ready
-//! index, so no task is lost or left `started`.
+//! Leases live here, in memory, not in the store: workers live in the process that
+//! holds their leases, so a lease dies with the process and need not be durable.
+//! The pool keeps the ready index in memory too ([`Leases`]): filled at start from
+//! the stored ready index, then fed by enqueue commits (the writer wakes the
+//! dispatcher, which takes in every task stored since the highest id it has seen)
+//! and by the pool's own outcomes (a retry waits again). Taking a task costs no
+//! write; only its outcome is written, as a lazy change that the writer commits
+//! together with every other outcome waiting at that moment.
+//!
+//! While a task runs, its stored state stays `pending` (or `retry`); the pool
+//! reports it as `started`. After a crash or a restart every task not finished is
+//! therefore simply pending again, with the interrupted attempt not counted
+//! (delivery stays at least once). The dispatcher sleeps until the writer signals
+//! an enqueue or the next delayed task is due. Each attempt runs under
+//! `task_timeout_ms`; a handler that panics or times out is a failed attempt, never
+//! a dead worker; a lease older than `lease_ms` (a handler that blocked its thread)
+//! is taken back by the reaper, and whatever that attempt reports later is
+//! ignored. On shutdown the dispatcher stops, running attempts get a bounded time
+//! to finish, and the rest are abandoned: their tasks are still waiting in the
+//! store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
+use std::ops::Bound;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
@@ -21,8 +36,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::state::RetryPolicy;
-use super::{Outcome, TaskError, TaskRecord, TaskState};
-use crate::config::QueueSettings;
+use super::{Finished, Outcome, QueueSettings, TaskError, TaskRecord, TaskState};
 use crate::store::Store;
 
 /// What a handler gets for one attempt.
@@ -126,15 +140,82 @@ pub(super) struct PoolInner {
     pub(super) running: TaskTracker,
     pub(super) stop_leasing: CancellationToken,
     pub(super) hard_stop: CancellationToken,
-    pub(super) cancels: std::sync::Mutex<HashMap<u64, CancellationToken>>,
-    pub(super) history: std::sync::Mutex<std::collections::VecDeque<super::inspect::Sample>>,
+    pub(super) leases: Mutex<Leases>,
+    pub(super) history: Mutex<std::collections::VecDeque<super::inspect::Sample>>,
+}
+
+/// The pool's memory of the queue: which waiting tasks are due when, and which
+/// tasks its workers hold.
+///
+/// Invariants: a task is in `running` at most once; an entry of `ready` is the
+/// task's stored ready key when it was added (a stale one — the task was retried,
+/// cancelled or finished since — is dropped when it comes up); an id in `held` has
+/// an admin change in flight and is not taken until it is done.
+#[derive(Default)]
+pub(super) struct Leases {
+    /// `(run_at ms, id)` of waiting tasks.
+    pub(super) ready: BTreeSet<(u64, u64)>,
+    /// Leases by task id.
+    pub(super) running: HashMap<u64, Lease>,
+    /// Tasks an admin is retrying or cancelling right now.
+    pub(super) held: HashSet<u64>,
+    /// Highest task id taken in from the store: later ids are new tasks.
+    pub(super) seen: u64,
+    /// Whether `ready` was filled from the store.
+    pub(super) loaded: bool,
+    next_token: u64,
+}
+
+/// One worker's hold on a task.
+#[derive(Debug)]
+pub(super) struct Lease {
+    /// Tells this lease from a later one of the same task.
+    pub(super) token: u64,
+    /// Task name; empty until the task's record has been read.
+    pub(super) name: String,
+    /// Attempt number (stored attempts + 1); 0 until the record has been read.
+    pub(super) attempt: u32,
+    /// The stored state while it runs (`pending` or `retry`).
+    pub(super) waited_as: TaskState,
+    /// When it was taken (ms).
+    pub(super) started_at: i64,
+    /// After this the reaper takes it back (ms).
+    pub(super) deadline: i64,
+    /// Cancelled to stop the handler.
+    pub(super) cancel: CancellationToken,
+    /// An outcome is being recorded: the reaper leaves it alone.
+    pub(super) recording: bool,
+    /// The reaper took it back: whatever its attempt reports is ignored, even if
+    /// writing the expiry failed and the reaper has to try again.
+    pub(super) taken_back: bool,
+}
+
+impl Lease {
+    /// Whether the task's record has been read and its handler started.
+    pub(super) fn is_started(&self) -> bool {
+        self.attempt > 0
+    }
 }
 
 /// How often finished tasks whose results expired are forgotten.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
-/// Most tasks leased in one batch.
+/// Most tasks taken in one round, and most new tasks taken in from the store at once.
 const LEASE_BATCH: usize = 512;
+
+/// A task taken from the ready index, not yet started.
+pub(super) struct Taken {
+    /// Ready key it was taken under.
+    pub(super) key: u64,
+    /// Task id.
+    pub(super) id: u64,
+    token: u64,
+    cancel: CancellationToken,
+}
+
+fn ready_key(ms: i64) -> u64 {
+    ms.max(0) as u64
+}
 
 impl WorkerPool {
     /// Creates the pool. Call [`WorkerPool::recover`] then [`WorkerPool::start`].
@@ -158,15 +239,20 @@ impl WorkerPool {
                 stats: PoolStats::default(),
                 running: TaskTracker::new(),
                 stop_leasing: CancellationToken::new(),
-                history: std::sync::Mutex::new(std::collections::VecDeque::new()),
+                history: Mutex::new(std::collections::VecDeque::new()),
                 hard_stop: CancellationToken::new(),
-                cancels: std::sync::Mutex::new(HashMap::new()),
+                leases: Mutex::new(Leases::default()),
             }),
         }
     }
 
-    /// Puts back every task left `started` by a previous process (it died or was
-    /// killed under them). Run before [`WorkerPool::start`].
+    pub(super) fn leases(&self) -> MutexGuard<'_, Leases> {
+        self.inner.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts back every task that an older release left `started` with a stored
+    /// lease (it died or was killed under them). Leases are no longer stored, so
+    /// data written since has none. Run before [`WorkerPool::start`].
     pub async fn recover(&self) -> Result<usize, crate::store::Error> {
         let leased: Vec<(u64, u64)> = self
             .inner
@@ -178,22 +264,16 @@ impl WorkerPool {
         if leased.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<u64> = leased.iter().map(|(_, id)| *id).collect();
-        let n = ids.len();
-        let ttl = self.inner.policy.result_ttl_ms;
-        self.inner
+        let policy = self.inner.policy.clone();
+        let n = self
+            .inner
             .store
             .write(move |tx| {
-                for id in &ids {
-                    super::release(
-                        tx,
-                        *id,
-                        "interrupted: the server stopped during this attempt",
-                        true,
-                        ttl,
-                    )?;
+                let mut n = 0;
+                for key in &leased {
+                    n += usize::from(super::release_stored_lease(tx, *key, &policy)?);
                 }
-                Ok(())
+                Ok(n)
             })
             .await?;
         tracing::info!(tasks = n, "requeued tasks interrupted by the last stop");
@@ -210,41 +290,198 @@ impl WorkerPool {
         tokio::spawn(async move { pool.dispatch().await })
     }
 
-    /// Puts back tasks whose lease has expired (their worker hung past
-    /// `lease_ms`); the lost attempt counts. Returns how many.
+    /// Fills the ready index from the store: every task waiting there, due or
+    /// not. What was enqueued after the highest id read first is taken in by
+    /// [`WorkerPool::take_in_new`], so nothing falls between the two.
+    pub(super) fn load(&self) -> Result<(), crate::store::Error> {
+        let t = self.inner.store.tables();
+        let seen = t
+            .tasks
+            .range_rev(Bound::Unbounded, Bound::Unbounded, 1)?
+            .first()
+            .map_or(0, |(id, _)| *id);
+        let mut ready = BTreeSet::new();
+        for key in t.queue_ready.keys() {
+            ready.insert(key?);
+        }
+        let mut leases = self.leases();
+        leases.ready.extend(ready);
+        leases.seen = leases.seen.max(seen);
+        leases.loaded = true;
+        Ok(())
+    }
+
+    /// Takes in tasks stored since the highest id seen (the writer commits one
+    /// batch at a time and ids grow in commit order, so a later task always has a
+    /// higher id). Returns whether there may be more.
+    pub(super) fn take_in_new(&self) -> Result<bool, crate::store::Error> {
+        let from = self.leases().seen.saturating_add(1);
+        let rows = self
+            .inner
+            .store
+            .tables()
+            .tasks
+            .range(&from, Bound::Unbounded, LEASE_BATCH)?;
+        let more = rows.len() == LEASE_BATCH;
+        let mut leases = self.leases();
+        for (id, task) in rows {
+            if task.state.is_waiting() {
+                leases.ready.insert((ready_key(task.run_at), id));
+            }
+            leases.seen = leases.seen.max(id);
+        }
+        Ok(more)
+    }
+
+    /// Takes up to `max` tasks due at `now` out of the ready index and leases them.
+    pub(super) fn take_due(&self, now: i64, max: usize) -> Vec<Taken> {
+        let lease_ms = self.inner.settings.lease_ms as i64;
+        let mut guard = self.leases();
+        let leases = &mut *guard;
+        let mut taken = Vec::new();
+        let mut stale = Vec::new();
+        for &(key, id) in leases.ready.range(..=(ready_key(now), u64::MAX)) {
+            if taken.len() == max {
+                break;
+            }
+            if leases.held.contains(&id) {
+                continue;
+            }
+            if leases.running.contains_key(&id) {
+                // An older entry of a task that is running: its outcome decides.
+                stale.push((key, id));
+                continue;
+            }
+            leases.next_token += 1;
+            let token = leases.next_token;
+            let cancel = self.inner.hard_stop.child_token();
+            leases.running.insert(
+                id,
+                Lease {
+                    token,
+                    name: String::new(),
+                    attempt: 0,
+                    waited_as: TaskState::Pending,
+                    started_at: now,
+                    deadline: now.saturating_add(lease_ms),
+                    cancel: cancel.clone(),
+                    recording: false,
+                    taken_back: false,
+                },
+            );
+            taken.push(Taken {
+                key,
+                id,
+                token,
+                cancel,
+            });
+        }
+        for t in &taken {
+            leases.ready.remove(&(t.key, t.id));
+        }
+        for k in &stale {
+            leases.ready.remove(k);
+        }
+        taken
+    }
+
+    /// Ends lease `token` of task `id`; with `ready`, the task waits again under
+    /// that key. Returns whether the lease was still held.
+    fn end_lease(&self, id: u64, token: u64, ready: Option<u64>) -> bool {
+        let mut leases = self.leases();
+        if leases.running.get(&id).is_none_or(|l| l.token != token) {
+            return false;
+        }
+        leases.running.remove(&id);
+        if let Some(key) = ready {
+            leases.ready.insert((key, id));
+        }
+        true
+    }
+
+    /// Marks lease `token` of task `id` as being recorded; `false` if it is no
+    /// longer held (the reaper took it back) or already being recorded.
+    fn claim(&self, id: u64, token: u64) -> bool {
+        let mut leases = self.leases();
+        match leases.running.get_mut(&id) {
+            Some(l) if l.token == token && !l.recording && !l.taken_back => {
+                l.recording = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// After an outcome was written: the lease ends, a retry waits again.
+    /// If the write failed the lease stays, so the reaper takes it back later.
+    fn settle(&self, id: u64, token: u64, written: &Result<Option<Finished>, crate::store::Error>) {
+        match written {
+            Ok(finished) => {
+                let ready = finished.and_then(|f| f.ready_at);
+                self.end_lease(id, token, ready);
+                if ready.is_some() {
+                    self.wake();
+                }
+            }
+            Err(_) => {
+                if let Some(l) = self.leases().running.get_mut(&id) {
+                    if l.token == token {
+                        l.recording = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes back leases older than `lease_ms` (their worker hung past it): the
+    /// lost attempt counts and the task waits again. Returns how many.
     pub async fn reap_expired_leases(&self) -> Result<usize, crate::store::Error> {
         let now = crate::store::now_ms();
-        let expired = self.inner.store.tables().queue_leased.range(
-            &(0, 0),
-            std::ops::Bound::Excluded(&(now.max(0) as u64, 0)),
-            LEASE_BATCH,
-        )?;
+        let expired: Vec<(u64, u64, u32)> = {
+            let mut leases = self.leases();
+            leases
+                .running
+                .iter_mut()
+                .filter(|(_, l)| l.is_started() && !l.recording && l.deadline < now)
+                .map(|(id, l)| {
+                    l.recording = true;
+                    l.taken_back = true;
+                    l.cancel.cancel();
+                    (*id, l.token, l.attempt)
+                })
+                .collect()
+        };
         if expired.is_empty() {
             return Ok(0);
         }
-        let ttl = self.inner.policy.result_ttl_ms;
-        let ids: Vec<u64> = expired.into_iter().map(|((_, id), ())| id).collect();
-        let n = self
+        let policy = self.inner.policy.clone();
+        let attempts: Vec<(u64, u32)> = expired.iter().map(|(id, _, a)| (*id, *a)).collect();
+        let written = self
             .inner
             .store
             .write(move |tx| {
-                let mut n = 0;
-                for id in &ids {
-                    n += usize::from(super::release(
-                        tx,
-                        *id,
-                        "lease expired: the worker did not finish in time",
-                        false,
-                        ttl,
-                    )?);
-                }
-                Ok(n)
+                attempts
+                    .iter()
+                    .map(|(id, attempt)| super::expire(tx, *id, *attempt, &policy))
+                    .collect::<Result<Vec<_>, _>>()
             })
-            .await?;
-        if n > 0 {
-            tracing::warn!(tasks = n, "requeued tasks whose lease expired");
+            .await;
+        let n = expired.len();
+        match written {
+            Ok(finished) => {
+                for ((id, token, _), f) in expired.into_iter().zip(finished) {
+                    self.settle(id, token, &Ok(f));
+                }
+                tracing::warn!(tasks = n, "took back tasks whose lease expired");
+                Ok(n)
+            }
+            Err(e) => {
+                for (id, token, _) in expired {
+                    self.settle(id, token, &Err(e.clone()));
+                }
+                Err(e)
+            }
         }
-        Ok(n)
     }
 
     async fn reap_loop(self) {
@@ -256,7 +493,7 @@ impl WorkerPool {
                 _ = self.inner.stop_leasing.cancelled() => return,
             }
             if let Err(e) = self.reap_expired_leases().await {
-                tracing::error!(error = %e, "reaping expired leases failed");
+                tracing::error!(error = %e, "taking back expired leases failed");
             }
             // Finished tasks are compacted away once their results expire, whether or
             // not a `purge_expired_results` schedule is configured: without it the
@@ -277,21 +514,50 @@ impl WorkerPool {
 
     /// Cancels task `id`: a waiting task never runs; a running one is told to stop.
     pub async fn cancel(&self, id: u64) -> Result<super::CancelOutcome, crate::store::Error> {
+        let running = {
+            let mut leases = self.leases();
+            let running = leases.running.contains_key(&id);
+            if !running {
+                leases.held.insert(id);
+            }
+            running
+        };
         let ttl = self.inner.policy.result_ttl_ms;
         let outcome = self
             .inner
             .store
-            .write(move |tx| super::cancel(tx, id, ttl))
-            .await?;
+            .write(move |tx| super::cancel(tx, id, running, ttl))
+            .await;
+        if !running {
+            self.leases().held.remove(&id);
+        }
+        let outcome = outcome?;
         if outcome == super::CancelOutcome::Requested {
             self.cancel_running(id);
         }
         Ok(outcome)
     }
 
-    /// Requeues a dead, cancelled or backing-off task with fresh attempts.
+    /// Requeues a dead, cancelled or backing-off task with fresh attempts. A task
+    /// running now cannot be retried (`NotRetryable(Started)`).
     pub async fn retry(&self, id: u64) -> Result<super::RetryOutcome, crate::store::Error> {
-        self.inner.store.write(move |tx| super::retry(tx, id)).await
+        {
+            let mut leases = self.leases();
+            if leases.running.contains_key(&id) {
+                return Ok(super::RetryOutcome::NotRetryable(TaskState::Started));
+            }
+            leases.held.insert(id);
+        }
+        let written = self.inner.store.write(move |tx| super::retry(tx, id)).await;
+        let mut leases = self.leases();
+        leases.held.remove(&id);
+        let (outcome, key) = written?;
+        if outcome == super::RetryOutcome::Requeued {
+            leases.ready.insert((key, id));
+            drop(leases);
+            self.wake();
+        }
+        Ok(outcome)
     }
 
     /// Pool counters.
@@ -309,20 +575,31 @@ impl WorkerPool {
         &self.inner.registry
     }
 
+    /// Shows a stored task as it is now: `started` while a worker here holds it.
+    pub(super) fn overlay(&self, mut task: TaskRecord) -> TaskRecord {
+        if let Some(l) = self.leases().running.get(&task.id) {
+            if l.is_started() && task.state.is_waiting() {
+                task.state = TaskState::Started;
+                task.attempts = l.attempt;
+                task.updated_at = l.started_at;
+                task.lease_until = Some(l.deadline);
+            }
+        }
+        task
+    }
+
     /// A task by id; `None` if unknown or finished longer ago than `result_ttl_s`
-    /// (an expired result is forgotten, never reported as a fake `pending`).
+    /// (an expired result is forgotten, never reported as a fake `pending`). Dead
+    /// letters do not expire: they stay, listed and retryable, until retried.
     pub fn task(&self, id: u64) -> Result<Option<TaskRecord>, crate::store::Error> {
         let Some(task) = self.inner.store.tables().tasks.get(&id)? else {
             return Ok(None);
         };
-        let finished = matches!(
-            task.state,
-            TaskState::Success | TaskState::Failure | TaskState::Cancelled
-        );
-        if finished && task.updated_at + self.inner.policy.result_ttl_ms < crate::store::now_ms() {
+        let expires = matches!(task.state, TaskState::Success | TaskState::Cancelled);
+        if expires && task.updated_at + self.inner.policy.result_ttl_ms < crate::store::now_ms() {
             return Ok(None);
         }
-        Ok(Some(task))
+        Ok(Some(self.overlay(task)))
     }
 
     /// Wakes the dispatcher (after a change it cannot see, such as a retry request).
@@ -332,12 +609,13 @@ impl WorkerPool {
 
     /// Signals the running attempt of task `id` to stop, if there is one here.
     pub fn cancel_running(&self, id: u64) -> bool {
-        let cancels = self.inner.cancels.lock().unwrap_or_else(|p| p.into_inner());
-        cancels.get(&id).map(|c| c.cancel()).is_some()
+        let leases = self.leases();
+        leases.running.get(&id).map(|l| l.cancel.cancel()).is_some()
     }
 
-    /// Stops leasing, waits up to `grace` for running attempts, then cancels the rest
-    /// and puts them back in the ready index.
+    /// Stops taking tasks, waits up to `grace` for running attempts, then stops
+    /// the rest. Nothing needs writing for them: their tasks still wait in the
+    /// store, with the interrupted attempt not counted.
     pub async fn shutdown(&self, grace: Duration) {
         let inner = &self.inner;
         inner.stop_leasing.cancel();
@@ -346,17 +624,23 @@ impl WorkerPool {
             .await
             .is_err()
         {
-            tracing::warn!("tasks still running after the grace period; putting them back");
+            tracing::warn!("tasks still running after the grace period; stopping them");
             inner.hard_stop.cancel();
-            // Their own code path releases them on hard stop; give it a moment.
             let _ = tokio::time::timeout(Duration::from_secs(5), inner.running.wait()).await;
         }
     }
 
     async fn dispatch(self) {
         let inner = &self.inner;
+        while let Err(e) = self.load() {
+            tracing::error!(error = %e, "reading the ready index failed");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = inner.stop_leasing.cancelled() => return,
+            }
+        }
         loop {
-            // Wait for a free worker first: leasing more than can run would only let
+            // Wait for a free worker first: taking more than can run would only let
             // leases expire.
             let first = tokio::select! {
                 p = inner.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -369,17 +653,20 @@ impl WorkerPool {
                     Err(_) => break,
                 }
             }
-            let now = crate::store::now_ms();
-            let due = match self.due_tasks(now, permits.len()) {
-                Ok(due) => due,
+            let more = match self.take_in_new() {
+                Ok(more) => more,
                 Err(e) => {
-                    tracing::error!(error = %e, "reading the ready index failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
+                    tracing::error!(error = %e, "reading new tasks failed");
+                    false
                 }
             };
-            if due.is_empty() {
+            let now = crate::store::now_ms();
+            let taken = self.take_due(now, permits.len());
+            if taken.is_empty() {
                 drop(permits);
+                if more {
+                    continue;
+                }
                 let wait = self.time_to_next_due(now);
                 tokio::select! {
                     _ = inner.wake.notified() => {}
@@ -388,130 +675,153 @@ impl WorkerPool {
                 }
                 continue;
             }
-            let lease_ms = inner.settings.lease_ms;
-            // Lazy: a lease lost in a crash only means the task is leased again.
-            let leased = inner
-                .store
-                .write_lazy(move |tx| {
-                    let mut leased = Vec::with_capacity(due.len());
-                    for (run_at, id) in &due {
-                        if let Some(task) = super::lease(tx, *run_at, *id, lease_ms)? {
-                            leased.push(task);
-                        }
-                    }
-                    Ok(leased)
-                })
-                .await;
-            let leased = match leased {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(error = %e, "leasing tasks failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
-            for (task, permit) in leased.into_iter().zip(permits) {
+            for (t, permit) in taken.into_iter().zip(permits) {
                 let pool = self.clone();
                 inner.running.spawn(async move {
-                    pool.run_attempt(task, permit).await;
+                    pool.run_attempt(t, permit).await;
                 });
             }
         }
     }
 
-    fn due_tasks(&self, now: i64, max: usize) -> Result<Vec<(u64, u64)>, crate::store::Error> {
-        let upper = (now.max(0) as u64, u64::MAX);
-        let rows = self.inner.store.tables().queue_ready.range(
-            &(0, 0),
-            std::ops::Bound::Included(&upper),
-            max,
-        )?;
-        Ok(rows.into_iter().map(|(k, ())| k).collect())
+    fn time_to_next_due(&self, now: i64) -> Duration {
+        match self.leases().ready.first() {
+            Some((run_at, _)) => {
+                Duration::from_millis((*run_at as i64 - now).clamp(1, 1000) as u64)
+            }
+            None => Duration::from_secs(1),
+        }
     }
 
-    fn time_to_next_due(&self, now: i64) -> Duration {
-        let max = Duration::from_secs(1);
-        match self.inner.store.tables().queue_ready.first() {
-            Ok(Some(((run_at, _), ()))) => {
-                Duration::from_millis((run_at as i64 - now).clamp(1, 1000) as u64).min(max)
+    /// Reads the taken task and checks that it still waits under the key it was
+    /// taken with. Fills in the lease; `None` (lease ended) if there is nothing
+    /// to run.
+    async fn begin(&self, t: &Taken) -> Option<TaskRecord> {
+        let record = match self.inner.store.tables().tasks.get(&t.id) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, task_id = t.id, "reading a task failed");
+                // It still waits in the store; try again shortly.
+                self.end_lease(t.id, t.token, Some(t.key));
+                return None;
             }
-            _ => max,
+        };
+        let Some(task) = record.filter(|r| r.state.is_waiting() && ready_key(r.run_at) == t.key)
+        else {
+            // Stale: it was retried, cancelled or finished since.
+            self.end_lease(t.id, t.token, None);
+            return None;
+        };
+        if task.cancel_requested {
+            // Cancelled while it ran, then interrupted: it ends cancelled, unrun.
+            let ttl = self.inner.policy.result_ttl_ms;
+            let id = t.id;
+            let written = self
+                .inner
+                .store
+                .write_lazy(move |tx| super::cancel(tx, id, false, ttl))
+                .await;
+            if let Err(e) = &written {
+                tracing::error!(error = %e, task_id = id, "cancelling a task failed");
+            }
+            self.end_lease(t.id, t.token, written.is_err().then_some(t.key));
+            return None;
         }
+        if task.unique.is_some() {
+            let id = t.id;
+            let written = self
+                .inner
+                .store
+                .write_lazy(move |tx| super::release_unique_for_run(tx, id))
+                .await;
+            if let Err(e) = written {
+                tracing::error!(error = %e, task_id = id, "releasing a unique key failed");
+                self.end_lease(t.id, t.token, Some(t.key));
+                return None;
+            }
+        }
+        let mut leases = self.leases();
+        let lease = leases
+            .running
+            .get_mut(&t.id)
+            .filter(|l| l.token == t.token)?;
+        lease.name = task.name.clone();
+        lease.attempt = task.attempts.saturating_add(1);
+        lease.waited_as = task.state;
+        Some(task)
     }
 
     /// Runs one attempt and records its outcome. The worker slot (`permit`) is given
     /// back as soon as the handler returns: recording the outcome is a write the next
     /// task need not wait for (the attempt stays tracked until it is recorded).
-    async fn run_attempt(&self, task: TaskRecord, permit: tokio::sync::OwnedSemaphorePermit) {
+    pub(super) async fn run_attempt(&self, t: Taken, permit: tokio::sync::OwnedSemaphorePermit) {
         let inner = &self.inner;
-        let span = tracing::info_span!("task", task_id = task.id, name = %task.name, attempt = task.attempts);
-        let cancel = inner.hard_stop.child_token();
-        inner
-            .cancels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(task.id, cancel.clone());
+        let Some(task) = self.begin(&t).await else {
+            return;
+        };
+        let attempt = task.attempts.saturating_add(1);
+        let span = tracing::info_span!("task", task_id = task.id, name = %task.name, attempt);
         inner.stats.busy.fetch_add(1, Ordering::Relaxed);
         let ctx = TaskContext {
             id: task.id,
             name: task.name.clone(),
-            args: task.args.clone(),
-            attempt: task.attempts,
-            cancel: cancel.clone(),
+            args: task.args,
+            attempt,
+            cancel: t.cancel.clone(),
         };
         let outcome = self.execute(ctx).instrument(span.clone()).await;
         inner.stats.busy.fetch_sub(1, Ordering::Relaxed);
         drop(permit);
-        inner
-            .cancels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&task.id);
         let id = task.id;
-        let attempt = task.attempts;
-        let name = task.name.clone();
-        let write = match outcome {
-            // Stopped by shutdown, not by its own fault: back to ready, attempt refunded.
-            None => {
-                let ttl = inner.policy.result_ttl_ms;
-                inner
-                    .store
-                    .write(move |tx| {
-                        super::release(tx, id, "interrupted by shutdown", true, ttl).map(|_| None)
-                    })
-                    .await
-            }
-            Some(outcome) => {
-                if let Outcome::Failed(e) = &outcome {
-                    span.in_scope(|| tracing::warn!(error = %e.message, "task attempt failed"));
-                }
-                let policy = inner.policy.clone();
-                // Lazy: an outcome lost in a crash leaves the task started, and
-                // recovery runs it again (at least once; handlers are idempotent).
-                inner
-                    .store
-                    .write_lazy(move |tx| super::finish(tx, id, attempt, &outcome, &policy))
-                    .await
-            }
+        let Some(outcome) = outcome else {
+            // Stopped by shutdown, not by its own fault: nothing to write, the task
+            // still waits in the store and this attempt is not counted.
+            self.end_lease(id, t.token, Some(t.key));
+            return;
         };
-        match write {
-            Ok(Some(TaskState::Success)) => {
+        if !self.claim(id, t.token) {
+            // The reaper took this lease back: the task has moved on without us.
+            return;
+        }
+        if let Outcome::Failed(e) = &outcome {
+            span.in_scope(|| tracing::warn!(error = %e.message, "task attempt failed"));
+        }
+        let policy = inner.policy.clone();
+        // Lazy: an outcome lost in a crash leaves the task waiting, and it runs
+        // again after the restart (at least once; handlers are idempotent).
+        let written = inner
+            .store
+            .write_lazy(move |tx| super::finish(tx, id, attempt, &outcome, &policy))
+            .await;
+        self.settle(id, t.token, &written);
+        let name = task.name;
+        match written {
+            Ok(Some(Finished {
+                state: TaskState::Success,
+                ..
+            })) => {
                 inner.stats.completed.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("likewise_tasks_total", "name" => name, "outcome" => "success")
                     .increment(1);
             }
-            Ok(Some(TaskState::Retry)) => {
+            Ok(Some(Finished {
+                state: TaskState::Retry,
+                ..
+            })) => {
                 inner.stats.retried.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("likewise_tasks_total", "name" => name, "outcome" => "retry")
                     .increment(1);
             }
-            Ok(Some(TaskState::Failure)) => {
+            Ok(Some(Finished {
+                state: TaskState::Failure,
+                ..
+            })) => {
                 inner.stats.failed.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("likewise_tasks_total", "name" => name, "outcome" => "failure")
                     .increment(1);
             }
             Ok(_) => {}
-            // The lease stays; recovery or lease expiry puts the task back.
+            // The lease stays; the reaper takes it back when it expires.
             Err(e) => tracing::error!(error = %e, "recording the task outcome failed"),
         }
     }

@@ -63,7 +63,7 @@ use serde::Deserialize;
 
 pub use keys::Key;
 pub use snapshot::{Frozen, FrozenTable, Loader};
-pub use table::{Table, Tx, TxResult};
+pub use table::{Table, Tx, TxError, TxResult};
 pub use time::{now_ms, Timestamp};
 pub use writer::{Deferred, WriterStats};
 
@@ -142,6 +142,10 @@ pub enum Error {
         /// What postcard said.
         message: String,
     },
+    /// Another process holds the data directory's lock (another server, or a
+    /// backup or restore reading it).
+    #[error("the data directory is in use by another process")]
+    InUse,
     /// The data directory was written by a newer likewise.
     #[error(
         "the data directory has schema version {found}, but this build of likewise \
@@ -159,7 +163,14 @@ pub enum Error {
 
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
-        Error::Sled(describe(&e))
+        match &e {
+            // sled takes an exclusive, non-blocking lock on its files at open, and
+            // wraps the OS's refusal in an error of its own whose text says so.
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                Error::InUse
+            }
+            _ => Error::Sled(describe(&e)),
+        }
     }
 }
 

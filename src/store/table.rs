@@ -21,7 +21,11 @@ use super::Error;
 
 /// Result type of code running inside a transaction: `Err` aborts (or, for a
 /// conflict, retries) the whole transaction.
-pub type TxResult<T> = Result<T, ConflictableTransactionError<Error>>;
+pub type TxResult<T> = Result<T, TxError>;
+
+/// Why code inside a transaction stopped it: an abort with a store [`Error`], or a
+/// conflict sled resolves by running the transaction again.
+pub type TxError = ConflictableTransactionError<Error>;
 
 /// A sled tree whose keys are `K` and values postcard-encoded `V`.
 pub struct Table<K, V> {

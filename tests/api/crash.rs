@@ -1,6 +1,8 @@
 //! Crash safety of the real binary: concurrent likes, `kill -9` at random moments,
 //! restarts on the same directory, and at the end every acknowledged like is there
 //! with exactly one notification, counts are exact and no task is left `started`.
+//! And the queue across a `kill -9`: a task whose outcome was committed never runs
+//! again, a task that was running runs again.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -30,10 +32,16 @@ struct Server {
 
 /// Starts the binary on `data` and waits for its `listening http=` line.
 async fn start(data: &Path) -> Server {
+    start_with(data, &[]).await
+}
+
+/// [`start`] with more command-line arguments.
+async fn start_with(data: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_likewise"))
         .args(["serve", "--data"])
         .arg(data)
         .args(["--http", "127.0.0.1:0", "--resp", "off", "--workers", "8"])
+        .args(extra)
         .env("LIKEWISE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -243,5 +251,119 @@ async fn acknowledged_likes_survive_kill_9_with_exactly_one_notification_each() 
     }
     let (_, failed) = app.get("/api/admin/tasks?state=failure", ADMIN_TOKEN).await;
     assert_eq!(failed["tasks"], serde_json::json!([]), "no dead letters");
+    server.kill();
+}
+
+/// A webhook receiver on loopback that reports the delivery id (the task id) of
+/// every request, and answers 200 — or, while `hang` is set, never answers.
+async fn delivery_receiver() -> (
+    String,
+    Arc<std::sync::atomic::AtomicBool>,
+    tokio::sync::mpsc::UnboundedReceiver<u64>,
+) {
+    use axum::http::HeaderMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let hang = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let hanging = hang.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap| {
+            let tx = tx.clone();
+            let hang = hanging.load(Ordering::SeqCst);
+            async move {
+                let id = headers["x-likewise-delivery"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let _ = tx.send(id);
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), hang, rx)
+}
+
+async fn next_delivery(rx: &mut tokio::sync::mpsc::UnboundedReceiver<u64>) -> u64 {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("a delivery within 20 s")
+        .expect("receiver alive")
+}
+
+/// The newest webhook delivery task.
+async fn newest_delivery_task(app: &Api) -> u64 {
+    let (_, list) = app
+        .get("/api/admin/tasks?name=deliver_webhook&limit=1", ADMIN_TOKEN)
+        .await;
+    list["tasks"][0]["id"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_a_running_task_runs_again_and_a_finished_one_never_does() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let (author, fans, post) = {
+        let app = spawn_app_in(dir.path(), |_| {}).await;
+        let author = app.register("author").await;
+        let post = app.create_post(&author, "hooked").await;
+        let fans = vec![app.register("bob").await, app.register("carol").await];
+        app.stop().await;
+        (author, fans, post)
+    };
+    let (url, hang, mut deliveries) = delivery_receiver().await;
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("likewise.toml");
+    std::fs::write(&config, format!("[[webhooks]]\nurl = \"{url}\"\n")).unwrap();
+    let config = config.to_str().unwrap().to_owned();
+
+    let server = start_with(dir.path(), &["--config", &config]).await;
+    let app = Api::new(server.addr);
+    // A first like's delivery succeeds...
+    app.put(&format!("/api/posts/{post}/like"), &fans[0].token)
+        .await;
+    let done = newest_delivery_task(&app).await;
+    assert_eq!(next_delivery(&mut deliveries).await, done);
+    assert_eq!(app.finished_task(done).await["state"], "success");
+    // ...then a second one's hangs: that task is running when the server dies. The
+    // second like is a flushed write, so the first outcome is on disk by now.
+    hang.store(true, Ordering::SeqCst);
+    app.put(&format!("/api/posts/{post}/like"), &fans[1].token)
+        .await;
+    let running = newest_delivery_task(&app).await;
+    assert_ne!(running, done);
+    assert_eq!(next_delivery(&mut deliveries).await, running);
+    let (_, task) = app.get(&format!("/api/tasks/{running}"), ADMIN_TOKEN).await;
+    assert_eq!(task["state"], "started", "{task}");
+    server.kill();
+
+    hang.store(false, Ordering::SeqCst);
+    let server = start_with(dir.path(), &["--config", &config]).await;
+    let app = Api::new(server.addr);
+    assert_eq!(
+        next_delivery(&mut deliveries).await,
+        running,
+        "the interrupted task runs again, and only it"
+    );
+    let task = app.finished_task(running).await;
+    assert_eq!(task["state"], "success");
+    assert_eq!(
+        task["attempts"], 1,
+        "the interrupted attempt does not count"
+    );
+    app.settled().await;
+    assert!(
+        deliveries.try_recv().is_err(),
+        "the task that had finished never ran again"
+    );
+    let (_, page) = app.get("/api/notifications?limit=10", &author.token).await;
+    assert_eq!(page["unread_count"], 2);
     server.kill();
 }

@@ -23,9 +23,16 @@ pub struct Api {
     pub client: reqwest::Client,
 }
 
+/// Installs the TLS crypto provider reqwest needs before any client is built (the
+/// server installs it too, but a test that only talks to a child process has none).
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl Api {
     /// A client of the server listening on `addr`.
     pub fn new(addr: SocketAddr) -> Api {
+        install_crypto();
         Api {
             addr,
             resp_addr: None,
@@ -319,6 +326,7 @@ impl Binary {
     /// and waits for its `listening http=` line.
     pub async fn start(config: &str, rust_log: &str) -> Binary {
         use std::io::BufRead;
+        install_crypto();
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("likewise.toml");
         std::fs::write(&config_path, config).expect("config written");

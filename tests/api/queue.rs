@@ -306,6 +306,7 @@ async fn waiting_tasks_with_one_unique_key_collapse_into_one() {
     let mut ids = std::collections::HashSet::new();
     for _ in 0..20 {
         let mut spec = TaskSpec::new(RECOUNT_POST, &RecountArgs { id: 7 }, 3)
+            .unwrap()
             .unique(format!("{RECOUNT_POST}:7"));
         // Not due yet, so that none of them runs (and releases the key) meanwhile.
         spec.delay_ms = 60_000;
@@ -424,4 +425,24 @@ async fn a_webhook_redirect_is_a_failed_delivery_and_is_never_followed() {
         "the result says what happened: {error}"
     );
     assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect was followed");
+}
+
+#[tokio::test]
+async fn a_dead_letter_stays_readable_after_the_result_ttl() {
+    let (url, mut rx) = receiver(Behaviour::AlwaysFail).await;
+    // Results expire at once: only dead letters may outlive that.
+    let app = spawn_app_with(|s| {
+        hooked(&url, 1, 50)(s);
+        s.queue.result_ttl_s = 0;
+    })
+    .await;
+    let task_id = like_once(&app).await;
+    next(&mut rx).await;
+    let task = app.finished_task(task_id).await;
+    assert_eq!(task["state"], "failure", "{task}");
+    let (_, dead) = admin(&app, Method::GET, "/api/admin/tasks?state=failure").await;
+    assert_eq!(dead["tasks"][0]["id"], task_id, "{dead}");
+    let (status, body) = admin(&app, Method::GET, &format!("/api/tasks/{task_id}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "failure");
 }

@@ -9,21 +9,31 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// A `likewise serve` child with its log.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     log: mpsc::Receiver<String>,
     seen: Vec<String>,
 }
 
 impl Server {
     /// Starts `likewise serve ARGS` in `cwd` on a free port; waits for the ready line.
-    fn start(cwd: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_likewise"))
+    pub(crate) fn start(cwd: &Path, args: &[&str]) -> Server {
+        Server::start_with(cwd, args, Some("readme-test-admin-token-0123456789"))
+    }
+
+    /// As [`Server::start`]; without `admin_token` the server uses (or generates)
+    /// the data directory's own.
+    pub(crate) fn start_with(cwd: &Path, args: &[&str], admin_token: Option<&str>) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_likewise"));
+        match admin_token {
+            Some(token) => command.env("LIKEWISE_ADMIN_TOKEN", token),
+            None => command.env_remove("LIKEWISE_ADMIN_TOKEN"),
+        };
+        let mut child = command
             .current_dir(cwd)
             .args(["serve", "--http", "127.0.0.1:0", "--resp", "off"])
             .args(args)
-            .env("LIKEWISE_ADMIN_TOKEN", "readme-test-admin-token-0123456789")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -64,7 +74,7 @@ impl Server {
     }
 
     /// The first log line containing `needle`, waiting at most 60 s for it.
-    fn wait_for(&mut self, needle: &str) -> String {
+    pub(crate) fn wait_for(&mut self, needle: &str) -> String {
         if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
             return line.clone();
         }
@@ -85,7 +95,7 @@ impl Server {
     }
 
     /// Stops the server with SIGTERM; it must exit 0.
-    fn stop(mut self) -> Vec<String> {
+    pub(crate) fn stop(mut self) -> Vec<String> {
         // SAFETY: kill has no memory preconditions; the pid is our child's.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let status = self.child.wait().expect("wait");

@@ -353,6 +353,22 @@ async fn no_token_ticket_or_password_reaches_a_debug_log() {
         assert_eq!(resp.status(), StatusCode::OK);
         let _ = resp.chunk().await;
     }
+    let (mut sio, _) = tokio_tungstenite::connect_async(format!(
+        "{base}/socket.io/?EIO=4&transport=websocket&token={second}"
+    ))
+    .await
+    .expect("Socket.IO with ?token=");
+    sio.close(None).await.ok();
+    let changed = "a-brand-new-password-42";
+    let (status, body) = api
+        .call(
+            Method::PUT,
+            "/api/me/password",
+            Some(&second),
+            Some(json!({"old_password": password, "new_password": changed})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     // Refused credentials are not logged either.
     let (status, _) = api
         .call(
@@ -377,9 +393,59 @@ async fn no_token_ticket_or_password_reaches_a_debug_log() {
         ADMIN_TOKEN,
         password,
         wrong,
+        changed,
         "wrong-admin-token-guess",
     ] {
         let leaks: Vec<_> = log.iter().filter(|l| l.contains(secret)).collect();
         assert!(leaks.is_empty(), "{secret:?} appears in the log: {leaks:?}");
     }
+}
+
+#[tokio::test]
+async fn the_sweep_forgets_sessions_a_week_after_they_expired_and_keeps_the_rest() {
+    let app = spawn_app_with(|s| s.accounts.session_ttl_s = 3600).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let day = 24 * 3600 * 1000;
+    let now = Timestamp::now().0;
+    // Expired eight days ago, and expired yesterday (still within the week).
+    let ancient = "ancient-token-0123456789abcdef0123456789abcdef0123456789abcdef";
+    let recent = "recent-token-0123456789abcdef0123456789abcdef0123456789abcdef";
+    let old_session = |age: i64| SessionRecord {
+        user_id: alice.id,
+        created_at: Timestamp(now - age),
+    };
+    let (a, r) = (old_session(8 * day), old_session(day));
+    let (ha, hr) = (token_hash(ancient), token_hash(recent));
+    app.state
+        .social
+        .store()
+        .write(move |tx| {
+            tx.insert(&tx.t().tokens, &ha, &a)?;
+            tx.insert(&tx.t().tokens, &hr, &r)
+        })
+        .await
+        .unwrap();
+    app.delete("/api/sessions", &bob.token).await;
+    app.delete("/api/sessions?all=true", &alice.token).await;
+
+    let social = &app.state.social;
+    assert_eq!(
+        social.sweep_sessions(now).await.unwrap(),
+        1,
+        "only the ancient one"
+    );
+    let (status, body) = app.get("/api/me", recent).await;
+    assert_refused(status, &body, "session revoked");
+    let (status, body) = app.get("/api/me", ancient).await;
+    assert_refused(status, &body, "a valid token is required");
+
+    // Eight days on, everything above is a week past its expiry.
+    let later = now + 8 * day + 3600 * 1000;
+    // The recent session, two tombstones (bob's, alice's first) and alice's cutoff.
+    assert_eq!(social.sweep_sessions(later).await.unwrap(), 4);
+    let t = social.store().tables();
+    assert_eq!(t.revoked_sessions.len(), 0);
+    assert_eq!(t.session_cutoffs.len(), 0);
+    assert_eq!(t.tokens.len(), 0);
 }
