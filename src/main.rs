@@ -2,6 +2,7 @@
 //! builds the application and runs it until SIGINT or SIGTERM; or takes and restores
 //! backups (the work is in `likewise::backup`).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -281,8 +282,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line on stderr, which is where the log goes too: not both.
-            eprintln!("likewise: {e:#}");
+            // One line on stderr, which is where the log goes too: not both. Not
+            // eprintln!, which panics when stderr is gone: the exit status must still
+            // say that the server failed.
+            let _ = writeln!(std::io::stderr(), "likewise: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -319,15 +322,19 @@ impl Signals {
                 mut interrupt,
                 mut terminate,
             } = self;
-            tokio::select! {
-                _ = interrupt.recv() => tracing::info!("SIGINT received"),
-                _ = terminate.recv() => tracing::info!("SIGTERM received"),
-            }
+            let name = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            // Cancelled first: nothing that happens while logging may keep the
+            // server from stopping.
+            shutdown.cancel();
+            tracing::info!("{name} received");
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
         }
-        shutdown.cancel();
     }
 }

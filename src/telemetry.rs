@@ -21,6 +21,10 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log line that cannot be written (the reader of a piped stderr went away)
+        // is dropped: the fallback report of that failure would panic the thread
+        // that logged, and with it whatever task it was running.
+        .log_internal_errors(false)
         .try_init();
 }
 

@@ -296,15 +296,21 @@ async fn in_relaxed_mode_a_full_disk_is_also_recovered_from() {
     app.stop().await;
 }
 
-/// `likewise serve` on `data`; returns the child, its address, and its stderr lines
-/// as they come.
-fn serve(
-    data: &Path,
-) -> (
-    std::process::Child,
-    SocketAddr,
-    std::sync::mpsc::Receiver<String>,
-) {
+/// A `likewise serve` child that is killed if the test ends without stopping it (a
+/// failed assertion must not leave a server running).
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The command that starts `likewise serve` on `data`, with its log on a pipe.
+fn serve_command(data: &Path) -> Command {
     // No in-process server installs the TLS provider reqwest needs for this client.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut command = Command::new(env!("CARGO_BIN_EXE_likewise"));
@@ -324,9 +330,23 @@ fn serve(
             Ok(())
         });
     }
-    let mut child = command.spawn().expect("the likewise binary starts");
+    command
+}
+
+/// The address in a `listening http=ADDR` log line.
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("listening http=").nth(1)?;
+    let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+    addr.parse().ok()
+}
+
+/// `likewise serve` on `data`; returns the child, its address, and its stderr lines
+/// as they come.
+fn serve(data: &Path) -> (Server, SocketAddr, std::sync::mpsc::Receiver<String>) {
+    let mut command = serve_command(data);
+    let mut server = Server(command.spawn().expect("the likewise binary starts"));
     let (tx, lines) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
+    let stderr = server.0.stderr.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
@@ -339,32 +359,31 @@ fn serve(
         let line = lines
             .recv_timeout(left)
             .expect("a listening line within 20 s");
-        if let Some(rest) = line.split("listening http=").nth(1) {
-            let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-            break addr.parse().expect("an address");
+        if let Some(addr) = listening_addr(&line) {
+            break addr;
         }
     };
-    (child, addr, lines)
+    (server, addr, lines)
 }
 
 /// Sends SIGTERM and waits (at most 30 s) for the exit; returns the status and the
 /// rest of stderr.
 fn terminate(
-    mut child: std::process::Child,
+    mut server: Server,
     lines: std::sync::mpsc::Receiver<String>,
 ) -> (std::process::ExitStatus, Vec<String>) {
     // SAFETY: kill has no memory preconditions; the pid is our child's.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    unsafe { libc::kill(server.0.id() as libc::pid_t, libc::SIGTERM) };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
+        if let Some(status) = server.0.try_wait().expect("wait") {
             break status;
         }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("no exit within 30 s of SIGTERM");
-        }
+        // Past the deadline the guard kills it.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit within 30 s of SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     (status, lines.iter().collect())
@@ -474,4 +493,41 @@ async fn the_data_directory_and_its_files_are_private_whatever_the_umask() {
         let want = if path.is_dir() { 0o700 } else { 0o600 };
         assert_eq!(mode, want, "{} has mode {mode:o}", path.display());
     }
+}
+
+/// When whatever reads the log goes away (a pipe into a process that exited, a
+/// restarted log collector), writing a log line fails: the server must keep serving
+/// and still stop gracefully on SIGTERM, never panic or ignore the signal.
+#[tokio::test]
+async fn a_log_reader_that_goes_away_breaks_neither_serving_nor_sigterm() {
+    let parent = tempfile::tempdir().unwrap();
+    let mut server = Server(
+        serve_command(&parent.path().join("data"))
+            .spawn()
+            .expect("the likewise binary starts"),
+    );
+    let mut log = BufReader::new(server.0.stderr.take().unwrap());
+    let addr = loop {
+        let mut line = String::new();
+        assert!(log.read_line(&mut line).unwrap() > 0, "no listening line");
+        if let Some(addr) = listening_addr(&line) {
+            break addr;
+        }
+    };
+    // Our end of the log pipe closes: every later log line meets a broken pipe.
+    drop(log);
+    let api = Api::new(addr);
+    for i in 0..3 {
+        // Each request logs; the third proves the first two did not stop anything.
+        let (status, body) = api.call(Method::GET, "/healthz", None, None).await;
+        assert_eq!(status, StatusCode::OK, "request {i}: {body}");
+    }
+    let _alice = api.register("alice").await;
+    let (status, _) = tokio::task::spawn_blocking(move || {
+        let (_, lines) = std::sync::mpsc::channel();
+        terminate(server, lines)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
 }
