@@ -264,15 +264,7 @@ async fn connections_over_the_global_cap_are_refused_with_503_and_counted() {
     let http = &stats(&app).await["http"];
     assert!(http["refused"]["global"].as_u64().unwrap() >= 2, "{http}");
     assert_eq!(http["max_connections"], 24, "{http}");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.text("/metrics").await;
     assert!(
         metrics.contains("likewise_http_connections_refused_total{reason=\"global\"}"),
         "{metrics}"

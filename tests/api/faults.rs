@@ -126,15 +126,7 @@ async fn health(api: &Api) -> (StatusCode, Value) {
 
 /// The value of an unlabelled metric on `/metrics`.
 async fn metric(api: &Api, name: &str) -> Option<f64> {
-    let text = api
-        .client
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = api.text("/metrics").await;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

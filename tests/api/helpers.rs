@@ -155,6 +155,27 @@ impl Api {
         (status, value)
     }
 
+    /// The body of `GET path` (no token) as text.
+    pub async fn text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+            .text()
+            .await
+            .expect("body read")
+    }
+
+    /// The versioned asset prefix the demo page refers to, e.g. `/assets/0123abcd4567`.
+    pub async fn asset_prefix(&self) -> String {
+        let html = self.text("/").await;
+        let start = html.find("/assets/").expect("the page names its assets");
+        let rest = &html[start + "/assets/".len()..];
+        let version = &rest[..rest.find('/').expect("a versioned path")];
+        format!("/assets/{version}")
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, Some(token), None).await
     }
@@ -242,6 +263,24 @@ impl Api {
 }
 
 impl TestApp {
+    /// Stores a session for `user_id` under `token`, issued `age` ago, as the store
+    /// keeps sessions (to test what happens to old ones).
+    pub async fn backdated_session(&self, user_id: u64, token: &str, age: Duration) {
+        use likewise::store::records::SessionRecord;
+        use likewise::store::time::Timestamp;
+        let hash = likewise::domain::token_hash(token);
+        let session = SessionRecord {
+            user_id,
+            created_at: Timestamp(Timestamp::now().0 - age.as_millis() as i64),
+        };
+        self.state
+            .social
+            .store()
+            .write(move |tx| tx.insert(&tx.t().tokens, &hash, &session))
+            .await
+            .expect("session stored");
+    }
+
     /// Stops the server gracefully and waits for it to finish.
     pub async fn stop(mut self) {
         self.shutdown.cancel();

@@ -10,10 +10,6 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use likewise::domain::token_hash;
-use likewise::store::records::SessionRecord;
-use likewise::store::time::Timestamp;
-
 use crate::helpers::{assert_error, spawn_app_with, Api, TestApp, TestUser, ADMIN_TOKEN};
 
 /// The kinds of caller, in the order of a row's cells.
@@ -402,17 +398,8 @@ async fn fixture(app: &TestApp) -> Fixture {
     // A session issued 31 days ago (the default lifetime is 30), as stored.
     let lapsed = app.register("lapsed").await;
     let expired = "a-session-issued-a-month-ago-0123456789abcdef0123456789abcdef".to_owned();
-    let session = SessionRecord {
-        user_id: lapsed.id,
-        created_at: Timestamp(Timestamp::now().0 - 31 * 24 * 3600 * 1000),
-    };
-    let hash = token_hash(&expired);
-    app.state
-        .social
-        .store()
-        .write(move |tx| tx.insert(&tx.t().tokens, &hash, &session))
-        .await
-        .unwrap();
+    app.backdated_session(lapsed.id, &expired, Duration::from_secs(31 * 24 * 3600))
+        .await;
     let owner = app.register("owner").await;
     let other = app.register("other").await;
     let friend = app.register("friend").await;
@@ -468,18 +455,7 @@ async fn fixture(app: &TestApp) -> Fixture {
         .eventually(Duration::from_secs(10), || owned(5, "retry"))
         .await;
 
-    let page = app
-        .client
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let start = page.find("/assets/").expect("the page links its assets") + "/assets/".len();
-    let end = start + page[start..].find('"').unwrap();
-    let asset = page[start..end].to_owned();
+    let asset = format!("{}/app.js", &app.asset_prefix().await["/assets/".len()..]);
 
     let (status, body) = app.get("/api/me", &expired).await;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");

@@ -1,6 +1,8 @@
 //! Sessions with an end (expiry, sign-out, sign-out everywhere, password change)
 //! and the one-use tickets that keep tokens out of URLs.
 
+use std::time::Duration;
+
 use futures::SinkExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -135,17 +137,8 @@ async fn a_token_older_than_the_session_lifetime_is_refused_as_expired() {
     let alice = app.register("alice").await;
     // A session issued two hours ago, as an earlier release would have stored it.
     let old = "a-token-issued-two-hours-ago-0123456789abcdef0123456789abcdef";
-    let hash = token_hash(old);
-    let session = SessionRecord {
-        user_id: alice.id,
-        created_at: Timestamp(Timestamp::now().0 - 2 * 3600 * 1000),
-    };
-    app.state
-        .social
-        .store()
-        .write(move |tx| tx.insert(&tx.t().tokens, &hash, &session))
-        .await
-        .unwrap();
+    app.backdated_session(alice.id, old, Duration::from_secs(2 * 3600))
+        .await;
     let (status, body) = app.get("/api/me", old).await;
     assert_refused(status, &body, "session expired");
     let (status, body) = upgrade_status(&app, &format!("/ws?token={old}")).await;

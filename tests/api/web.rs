@@ -10,21 +10,8 @@ use serde_json::Value;
 
 use crate::helpers::{spawn_app, spawn_app_in, spawn_app_with, TestApp, ADMIN_TOKEN};
 
-/// The versioned asset prefix the demo page refers to, e.g. `/assets/0123abcd4567`.
 async fn asset_prefix(app: &TestApp) -> String {
-    let html = app
-        .client
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let start = html.find("/assets/").expect("the page names its assets");
-    let rest = &html[start + "/assets/".len()..];
-    let version = &rest[..rest.find('/').unwrap()];
-    format!("/assets/{version}")
+    app.asset_prefix().await
 }
 
 fn header(resp: &reqwest::Response, name: reqwest::header::HeaderName) -> &str {
