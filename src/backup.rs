@@ -633,7 +633,14 @@ fn match_owner(dir: &Path) -> io::Result<()> {
 fn prepare_target(data: &Path, force: bool) -> Result<(), Error> {
     match fs::read_dir(data) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(data).map_err(io_err("cannot create", data))
+            use std::os::unix::fs::DirBuilderExt;
+            // Readable by this user only, whatever the umask: it will hold password
+            // hashes and private messages.
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(data)
+                .map_err(io_err("cannot create", data))
         }
         Err(e) => Err(io_err("cannot read", data)(e)),
         Ok(mut entries) => {

@@ -47,6 +47,9 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a snapshot into a data directory (the server must be stopped).
     Restore(RestoreArgs),
+    /// Say whether a data directory has an admin token, or replace it with a new one
+    /// (--rotate), also while the server runs.
+    AdminToken(AdminTokenArgs),
     /// Write the manual pages (roff) of every subcommand into a directory.
     #[command(hide = true)]
     Man(ManArgs),
@@ -88,6 +91,18 @@ pub struct RestoreArgs {
     pub force: bool,
 }
 
+/// `likewise admin-token`.
+#[derive(Args, Debug)]
+pub struct AdminTokenArgs {
+    /// The data directory whose admin token to show the state of or replace.
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// Replace the admin token: the new one is printed on stdout (only there, only
+    /// now), and the old one stops working at once, in the running server too.
+    #[arg(long)]
+    pub rotate: bool,
+}
+
 /// `likewise man`.
 #[derive(Args, Debug)]
 pub struct ManArgs {
@@ -102,7 +117,7 @@ pub struct ServeArgs {
     /// TOML config file (flags and environment variables override it).
     #[arg(long, env = "LIKEWISE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Data directory [default: ./likewise-data].
+    /// Data directory [default: the config file's `data`, else ./likewise-data, or ./likewise-demo with --demo].
     #[arg(long, env = "LIKEWISE_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// HTTP and websocket listen address [default: 127.0.0.1:8080].
@@ -191,6 +206,7 @@ mod tests {
                 "likewise-serve.1",
                 "likewise-backup.1",
                 "likewise-restore.1",
+                "likewise-admin-token.1",
                 "likewise.1"
             ]
         );

@@ -15,8 +15,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+pub use crate::domain::AccountSettings;
 pub use crate::store::Durability;
 
 // The subsystems own their settings; `Settings` composes them, and they are
@@ -25,7 +26,7 @@ pub use crate::domain::effects::WebhookSettings;
 pub use crate::queue::{QueueSettings, ScheduleSettings};
 
 /// Size and rate limits; every input the server accepts is bounded by one of these.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest HTTP request body, in bytes.
@@ -40,7 +41,8 @@ pub struct Limits {
     pub max_body_chars: usize,
     /// Largest page a listing returns.
     pub max_page: usize,
-    /// Failed logins per name within `login_window_s` before 429.
+    /// Failed sign-ins for one name within `login_window_s` after which the
+    /// addresses that failed on it get 429 for that name (others still get in).
     pub login_failures: u32,
     /// Window for `login_failures`.
     pub login_window_s: u64,
@@ -181,6 +183,8 @@ pub struct Settings {
     pub schedules: Vec<ScheduleSettings>,
     /// Input limits.
     pub limits: Limits,
+    /// Sessions, tickets, sign-in throttles, password hashing (`[accounts]`).
+    pub accounts: AccountSettings,
 }
 
 /// Default worker count: cores x 4.
@@ -206,6 +210,7 @@ impl Default for Settings {
             webhooks: Vec::new(),
             schedules: Vec::new(),
             limits: Limits::default(),
+            accounts: AccountSettings::default(),
         }
     }
 }
@@ -297,6 +302,7 @@ impl Settings {
                 )));
             }
         }
+        self.accounts.validate().map_err(ConfigError::Invalid)?;
         let l = &self.limits;
         if l.ping_interval_ms < 10 || l.ping_timeout_ms < 10 {
             return Err(ConfigError::Invalid(
@@ -390,6 +396,9 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The data directory of `serve --demo` when none is named.
+pub const DEMO_DATA: &str = "./likewise-demo";
+
 /// The config file's shape: every field optional so that each layer only overrides
 /// what it names.
 #[derive(Debug, Default, Deserialize)]
@@ -413,6 +422,8 @@ pub struct FileSettings {
     schedules: Vec<ScheduleSettings>,
     #[serde(default)]
     limits: Option<Limits>,
+    #[serde(default)]
+    accounts: Option<AccountSettings>,
 }
 
 impl FileSettings {
@@ -486,7 +497,15 @@ pub fn resolve(file: FileSettings, over: Overrides) -> Result<Settings, ConfigEr
         None => d.resp,
     };
     let settings = Settings {
-        data: over.data.or(file.data).unwrap_or(d.data),
+        // The demo gets a directory of its own unless one is named, so that its
+        // accounts never meet real ones.
+        data: over.data.or(file.data).unwrap_or_else(|| {
+            if over.demo {
+                PathBuf::from(DEMO_DATA)
+            } else {
+                d.data
+            }
+        }),
         http,
         resp,
         resp_password: nonempty(over.resp_password).or(file.resp_password),
@@ -501,6 +520,7 @@ pub fn resolve(file: FileSettings, over: Overrides) -> Result<Settings, ConfigEr
         webhooks: file.webhooks,
         schedules: file.schedules,
         limits: file.limits.unwrap_or_default(),
+        accounts: file.accounts.unwrap_or_default(),
     };
     settings.validate()?;
     Ok(settings)
@@ -601,6 +621,22 @@ mod tests {
             Settings::default().queue.max_attempts
         );
         assert_eq!(all.limits.max_page, Limits::default().max_page);
+        assert_eq!(all.accounts, AccountSettings::default());
+    }
+
+    #[test]
+    fn account_settings_come_from_their_section_and_are_checked() {
+        let file = FileSettings::parse("[accounts]\nsession_ttl_s = 3600").unwrap();
+        let s = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(s.accounts.session_ttl_s, 3600);
+        assert_eq!(
+            s.accounts.login_failures_per_ip, 10,
+            "unnamed fields keep defaults"
+        );
+        let file = FileSettings::parse("[accounts]\nsession_ttl_s = 1").unwrap();
+        let err = resolve(file, Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("session_ttl_s"), "{err}");
+        assert!(FileSettings::parse("[accounts]\nsesion_ttl_s = 3600").is_err());
     }
 
     #[test]

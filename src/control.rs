@@ -1,14 +1,18 @@
 //! The control socket: a unix socket in the data directory (`DIR/control.sock`) through
-//! which local operator commands reach the running server — today `likewise backup`,
-//! which cannot open the store itself while the server holds sled's lock.
+//! which local operator commands reach the running server — `likewise backup` and
+//! `likewise admin-token --rotate`, which cannot open the store themselves while the
+//! server holds sled's lock.
 //!
 //! Authorisation is the file system: the socket is mode 0600 and belongs to the
 //! server's user, and a peer whose uid is neither that user's nor root's is refused
 //! even if it got a connection. It is never exposed on the network.
 //!
-//! Protocol: the client sends one request line ([`BACKUP_REQUEST`]); the server answers
-//! with a backup stream (see `crate::backup`) or with [`ERROR_PREFIX`] and a message,
-//! then closes the connection.
+//! Protocol: the client sends one request line and the server answers, then closes
+//! the connection:
+//! - [`BACKUP_REQUEST`]: a backup stream (see `crate::backup`);
+//! - [`ROTATE_ADMIN_TOKEN_REQUEST`]: [`OK_PREFIX`], the new admin token and `\n`;
+//!
+//! or, for either, [`ERROR_PREFIX`] and a message.
 
 use std::io::{self, BufWriter, Seek};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -20,14 +24,61 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::domain::AdminToken;
 use crate::store::Store;
+
+/// Whether a server is running on `data` (its control socket accepts connections).
+pub fn server_running(data: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(data.join(SOCKET_NAME)).is_ok()
+}
+
+/// Asks the server running on `data` for a new admin token. `Ok(None)` when no server
+/// is running there (no socket, or nobody listening on it).
+pub fn request_admin_token_rotation(data: &Path) -> Result<Option<String>, String> {
+    use std::io::{Read, Write};
+    let path = data.join(SOCKET_NAME);
+    let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(format!("cannot connect to {}: {e}", path.display())),
+    };
+    let talk = |stream: &mut std::os::unix::net::UnixStream| -> io::Result<Vec<u8>> {
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.write_all(ROTATE_ADMIN_TOKEN_REQUEST)?;
+        let mut answer = Vec::new();
+        stream.take(4096).read_to_end(&mut answer)?;
+        Ok(answer)
+    };
+    let answer = talk(&mut stream)
+        .map_err(|e| format!("the server on {} did not answer: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&answer);
+    if let Some(token) = text.strip_prefix("OK ") {
+        return Ok(Some(token.trim().to_owned()));
+    }
+    Err(text
+        .strip_prefix("ERR ")
+        .unwrap_or("the server gave no answer")
+        .trim()
+        .to_owned())
+}
 
 /// File name of the socket inside the data directory.
 pub const SOCKET_NAME: &str = "control.sock";
 /// The request for a backup stream (protocol version 1).
 pub const BACKUP_REQUEST: &[u8] = b"backup 1\n";
+/// The request to replace the admin token (protocol version 1).
+pub const ROTATE_ADMIN_TOKEN_REQUEST: &[u8] = b"admin-token rotate 1\n";
 /// How an answer that is an error begins.
 pub const ERROR_PREFIX: &[u8] = b"ERR ";
+/// How a successful one-line answer begins.
+pub const OK_PREFIX: &[u8] = b"OK ";
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64;
@@ -72,16 +123,17 @@ impl ControlSocket {
 
     /// Answers requests until `shutdown` fires, then removes the socket file and gives
     /// backups in progress a bounded time to finish.
-    pub async fn serve(self, store: Store, shutdown: CancellationToken) {
+    pub async fn serve(self, store: Store, admin: AdminToken, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         let store = store.clone();
+                        let admin = admin.clone();
                         let data = self.data.clone();
                         let owner = self.owner_uid;
-                        tracker.spawn(handle(stream, store, data, owner));
+                        tracker.spawn(handle(stream, store, admin, data, owner));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "control socket accept failed");
@@ -100,7 +152,13 @@ impl ControlSocket {
     }
 }
 
-async fn handle(mut stream: UnixStream, store: Store, data: PathBuf, owner_uid: u32) {
+async fn handle(
+    mut stream: UnixStream,
+    store: Store,
+    admin: AdminToken,
+    data: PathBuf,
+    owner_uid: u32,
+) {
     let allowed = stream
         .peer_cred()
         .map(|c| c.uid() == owner_uid || c.uid() == 0)
@@ -112,6 +170,18 @@ async fn handle(mut stream: UnixStream, store: Store, data: PathBuf, owner_uid: 
     }
     match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
         Ok(Ok(request)) if request == BACKUP_REQUEST => {}
+        Ok(Ok(request)) if request == ROTATE_ADMIN_TOKEN_REQUEST => {
+            match admin.rotate(&store).await {
+                Ok(token) => {
+                    tracing::warn!("the admin token was replaced over the control socket");
+                    let answer = [OK_PREFIX, token.as_bytes(), b"\n"].concat();
+                    let _ = stream.write_all(&answer).await;
+                    let _ = stream.shutdown().await;
+                }
+                Err(e) => refuse(&mut stream, &e.to_string()).await,
+            }
+            return;
+        }
         Ok(Ok(_)) => {
             refuse(&mut stream, "unknown request").await;
             return;

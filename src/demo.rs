@@ -6,11 +6,14 @@
 //! so counters and notifications come from the same tasks as in real use. Seeding is
 //! idempotent: each item is looked up before it is created, so a second start (or a
 //! start after an interrupted one) adds only what is missing and never duplicates.
+//! A demo name that belongs to an account the demo did not create (its password is
+//! not the demo's) is skipped with everything that account would have done, and is
+//! neither announced nor offered on the demo page.
 
 use crate::domain::{DomainResult, Social};
 
 /// A demo account.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DemoUser {
     /// Sign-in name.
     pub name: &'static str,
@@ -96,30 +99,50 @@ pub struct SeedReport {
     pub comments_created: usize,
     /// Messages sent now.
     pub messages_sent: usize,
+    /// The demo accounts that exist with their documented passwords: the ones a
+    /// visitor can sign in with.
+    pub accounts: Vec<DemoUser>,
+    /// Demo names taken by accounts the demo did not create (their password is not
+    /// the demo's): left alone, together with everything the demo would have made
+    /// them do.
+    pub skipped: Vec<&'static str>,
 }
 
 /// Creates whatever demo data is missing.
+///
+/// A demo name may already belong to someone else's account (the demo shares the
+/// data directory it is given). Such an account is never used: the demo does not
+/// post, comment, like or write in its name, and does not announce its name.
 pub async fn seed(social: &Social) -> DomainResult<SeedReport> {
     let mut report = SeedReport::default();
-    let mut users = Vec::with_capacity(USERS.len());
+    // Per demo account: its id, or None when the name is someone else's.
+    let mut users: Vec<Option<u64>> = Vec::with_capacity(USERS.len());
     for u in USERS {
-        let user = match social.user_by_name(u.name)? {
-            Some(user) => user,
+        let id = match social.user_by_name(u.name)? {
+            Some(user) if social.password_matches(u.name, u.password).await? => Some(user.id),
+            Some(_) => None,
             None => {
                 report.users_created += 1;
-                social
+                let session = social
                     .register(u.name.to_owned(), u.password.to_owned())
-                    .await?
-                    .user
+                    .await?;
+                Some(session.user.id)
             }
         };
-        users.push(user.id);
+        match id {
+            Some(_) => report.accounts.push(*u),
+            None => report.skipped.push(u.name),
+        }
+        users.push(id);
     }
 
     let existing = existing_posts(social)?;
-    let mut posts = Vec::with_capacity(POSTS.len());
+    let mut posts: Vec<Option<u64>> = Vec::with_capacity(POSTS.len());
     for &(author, title, body) in POSTS {
-        let author = users[author];
+        let Some(author) = users[author] else {
+            posts.push(None);
+            continue;
+        };
         let found = existing
             .iter()
             .find(|(a, t, _)| *a == author && t == title)
@@ -134,13 +157,25 @@ pub async fn seed(social: &Social) -> DomainResult<SeedReport> {
                     .id
             }
         };
-        posts.push(id);
+        posts.push(Some(id));
     }
 
-    let mut comments: Vec<u64> = Vec::with_capacity(COMMENTS.len());
+    let mut comments: Vec<Option<u64>> = Vec::with_capacity(COMMENTS.len());
     for &(post, author, body, parent) in COMMENTS {
-        let (post, author) = (posts[post], users[author]);
-        let parent = parent.map(|i| comments[i]);
+        let parent = match parent {
+            Some(i) => match comments[i] {
+                Some(id) => Some(id),
+                None => {
+                    comments.push(None);
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let (Some(post), Some(author)) = (posts[post], users[author]) else {
+            comments.push(None);
+            continue;
+        };
         let (present, _) = social.comments(post, social.limits().max_page, None)?;
         let id = match present
             .iter()
@@ -155,24 +190,31 @@ pub async fn seed(social: &Social) -> DomainResult<SeedReport> {
                     .id
             }
         };
-        comments.push(id);
+        comments.push(Some(id));
     }
 
     for &(user, post) in LIKES {
-        social.like_post(users[user], posts[post]).await?;
+        if let (Some(user), Some(post)) = (users[user], posts[post]) {
+            social.like_post(user, post).await?;
+        }
     }
     for &(user, post) in COLLECTS {
-        social.collect(users[user], posts[post]).await?;
+        if let (Some(user), Some(post)) = (users[user], posts[post]) {
+            social.collect(user, post).await?;
+        }
     }
-    social.like_comment(users[0], comments[0]).await?;
+    if let (Some(user), Some(comment)) = (users[0], comments[0]) {
+        social.like_comment(user, comment).await?;
+    }
 
-    let (a, b) = (users[MESSAGES[0].0], users[MESSAGES[0].1]);
-    if social.conversation(a, b, 1, None)?.items.is_empty() {
-        for &(from, to, body) in MESSAGES {
-            social
-                .send_message(users[from], users[to], body.to_owned())
-                .await?;
-            report.messages_sent += 1;
+    if let (Some(a), Some(b)) = (users[MESSAGES[0].0], users[MESSAGES[0].1]) {
+        if social.conversation(a, b, 1, None)?.items.is_empty() {
+            for &(from, to, body) in MESSAGES {
+                if let (Some(from), Some(to)) = (users[from], users[to]) {
+                    social.send_message(from, to, body.to_owned()).await?;
+                    report.messages_sent += 1;
+                }
+            }
         }
     }
     Ok(report)
@@ -193,8 +235,9 @@ fn existing_posts(social: &Social) -> DomainResult<Vec<(u64, String, u64)>> {
     }
 }
 
-/// Seeds and logs the demo accounts; a failure is logged, never fatal.
-pub async fn seed_and_announce(social: &Social) {
+/// Seeds and logs the demo accounts; a failure is logged, never fatal. Returns the
+/// accounts a visitor can sign in with (for the demo page's sign-in buttons).
+pub async fn seed_and_announce(social: &Social) -> Vec<DemoUser> {
     match seed(social).await {
         Ok(report) => {
             tracing::info!(
@@ -204,10 +247,19 @@ pub async fn seed_and_announce(social: &Social) {
                 messages = report.messages_sent,
                 "demo data ready"
             );
-            for u in USERS {
+            for u in &report.accounts {
                 tracing::info!("demo user {} password {}", u.name, u.password);
             }
+            for name in &report.skipped {
+                tracing::warn!(
+                    "demo user {name} skipped: that name belongs to an account the demo did not create (use a data directory of its own: --demo without --data uses ./likewise-demo)"
+                );
+            }
+            report.accounts
         }
-        Err(e) => tracing::warn!(error = %e, "demo data not seeded"),
+        Err(e) => {
+            tracing::warn!(error = %e, "demo data not seeded");
+            Vec::new()
+        }
     }
 }

@@ -2,11 +2,14 @@
 //! builds the application and runs it until SIGINT or SIGTERM; or takes and restores
 //! backups (the work is in `likewise::backup`).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use likewise::cli::{BackupArgs, Cli, Command, DataDir, ManArgs, RestoreArgs, ServeArgs};
+use likewise::cli::{
+    AdminTokenArgs, BackupArgs, Cli, Command, DataDir, ManArgs, RestoreArgs, ServeArgs,
+};
 use likewise::config::{self, FileSettings, Overrides};
 use likewise::startup::Application;
 use tokio_util::sync::CancellationToken;
@@ -17,17 +20,36 @@ fn env_secret(name: &str) -> Option<String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Man(_)) {
+        // Everything the server and the backup tools create — the data directory,
+        // sled's files (whose modes sled does not let us choose), the control socket,
+        // backups — is for this user only: the data holds password hashes and private
+        // messages. (Manual pages are for everyone.)
+        #[cfg(unix)]
+        // SAFETY: umask only sets the process's file mode mask; it cannot fail and has
+        // no memory preconditions. No thread has been started yet.
+        unsafe {
+            libc::umask(0o077);
+        }
+    }
     likewise::telemetry::init_logging();
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Backup(args) => backup(args),
         Command::Restore(args) => restore(args),
+        Command::AdminToken(args) => admin_token(args),
         Command::Man(args) => man(args),
     }
 }
 
 /// The data directory named by `--data`, `LIKEWISE_DATA` or the config file's `data`.
 fn data_dir(dir: DataDir) -> Result<PathBuf, ExitCode> {
+    settings_for(dir).map(|settings| settings.data)
+}
+
+/// The settings of a command that works on a data directory: the config file's, with
+/// `--data` and the environment's secrets on top.
+fn settings_for(dir: DataDir) -> Result<config::Settings, ExitCode> {
     let file = match &dir.config {
         Some(path) => FileSettings::load(path).map_err(|e| {
             eprintln!("likewise: {e}");
@@ -37,14 +59,114 @@ fn data_dir(dir: DataDir) -> Result<PathBuf, ExitCode> {
     };
     let overrides = Overrides {
         data: dir.data,
+        admin_token: env_secret("LIKEWISE_ADMIN_TOKEN"),
         ..Overrides::default()
     };
-    config::resolve(file, overrides)
-        .map(|settings| settings.data)
-        .map_err(|e| {
-            eprintln!("likewise: {e}");
+    config::resolve(file, overrides).map_err(|e| {
+        eprintln!("likewise: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn admin_token(args: AdminTokenArgs) -> ExitCode {
+    let settings = match settings_for(args.dir) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let data = settings.data.clone();
+    if settings.admin_token.is_some() {
+        eprintln!(
+            "likewise: the admin token is set by LIKEWISE_ADMIN_TOKEN or the config file's admin_token, not by {}: change it there",
+            data.display()
+        );
+        return if args.rotate {
             ExitCode::from(2)
-        })
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    if args.rotate {
+        match likewise::control::request_admin_token_rotation(&data) {
+            Ok(Some(token)) => {
+                println!("{token}");
+                eprintln!(
+                    "likewise: the admin token of the server running on {} is replaced; the old one no longer works",
+                    data.display()
+                );
+                return ExitCode::SUCCESS;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("likewise: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else if likewise::control::server_running(&data) {
+        eprintln!(
+            "likewise: the server running on {} has an admin token; only its SHA-256 is stored, so it cannot be shown again: `likewise admin-token --rotate` replaces it",
+            data.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    if !data.join("db").exists() {
+        eprintln!(
+            "likewise: no likewise data in {}: the first `likewise serve` creates it and prints a new admin token",
+            data.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+        .and_then(|runtime| runtime.block_on(offline_admin_token(&settings, args.rotate)));
+    match outcome {
+        Ok(Some(token)) => {
+            println!("{token}");
+            eprintln!(
+                "likewise: the admin token of {} is replaced; the old one no longer works",
+                data.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!(
+                "likewise: {} has an admin token; only its SHA-256 is stored, so it cannot be shown again: `likewise admin-token --rotate` replaces it",
+                data.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("likewise: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// With no server running: replaces the token (`rotate`) or checks that one is set.
+/// Returns the new token when there is one to show.
+async fn offline_admin_token(
+    settings: &config::Settings,
+    rotate: bool,
+) -> Result<Option<String>, String> {
+    use likewise::domain::AdminToken;
+    let store = likewise::store::Store::open_with(&settings.data, &settings.store()).map_err(
+        |e| match e {
+            likewise::store::Error::InUse => format!(
+                "{} is in use by another process (a backup or restore?); try again when it is done",
+                settings.data.display()
+            ),
+            e => format!("cannot open the store in {}: {e}", settings.data.display()),
+        },
+    )?;
+    let (admin, generated) = AdminToken::load_or_create(&store, None).map_err(|e| e.to_string())?;
+    let token = match generated {
+        Some(token) => Some(token),
+        None if rotate => Some(admin.rotate(&store).await.map_err(|e| e.to_string())?),
+        None => None,
+    };
+    store.flush().await.map_err(|e| e.to_string())?;
+    Ok(token)
 }
 
 fn man(args: ManArgs) -> ExitCode {
@@ -160,8 +282,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("likewise: {e:#}");
+            // One line on stderr, which is where the log goes too: not both. Not
+            // eprintln!, which panics when stderr is gone: the exit status must still
+            // say that the server failed.
+            let _ = writeln!(std::io::stderr(), "likewise: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -198,15 +322,19 @@ impl Signals {
                 mut interrupt,
                 mut terminate,
             } = self;
-            tokio::select! {
-                _ = interrupt.recv() => tracing::info!("SIGINT received"),
-                _ = terminate.recv() => tracing::info!("SIGTERM received"),
-            }
+            let name = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            // Cancelled first: nothing that happens while logging may keep the
+            // server from stopping.
+            shutdown.cancel();
+            tracing::info!("{name} received");
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
         }
-        shutdown.cancel();
     }
 }

@@ -25,8 +25,16 @@ pub const PUBLIC_PREFIX: &str = "public:";
 /// room); every websocket and Socket.IO connection is in it.
 pub const BROADCAST: &str = crate::hub::BROADCAST_ROOM;
 
-/// Longest room name a client may join, in bytes.
+/// Longest room name, in bytes: for joining (`/ws`, Socket.IO) and for the admin
+/// publish route alike.
 pub const MAX_ROOM_BYTES: usize = 128;
+
+/// Most rooms one websocket or Socket.IO connection may join, not counting the two
+/// it is always in (its own `user:{id}` and `broadcast`).
+pub const MAX_ROOMS_PER_CONNECTION: usize = 256;
+
+/// Rooms every connection is in from the start: its own and `broadcast`.
+pub const ALWAYS_JOINED: usize = 2;
 
 /// The room of user `id`: their notifications and direct events.
 pub fn user(id: u64) -> String {
@@ -146,7 +154,7 @@ pub enum PostLookup {
     Exists,
     /// It does not.
     Missing,
-    /// The store could not say.
+    /// The store could not say (the cause, for the log only).
     Failed(String),
 }
 
@@ -170,7 +178,12 @@ pub fn may_join<'a>(
                 "not_found",
                 format!("post {id} does not exist"),
             )),
-            PostLookup::Failed(e) => Err(Refusal::new("unavailable", e)),
+            // The cause stays in the server's log (the caller logs it): a store
+            // error's text is not for clients.
+            PostLookup::Failed(_) => Err(Refusal::new(
+                "unavailable",
+                "the server cannot check this room right now; try again",
+            )),
         },
         Room::Public(_) | Room::Broadcast => Ok(room),
         Room::Other(_) => Err(Refusal::new(
@@ -180,6 +193,23 @@ pub fn may_join<'a>(
                  post:{{id}}, their own user:{{id}} and {BROADCAST}"
             ),
         )),
+    }
+}
+
+/// Whether a connection that is in `rooms_in` rooms (those it is always in
+/// included) may join one more; a room it is already in is not counted again.
+pub fn may_join_another(rooms_in: usize, already_in: bool) -> Result<(), Refusal> {
+    let joined = rooms_in.saturating_sub(ALWAYS_JOINED);
+    if already_in || joined < MAX_ROOMS_PER_CONNECTION {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            "rate_limited",
+            format!(
+                "at most {MAX_ROOMS_PER_CONNECTION} rooms per connection besides your own and \
+                 {BROADCAST}"
+            ),
+        ))
     }
 }
 
@@ -232,6 +262,30 @@ mod tests {
     }
 
     #[test]
+    fn a_store_failure_is_not_shown_to_the_client() {
+        let cause = "sled: Io(Os { code: 28, message: \"No space left\" }) at /var/lib/likewise/db";
+        let refusal = may_join("post:9", 3, |_| PostLookup::Failed(cause.into())).unwrap_err();
+        assert_eq!(refusal.code, "unavailable");
+        assert!(!refusal.message.contains("sled"), "{}", refusal.message);
+        assert!(!refusal.message.contains("/var/lib"), "{}", refusal.message);
+    }
+
+    #[test]
+    fn the_room_count_leaves_out_the_rooms_always_joined() {
+        let full = ALWAYS_JOINED + MAX_ROOMS_PER_CONNECTION;
+        assert!(may_join_another(ALWAYS_JOINED, false).is_ok());
+        assert!(may_join_another(full - 1, false).is_ok());
+        assert_eq!(
+            may_join_another(full, false).unwrap_err().code,
+            "rate_limited"
+        );
+        assert!(
+            may_join_another(full, true).is_ok(),
+            "joining again costs nothing"
+        );
+    }
+
+    #[test]
     fn the_join_policy() {
         assert_eq!(may_join("user:3", 3, exists), Ok(Room::User(3)));
         assert_eq!(may_join("user:4", 3, exists).unwrap_err().code, "forbidden");
@@ -252,6 +306,7 @@ mod tests {
         assert!(may_join("broadcast", 3, exists).is_ok());
         assert_eq!(may_join("public:", 3, exists).unwrap_err().code, "invalid");
         assert!(may_leave("user:3", 3).is_err());
+        assert!(may_leave("broadcast", 3).is_ok());
         assert!(may_leave("public:x", 3).is_ok());
         assert!(may_leave("user:4", 3).is_ok());
     }

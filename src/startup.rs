@@ -49,6 +49,58 @@ fn schedules_with_builtins(configured: &[ScheduleSettings]) -> Vec<ScheduleSetti
     all
 }
 
+/// Creates the data directory (and missing parents) readable by this user only:
+/// it holds password hashes and private messages. An existing directory is left as
+/// it is, with a warning if other users may read it.
+fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating data directory {}", dir.display()))?;
+        let mode = std::fs::metadata(dir)
+            .with_context(|| format!("reading data directory {}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "the data directory {} has mode {:o}: other users may read it; chmod 700 it",
+                dir.display(),
+                mode & 0o777
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    Ok(())
+}
+
+/// A start-up failure to bind `addr`, in one line that says what to do.
+fn bind_error(what: &str, addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
+    let (flag, hint) = match what {
+        "RESP" => (
+            "--resp ADDR (LIKEWISE_RESP), or turn it off with --resp off",
+            " (a redis-server, perhaps: 6379 is Redis's port too)",
+        ),
+        _ => ("--http ADDR (LIKEWISE_HTTP)", ""),
+    };
+    let why = match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!("the address is already in use{hint}"),
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need privileges)".to_owned()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "no interface of this host has that address".to_owned()
+        }
+        _ => e.to_string(),
+    };
+    anyhow::anyhow!("cannot listen for {what} on {addr}: {why}; choose another address with {flag}")
+}
+
 impl Application {
     /// Opens the store in `settings.data`, recovers interrupted tasks and binds the
     /// listeners.
@@ -56,13 +108,20 @@ impl Application {
         settings.validate()?;
         // Webhooks over https use rustls with the ring provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        std::fs::create_dir_all(&settings.data)
-            .with_context(|| format!("creating data directory {}", settings.data.display()))?;
+        create_data_dir(&settings.data)?;
         let data = settings.data.clone();
         let store_settings = settings.store();
+        let dir = settings.data.display().to_string();
         let store = tokio::task::spawn_blocking(move || Store::open_with(&data, &store_settings))
             .await?
-            .with_context(|| format!("opening the store in {}", settings.data.display()))?;
+            .map_err(|e| match e {
+                crate::store::Error::InUse => anyhow::anyhow!(
+                    "the data directory {dir} is in use by another likewise process (only one \
+                     may use it at a time); stop that one, or choose another directory with \
+                     --data"
+                ),
+                e => anyhow::anyhow!("cannot open the store in {dir}: {e}"),
+            })?;
         // After the store is open: sled's lock means no other server owns this socket.
         let control = match ControlSocket::bind(&settings.data) {
             Ok(control) => Some(control),
@@ -75,24 +134,37 @@ impl Application {
                 None
             }
         };
-        let (admin, generated) =
-            AdminToken::load_or_create(&store, settings.admin_token.as_deref())?;
-        store.flush().await?;
-        if let Some(token) = generated {
-            // Printed once: only its hash is kept.
-            tracing::warn!(
-                "generated the admin token (shown only this once; set LIKEWISE_ADMIN_TOKEN to choose your own): {token}"
-            );
-        }
+
+        // Every listener is bound before anything is generated or announced: a start
+        // that fails here has printed no admin token and no `listening` line.
+        let hub = Hub::with_limits(crate::hub::OutputLimits::from(&settings.limits));
+        let http_listener = TcpListener::bind(settings.http)
+            .await
+            .map_err(|e| bind_error("HTTP", settings.http, &e))?;
+        let http_addr = http_listener.local_addr()?;
+        let resp = match settings.resp {
+            Some(addr) => Some(
+                crate::resp::Listener::bind(
+                    addr,
+                    hub.clone(),
+                    settings.resp_password.clone(),
+                    &settings.limits,
+                )
+                .await
+                .map_err(|e| bind_error("RESP", addr, &e))?,
+            ),
+            None => None,
+        };
+
         let social = Social::new(
             store.clone(),
             settings.limits.clone(),
             settings.queue.clone(),
             settings.webhooks.clone(),
+            settings.accounts.clone(),
         );
-        let hub = Hub::with_limits(crate::hub::OutputLimits::from(&settings.limits));
         social.set_event_sink(crate::tasks::event_sink(&social, &hub));
-        let registry = crate::tasks::registry(&social, &settings);
+        let registry = crate::tasks::registry(&social, &settings)?;
         let pool = WorkerPool::new(
             store.clone(),
             registry,
@@ -100,9 +172,11 @@ impl Application {
             settings.queue.clone(),
         );
         pool.recover().await?;
-        if settings.demo {
-            crate::demo::seed_and_announce(&social).await;
-        }
+        let demo_accounts = if settings.demo {
+            crate::demo::seed_and_announce(&social).await
+        } else {
+            Vec::new()
+        };
         let beat = Beat::new(
             store.clone(),
             &schedules_with_builtins(&settings.schedules),
@@ -111,27 +185,21 @@ impl Application {
         )
         .map_err(anyhow::Error::msg)?;
 
-        let http_listener = TcpListener::bind(settings.http)
-            .await
-            .with_context(|| format!("binding HTTP to {}", settings.http))?;
-        let http_addr = http_listener.local_addr()?;
+        // Last of all: nothing after this can fail, so a generated token is printed
+        // by a server that goes on to run.
+        let (admin, generated) =
+            AdminToken::load_or_create(&store, settings.admin_token.as_deref())?;
+        store.flush().await?;
+        if let Some(token) = generated {
+            // Printed once: only its hash is kept.
+            tracing::warn!(
+                "generated the admin token (shown only this once; set LIKEWISE_ADMIN_TOKEN to choose your own, or replace it with `likewise admin-token --rotate`): {token}"
+            );
+        }
         tracing::info!("listening http={http_addr}");
-
-        let resp = match settings.resp {
-            Some(addr) => {
-                let listener = crate::resp::Listener::bind(
-                    addr,
-                    hub.clone(),
-                    settings.resp_password.clone(),
-                    &settings.limits,
-                )
-                .await
-                .with_context(|| format!("binding RESP to {addr}"))?;
-                tracing::info!("listening resp={}", listener.local_addr());
-                Some(listener)
-            }
-            None => None,
-        };
+        if let Some(listener) = &resp {
+            tracing::info!("listening resp={}", listener.local_addr());
+        }
 
         let state = AppState {
             social,
@@ -143,6 +211,7 @@ impl Application {
             started: std::time::Instant::now(),
             connections: Arc::default(),
             realtime: Arc::default(),
+            demo_accounts: Arc::new(demo_accounts),
         };
         Ok(Application {
             http_listener,
@@ -195,8 +264,13 @@ impl Application {
         let resp = resp.map(|listener| tokio::spawn(listener.run(shutdown.clone())));
         let dispatcher = pool.start();
         let beat = tokio::spawn(beat.run(shutdown.clone()));
-        let control =
-            control.map(|c| tokio::spawn(c.serve(social.store().clone(), shutdown.clone())));
+        let control = control.map(|c| {
+            tokio::spawn(c.serve(
+                social.store().clone(),
+                state.admin.clone(),
+                shutdown.clone(),
+            ))
+        });
 
         let views = {
             let social = social.clone();
@@ -236,7 +310,11 @@ impl Application {
             tracing::warn!(error = %e, "writing the last views failed");
         }
         let store = social.store().clone();
-        tokio::task::spawn_blocking(move || store.close()).await?;
+        tokio::task::spawn_blocking(move || store.shut_down())
+            .await?
+            .context(
+                "the final flush failed, so changes committed since the last successful one may be lost",
+            )?;
         tracing::info!("stopped");
         Ok(())
     }

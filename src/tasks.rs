@@ -133,6 +133,13 @@ async fn deliver_webhook(
     let status = response.status();
     if status.is_success() {
         Ok(Some(json!({"status": status.as_u16()})))
+    } else if status.is_redirection() {
+        // Redirects are never followed (a hostile endpoint could point the server at
+        // loopback or a cloud metadata address), and retrying cannot change the answer.
+        Err(TaskError::permanent(format!(
+            "POST {} answered {status}: webhook redirects are not followed; configure the final URL",
+            hook.url
+        )))
     } else {
         Err(TaskError::retryable(format!(
             "POST {} answered {status}",
@@ -141,8 +148,24 @@ async fn deliver_webhook(
     }
 }
 
-/// The registry of built-in tasks.
-pub fn registry(social: &Social, settings: &Settings) -> Registry {
+/// The HTTP client of webhook deliveries: the task's time limit, our user agent, and
+/// no redirects.
+fn webhook_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context;
+    // reqwest panics instead of failing when no TLS provider is installed; installing
+    // ours is a no-op if one already is (start-up installs it too).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .user_agent(concat!("likewise/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("cannot build the HTTP client for webhook deliveries")
+}
+
+/// The registry of built-in tasks. Fails only if the webhook HTTP client cannot be
+/// built (no TLS backend available): a start-up error.
+pub fn registry(social: &Social, settings: &Settings) -> anyhow::Result<Registry> {
     let mut registry = Registry::default();
     let s = social.clone();
     registry.register(NOTIFY, move |ctx: TaskContext| {
@@ -166,11 +189,7 @@ pub fn registry(social: &Social, settings: &Settings) -> Registry {
     }
     let hooks = Arc::new(settings.webhooks.clone());
     let timeout = Duration::from_millis(settings.queue.task_timeout_ms.clamp(1, 30_000));
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .user_agent(concat!("likewise/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_default();
+    let client = webhook_client(timeout)?;
     registry.register(DELIVER_WEBHOOK, move |ctx: TaskContext| {
         let hooks = hooks.clone();
         let client = client.clone();
@@ -185,12 +204,18 @@ pub fn registry(social: &Social, settings: &Settings) -> Registry {
             Ok(Some(json!({"purged": purged})))
         }
     });
-    registry
+    Ok(registry)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_webhook_client_builds_without_a_tls_provider_installed_first() {
+        // Nothing in this test process installs one before: building must not panic.
+        assert!(webhook_client(Duration::from_secs(1)).is_ok());
+    }
 
     #[test]
     fn signatures_are_hex_hmac_sha256() {

@@ -47,13 +47,19 @@ const MAX_BACKOFF_MS = 15000;
 /**
  * The native websocket (`/ws`) with automatic reconnection.
  *
+ * Each connection is opened with a one-use ticket (`POST /api/realtime/tickets`),
+ * never with the token in the URL; a 401 for the ticket (the session ended) is
+ * reported to `onUnauthorized` instead of retried.
+ *
  * Every (re)connection sends `?since=<last notification id>`, so the server replays
  * exactly what was missed; `onNotification` sees each notification once. Room
  * subscriptions are remembered and sent again after a reconnect.
  */
 export class Realtime {
-  constructor({ token, lastNotificationId, onEvent, onNotification, onState }) {
+  constructor({ token, lastNotificationId, onEvent, onNotification, onState, onUnauthorized }) {
     this.token = token;
+    this.onUnauthorized = onUnauthorized;
+    this.fetchingTicket = false;
     this.lastId = lastNotificationId || 0;
     this.seen = new Set();
     this.rooms = new Set();
@@ -115,15 +121,34 @@ export class Realtime {
     }
   }
 
-  connect() {
-    if (this.stopped || this.socket) return;
+  async connect() {
+    if (this.stopped || this.socket || this.fetchingTicket) return;
     if (navigator.onLine === false) {
       this.onState("offline");
       return; // the "online" event reconnects
     }
     this.onState("connecting");
+    // A one-use ticket per connection keeps the token itself out of the URL
+    // (URLs end up in histories and proxy logs).
+    let ticket;
+    this.fetchingTicket = true;
+    try {
+      ({ ticket } = await api("POST", "/api/realtime/tickets", { token: this.token }));
+    } catch (err) {
+      this.fetchingTicket = false;
+      if (this.stopped) return;
+      this.onState("offline");
+      if (err instanceof ApiError && err.status === 401) {
+        if (this.onUnauthorized) this.onUnauthorized(err);
+        return;
+      }
+      this.scheduleReconnect();
+      return;
+    }
+    this.fetchingTicket = false;
+    if (this.stopped || this.socket) return;
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const query = new URLSearchParams({ token: this.token, since: String(this.lastId) });
+    const query = new URLSearchParams({ ticket, since: String(this.lastId) });
     const socket = new WebSocket(`${scheme}//${location.host}/ws?${query}`);
     this.socket = socket;
     socket.onmessage = (message) => this.receive(message.data);
@@ -295,9 +320,25 @@ export const ICONS = {
   bell: ["M18 8a6 6 0 0 0-12 0c0 7-3 9-3 9h18s-3-2-3-9", "M13.7 21a2 2 0 0 1-3.4 0"],
 };
 
-/** A round avatar with the name's first letter and a color from the id. */
+/**
+ * A user's avatar hue (0-359), from the name alone: names are unique and never
+ * change, and the name is all the sign-in form knows of a demo account, so the
+ * same user gets the same color on the sign-in buttons, in the feed and
+ * everywhere else. FNV-1a over the name's UTF-16 code units.
+ */
+export function avatarHue(name) {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) {
+    hash ^= name.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash % 360;
+}
+
+/** A round avatar with the name's first letter and the name's color ({@link avatarHue}). */
 export function avatar(user, small = false) {
-  const el = h("span", { class: small ? "avatar small" : "avatar", "aria-hidden": "true" }, (user.name || "?").slice(0, 1));
-  el.style.setProperty("--hue", String((Number(user.id) * 67) % 360));
+  const name = user.name || "?";
+  const el = h("span", { class: small ? "avatar small" : "avatar", "aria-hidden": "true", dataset: { user: name } }, name.slice(0, 1));
+  el.style.setProperty("--hue", String(avatarHue(name)));
   return el;
 }

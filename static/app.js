@@ -5,6 +5,7 @@ import { api, ApiError, Realtime, timeAgo, h, icon, ICONS, avatar } from "./api.
 
 const TOKEN_KEY = "likewise.token";
 const PAGE_SIZE = 10;
+const NOTIFICATION_PAGE = 30;
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -14,6 +15,8 @@ const state = {
   posts: new Map(), // id -> entry {post, el, ...}
   nextBefore: null,
   notifications: [], // newest first
+  notificationsBefore: null, // where older notifications continue, or null
+  loadingNotifications: false,
   unread: 0,
   realtime: null,
   thread: null, // the user whose conversation is open
@@ -94,7 +97,7 @@ function showAuth() {
             $("auth-password").value = password;
             $("auth-submit").focus();
           },
-        }, avatar({ id: name.length * 7 + name.charCodeAt(0), name }, true), name),
+        }, avatar({ name }, true), name),
       );
     }
   }
@@ -137,12 +140,19 @@ async function submitAuth(event) {
   }
 }
 
+/**
+ * Leaves the app. Signing out by choice also ends the session on the server, so a
+ * copy of the token stops working; after a 401 there is nothing left to end.
+ */
 function signOut(message) {
   if (state.realtime) state.realtime.stop();
+  if (state.token && !message) {
+    api("DELETE", "/api/sessions", { token: state.token }).catch(() => {});
+  }
   localStorage.removeItem(TOKEN_KEY);
   Object.assign(state, {
     token: null, me: null, realtime: null, thread: null, nextBefore: null,
-    notifications: [], unread: 0,
+    notifications: [], notificationsBefore: null, unread: 0,
   });
   state.users.clear();
   state.posts.clear();
@@ -172,8 +182,9 @@ async function startApp(me) {
   for (const u of people.users) state.users.set(u.id, u);
   renderPeople();
 
-  const list = await call("GET", "/api/notifications?limit=30");
+  const list = await call("GET", `/api/notifications?limit=${NOTIFICATION_PAGE}`);
   state.notifications = list.notifications;
+  state.notificationsBefore = list.next_before;
   state.unread = list.unread_count;
   renderNotifications();
 
@@ -183,6 +194,7 @@ async function startApp(me) {
     onState: setStatus,
     onNotification: receiveNotification,
     onEvent: receiveEvent,
+    onUnauthorized: () => signOut("Your session ended. Please sign in again."),
   });
   state.realtime.markSeen(list.notifications);
   await loadFeed();
@@ -489,6 +501,9 @@ function renderBadge() {
 function renderNotifications() {
   renderBadge();
   const list = $("notif-list");
+  // Re-rendering (a new notification, a mark-read) must not jump the reader back
+  // to the top of a list they scrolled down.
+  const scrollTop = list.scrollTop;
   list.replaceChildren();
   if (state.notifications.length === 0) {
     list.append(h("li", { class: "empty" }, "You are all caught up."));
@@ -505,6 +520,44 @@ function renderNotifications() {
       mark,
       h("span", { class: "dot", "aria-hidden": "true" })));
   }
+  if (state.notificationsBefore != null) {
+    list.append(h("li", { class: "more" }, h("button", {
+      type: "button", class: "link", disabled: state.loadingNotifications,
+      onclick: (e) => { e.stopPropagation(); loadOlderNotifications(); },
+    }, state.loadingNotifications ? "Loading…" : "Show older notifications")));
+  }
+  list.scrollTop = scrollTop;
+}
+
+/**
+ * The bell lists the newest page first; the rest follows page by page, when the
+ * list is scrolled to its end or "Show older notifications" is pressed, so the
+ * oldest notification can always be reached.
+ */
+async function loadOlderNotifications() {
+  if (state.notificationsBefore == null || state.loadingNotifications) return;
+  state.loadingNotifications = true;
+  const token = state.token;
+  renderNotifications();
+  try {
+    const page = await call("GET", `/api/notifications?limit=${NOTIFICATION_PAGE}&before=${state.notificationsBefore}`);
+    if (state.token !== token) return; // signed out meanwhile
+    const known = new Set(state.notifications.map((n) => n.id));
+    state.notifications.push(...page.notifications.filter((n) => !known.has(n.id)));
+    state.notifications.sort((a, b) => b.id - a.id);
+    state.notificationsBefore = page.next_before;
+    if (state.realtime) state.realtime.markSeen(page.notifications);
+  } catch (err) {
+    reportError(err);
+  } finally {
+    state.loadingNotifications = false;
+    if (state.token === token) renderNotifications();
+  }
+}
+
+function notificationsScrolled() {
+  const list = $("notif-list");
+  if (list.scrollTop + list.clientHeight >= list.scrollHeight - 80) loadOlderNotifications();
 }
 
 async function markRead(ids) {
@@ -609,6 +662,7 @@ function wire() {
   $("message-form").addEventListener("submit", sendMessage);
   $("thread-back").addEventListener("click", closeThread);
   $("mark-all").addEventListener("click", () => markRead(null));
+  $("notif-list").addEventListener("scroll", notificationsScrolled, { passive: true });
   $("bell").addEventListener("click", () => ($("notif-panel").hidden ? openPanel() : closePanel()));
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && !$("notif-panel").hidden) {

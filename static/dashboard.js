@@ -17,6 +17,8 @@ const state = {
   lastTotals: null,
   ticks: 0,
   lastStats: null,
+  retryTimer: null,
+  streamAttempt: 0,
 };
 
 function call(method, path) {
@@ -86,6 +88,7 @@ async function connect(token) {
 function forget() {
   if (state.source) state.source.close();
   state.source = null;
+  clearTimeout(state.retryTimer);
   state.token = null;
   state.points = [];
   state.lastTotals = null;
@@ -96,12 +99,35 @@ function forget() {
 
 // ---------- live stream ----------
 
-function openStream() {
+/**
+ * Follows the admin stream. It opens with a one-use admin ticket, so the admin
+ * token never appears in a URL; since a ticket cannot be used twice, the browser's
+ * own reconnection is replaced by ours, each attempt with a fresh ticket.
+ */
+async function openStream() {
   if (state.source) state.source.close();
+  state.source = null;
+  clearTimeout(state.retryTimer);
   setStatus("connecting");
-  const source = new EventSource(`/api/admin/stream?token=${encodeURIComponent(state.token)}`);
+  let ticket;
+  try {
+    ({ ticket } = await call("POST", "/api/realtime/tickets"));
+  } catch (err) {
+    if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+      forget();
+      showLogin("The admin token stopped working.");
+      return;
+    }
+    retryStream();
+    return;
+  }
+  if (!state.token) return; // forgotten meanwhile
+  const source = new EventSource(`/api/admin/stream?ticket=${encodeURIComponent(ticket)}`);
   state.source = source;
-  source.addEventListener("open", () => setStatus("live"));
+  source.addEventListener("open", () => {
+    state.streamAttempt = 0;
+    setStatus("live");
+  });
   source.addEventListener("stats", (e) => {
     setStatus("live");
     let stats;
@@ -116,9 +142,21 @@ function openStream() {
     if (state.ticks % 3 === 0) refreshTables();
   });
   source.addEventListener("error", () => {
-    // EventSource reconnects by itself while the server is reachable.
-    setStatus(source.readyState === EventSource.CLOSED ? "offline" : "connecting");
+    if (state.source !== source) return;
+    source.close();
+    state.source = null;
+    setStatus("offline");
+    retryStream();
   });
+}
+
+/** Opens the stream again after a growing, jittered delay. */
+function retryStream() {
+  if (!state.token) return;
+  const base = Math.min(15000, 500 * 2 ** (state.streamAttempt || 0));
+  state.streamAttempt = (state.streamAttempt || 0) + 1;
+  clearTimeout(state.retryTimer);
+  state.retryTimer = setTimeout(openStream, base / 2 + Math.random() * (base / 2));
 }
 
 function addPoint(stats) {
@@ -136,15 +174,23 @@ function addPoint(stats) {
 
 function render(stats) {
   state.lastStats = stats;
-  const q = stats.queue || {};
+  const w = stats.workers;
+  // A started task is either running (its handler holds a worker: `workers.busy`)
+  // or recording its outcome, which frees the worker first: so "started" may
+  // exceed the busy workers, never the other way round. The two figures are read
+  // a moment apart, so a task starting in between can show as busy before it
+  // shows as started; count it as started too, so the figures always add up.
+  const q = { ...(stats.queue || {}) };
+  q.started = Math.max(q.started || 0, w.busy);
   $("kpi-waiting").textContent = fmt((q.pending || 0) + (q.retry || 0));
   $("kpi-waiting-sub").textContent = `${fmt(q.pending)} pending · ${fmt(q.retry)} to retry`;
-  $("kpi-running").textContent = fmt(q.started);
+  $("kpi-started").textContent = fmt(q.started);
+  $("kpi-running").textContent = fmt(w.busy);
+  $("kpi-recording").textContent = fmt(q.started - w.busy);
   $("kpi-completed").textContent = fmt(stats.totals.completed);
   $("kpi-rate").textContent = `${stats.rates.completed_per_s.toFixed(1)}/s over 10 s`;
   $("kpi-dead").textContent = fmt(q.failure);
   $("kpi-failed").textContent = `${fmt(stats.totals.retried)} retried since start`;
-  const w = stats.workers;
   $("kpi-workers").textContent = `${fmt(w.busy)} / ${fmt(w.total)}`;
   $("kpi-workers-meter").style.width = `${w.total ? Math.round((w.busy / w.total) * 100) : 0}%`;
   const conns = stats.connections || {};

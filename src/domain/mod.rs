@@ -13,6 +13,8 @@ mod messages;
 mod notifications;
 mod posts;
 pub mod records;
+mod sessions;
+mod throttle;
 mod users;
 mod views;
 
@@ -32,7 +34,11 @@ pub use directory::PostMarks;
 pub use effects::NotifyArgs;
 pub use notifications::NotificationPage;
 pub use posts::{read_comment, read_post, CollectOutcome, LikeOutcome, ShareOutcome};
-pub use users::{new_token, AdminToken, Session, User};
+pub use sessions::{Redeemed, SignedIn, Ticket, NO_TOKEN};
+pub use users::{
+    hash_memory_returns, new_token, token_hash, AccountSettings, AdminToken, RotateError, Session,
+    User,
+};
 pub use views::ViewCounter;
 
 /// Why an operation was refused. Each variant maps to one HTTP status.
@@ -56,6 +62,14 @@ pub enum DomainError {
     /// Too many attempts.
     #[error("{0}")]
     RateLimited(String),
+    /// Too many attempts; the caller may try again after `retry_after_s`.
+    #[error("{message}")]
+    Throttled {
+        /// A sentence for the client.
+        message: String,
+        /// Seconds to wait (`Retry-After`).
+        retry_after_s: u64,
+    },
     /// The store failed; nothing was acknowledged.
     #[error(transparent)]
     Store(#[from] store::Error),
@@ -285,30 +299,54 @@ struct SocialInner {
     limits: Limits,
     queue: QueueSettings,
     views: ViewCounter,
-    logins: users::LoginLimiter,
-    hashing: tokio::sync::Semaphore,
+    accounts: AccountSettings,
+    /// Failed sign-ins per client address.
+    logins: throttle::AddressLimit,
+    /// Failed sign-ins per name, for the addresses that failed on it.
+    names: throttle::NameGuard,
+    /// Registrations per client address.
+    registrations: throttle::AddressLimit,
+    /// Permits to hash a password (argon2 takes ~19 MiB each).
+    hashing: Arc<tokio::sync::Semaphore>,
+    tickets: sessions::Tickets,
+    /// When expired sessions were last swept (ms).
+    last_sweep: std::sync::atomic::AtomicI64,
     webhooks: Arc<Vec<WebhookSettings>>,
     sink: std::sync::OnceLock<EventSink>,
 }
 
 impl Social {
-    /// Social operations over `store` with the given limits, queue defaults and
-    /// webhooks.
+    /// Social operations over `store` with the given limits, queue defaults,
+    /// webhooks and account settings.
     pub fn new(
         store: Store,
         limits: Limits,
         queue: QueueSettings,
         webhooks: Vec<WebhookSettings>,
+        accounts: AccountSettings,
     ) -> Self {
-        let hashing = std::thread::available_parallelism().map_or(2, |n| n.get());
+        use std::time::Duration;
+        hash_memory_returns();
+        let secs = Duration::from_secs;
         Social {
             inner: Arc::new(SocialInner {
-                logins: users::LoginLimiter::new(limits.login_failures, limits.login_window_s),
+                logins: throttle::AddressLimit::new(
+                    accounts.login_failures_per_ip,
+                    secs(accounts.login_ip_window_s),
+                ),
+                names: throttle::NameGuard::new(limits.login_failures, secs(limits.login_window_s)),
+                registrations: throttle::AddressLimit::new(
+                    accounts.registrations_per_ip,
+                    secs(accounts.registration_window_s),
+                ),
+                hashing: Arc::new(tokio::sync::Semaphore::new(accounts.hashing_concurrency())),
+                tickets: sessions::Tickets::new(&accounts),
+                last_sweep: std::sync::atomic::AtomicI64::new(0),
+                accounts,
                 store,
                 limits,
                 queue,
                 views: ViewCounter::default(),
-                hashing: tokio::sync::Semaphore::new(hashing),
                 webhooks: Arc::new(webhooks),
                 sink: std::sync::OnceLock::new(),
             }),

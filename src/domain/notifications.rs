@@ -154,13 +154,17 @@ impl Social {
     }
 
     /// Marks the given notifications read. All must be the user's, or nothing changes
-    /// (`NotFound`). Returns the new unread count.
-    pub async fn mark_read(&self, user: u64, ids: Vec<u64>) -> DomainResult<u64> {
+    /// (`NotFound`). An id listed twice is read once. Returns the new unread count.
+    pub async fn mark_read(&self, user: u64, mut ids: Vec<u64>) -> DomainResult<u64> {
         if ids.len() > MAX_MARK_IDS {
             return Err(DomainError::Invalid(format!(
                 "at most {MAX_MARK_IDS} ids per call"
             )));
         }
+        // Each notification is read from the transaction before any is marked, so a
+        // repeated id would otherwise be counted down once per repeat.
+        ids.sort_unstable();
+        ids.dedup();
         commit(self.store(), move |tx| {
             let t = tx.t();
             let mut found = Vec::with_capacity(ids.len());

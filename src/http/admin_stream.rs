@@ -1,9 +1,13 @@
 //! `GET /api/admin/stream`: the admin statistics as server-sent events, one `stats`
 //! event per second carrying what `GET /api/admin/stats` answers, for the dashboard.
 //!
-//! Browsers' `EventSource` cannot set headers, so the admin token may come as
-//! `?token=` (or in `Authorization: Bearer`); it is compared in constant time. The
-//! stream ends when the server shuts down, so graceful shutdown never waits on it.
+//! Browsers' `EventSource` cannot set headers, so the stream also opens with
+//! `?ticket=` (a one-use admin ticket from `POST /api/realtime/tickets`, which keeps
+//! the token out of URLs) or, for existing clients, `?token=`; `Authorization:
+//! Bearer` works too. The token is compared in constant time. If the statistics
+//! cannot be read, the client gets an `error` event with a generic message and the
+//! cause is logged. The stream ends when the server shuts down, so graceful
+//! shutdown never waits on it.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -19,8 +23,9 @@ use tokio::time::{interval, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{bearer_token, ApiQuery};
+use super::extract::{admin_only, bearer_token, ApiQuery};
 use super::AppState;
+use crate::domain::Redeemed;
 
 /// Time between two `stats` events.
 const PERIOD: Duration = Duration::from_secs(1);
@@ -32,28 +37,46 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Deserialize)]
 struct StreamQuery {
+    ticket: Option<String>,
     token: Option<String>,
 }
 
-/// The admin token from the header or the query; 401 without a valid one, 403 for a
-/// user's token (as for every admin route).
-fn authorize(state: &AppState, parts: &Parts, query: Option<String>) -> ApiResult<()> {
-    let token = bearer_token(parts)
-        .or(query)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::Unauthorized(
-                "the admin token is required: send ?token=<admin token> or Authorization: Bearer"
-                    .into(),
-            )
-        })?;
-    if state.admin.matches(&token) {
-        return Ok(());
+/// The admin token from the header, an admin ticket, or the admin token in the
+/// query; 401 without valid credentials, 403 for a user's token or ticket (as for
+/// every admin route).
+fn authorize(state: &AppState, parts: &Parts, query: StreamQuery) -> ApiResult<()> {
+    if let Some(token) = bearer_token(parts) {
+        return admin_only(state, &token).map(drop);
     }
-    match state.social.authenticate(&token)? {
-        Some(_) => Err(ApiError::Forbidden("this needs the admin token".into())),
-        None => Err(ApiError::no_token()),
+    if let Some(ticket) = query.ticket {
+        return match state.social.redeem_ticket(&ticket)? {
+            Redeemed::Admin => Ok(()),
+            Redeemed::User(_) => Err(ApiError::Forbidden(
+                "this needs an admin ticket: get one with the admin token".into(),
+            )),
+        };
     }
+    let token = query.token.filter(|t| !t.is_empty()).ok_or_else(|| {
+        ApiError::Unauthorized(
+            "the admin token is required: send ?ticket=<admin ticket>, ?token=<admin token> \
+             or Authorization: Bearer"
+                .into(),
+        )
+    })?;
+    admin_only(state, &token).map(drop)
+}
+
+/// The `error` event sent when the statistics cannot be read: the code only, the
+/// cause goes to the log.
+fn error_event(e: &ApiError) -> Event {
+    tracing::warn!(error = %e, "admin stream: reading the statistics failed");
+    Event::default().event("error").data(
+        serde_json::json!({
+            "code": e.code(),
+            "message": "the statistics cannot be read right now; the stream goes on",
+        })
+        .to_string(),
+    )
 }
 
 struct Ticker {
@@ -67,7 +90,7 @@ async fn stream(
     ApiQuery(q): ApiQuery<StreamQuery>,
     parts: Parts,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    authorize(&state, &parts, q.token)?;
+    authorize(&state, &parts, q)?;
     let mut tick = interval(PERIOD);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let closing = state.hub.closing().clone();
@@ -82,13 +105,30 @@ async fn stream(
             _ = t.tick.tick() => {
                 let event = match super::admin::stats_snapshot(&t.state) {
                     Ok(stats) => Event::default().event("stats").data(stats.to_string()),
-                    Err(e) => Event::default().event("error").data(
-                        serde_json::json!({"code": e.code(), "message": e.to_string()}).to_string(),
-                    ),
+                    Err(e) => error_event(&e),
                 };
                 Some((Ok(event), t))
             }
         }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_to_read_the_statistics_is_not_shown_to_the_client() {
+        let cause = "sled: Corruption { at: DiskPtr(12) } in /var/lib/likewise/db";
+        for e in [
+            ApiError::Internal(cause.into()),
+            ApiError::Unavailable(cause.into()),
+        ] {
+            let event = format!("{:?}", error_event(&e));
+            assert!(event.contains("statistics cannot be read"), "{event}");
+            assert!(!event.contains("sled"), "{event}");
+            assert!(!event.contains("/var/lib"), "{event}");
+        }
+    }
 }

@@ -139,15 +139,12 @@ fn page(name: &str, state: &AppState, headers: &HeaderMap) -> Result<Response, A
     let file = Static::get(name)
         .ok_or_else(|| ApiError::Internal(format!("page {name} is not embedded")))?;
     let text = String::from_utf8_lossy(&file.data);
-    let demo = if state.settings.demo {
-        crate::demo::USERS
-            .iter()
-            .map(|u| format!("{}:{}", u.name, u.password))
-            .collect::<Vec<_>>()
-            .join(",")
-    } else {
-        String::new()
-    };
+    let demo = state
+        .demo_accounts
+        .iter()
+        .map(|u| format!("{}:{}", u.name, u.password))
+        .collect::<Vec<_>>()
+        .join(",");
     let html = text
         .replace(ASSETS_PLACEHOLDER, &format!("/assets/{}", version()))
         .replace(DEMO_PLACEHOLDER, &demo);

@@ -42,6 +42,9 @@ pub enum ApiError {
     /// 429: too many attempts.
     #[error("{0}")]
     RateLimited(String),
+    /// 429 with `Retry-After`: too many attempts, try again in `.1` seconds.
+    #[error("{0}")]
+    RetryLater(String, u64),
     /// 500: a bug or corrupt data; the cause is logged, not shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -62,7 +65,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::RetryLater(..) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -79,7 +82,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Invalid(_) => "invalid",
-            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::RateLimited(_) | ApiError::RetryLater(..) => "rate_limited",
             ApiError::Internal(_) => "internal",
             ApiError::Unavailable(_) => "unavailable",
         }
@@ -87,9 +90,7 @@ impl ApiError {
 
     /// A 401 for a missing or unknown token.
     pub fn no_token() -> Self {
-        ApiError::Unauthorized(
-            "a valid token is required: send Authorization: Bearer <token>".into(),
-        )
+        ApiError::Unauthorized(crate::domain::NO_TOKEN.into())
     }
 }
 
@@ -107,7 +108,14 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let body = json!({"error": {"code": self.code(), "message": message}});
-        (self.status_code(), Json(body)).into_response()
+        let mut response = (self.status_code(), Json(body)).into_response();
+        if let ApiError::RetryLater(_, secs) = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
+        response
     }
 }
 
@@ -117,8 +125,20 @@ impl From<store::Error> for ApiError {
             store::Error::Closed => ApiError::Unavailable("the server is shutting down".into()),
             store::Error::Sled(cause) => {
                 tracing::error!(%cause, "storage failure");
-                ApiError::Unavailable("storage is unavailable; nothing was changed".into())
+                ApiError::Unavailable(format!(
+                    "storage refused the write ({cause}); nothing was changed; retry later"
+                ))
             }
+            store::Error::NotDurable(cause) => {
+                tracing::error!(%cause, "flush failed after a commit");
+                ApiError::Unavailable(format!(
+                    "the change was committed but could not be made durable ({cause}); \
+                     it may or may not survive a crash or the store's recovery"
+                ))
+            }
+            store::Error::Degraded(reason) => ApiError::Unavailable(format!(
+                "storage is failing ({reason}) and recovering; nothing was changed; retry later"
+            )),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -133,6 +153,10 @@ impl From<DomainError> for ApiError {
             DomainError::Conflict(m) => ApiError::Conflict(m),
             DomainError::Invalid(m) => ApiError::Invalid(m),
             DomainError::RateLimited(m) => ApiError::RateLimited(m),
+            DomainError::Throttled {
+                message,
+                retry_after_s,
+            } => ApiError::RetryLater(message, retry_after_s),
             DomainError::Store(e) => e.into(),
         }
     }

@@ -386,6 +386,16 @@ async fn serve_connection(
     stats: Arc<ConnectionStats>,
     shutdown: CancellationToken,
 ) {
+    // Handlers read the client's address as axum's `ConnectInfo` (the sign-in and
+    // registration throttles count per address).
+    let app = tower::ServiceExt::map_request(
+        app,
+        move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            req
+        },
+    );
     let service = TowerToHyperService::new(app);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -3,7 +3,8 @@
 //! The demo page and the dashboard are served from files embedded in the binary.
 //! Errors use the API's JSON shape everywhere, including unknown routes, wrong
 //! methods, bodies over the limit and panics. Connections reach the router through
-//! [`listener`], which enforces the connection caps and the header deadline.
+//! [`listener`], which enforces the connection caps and the header deadline. The
+//! request log names the path only: no token, ticket or password reaches it.
 
 mod admin;
 mod admin_stream;
@@ -13,6 +14,7 @@ pub mod extract;
 mod health;
 pub mod listener;
 mod messages;
+mod metrics;
 mod notifications;
 mod posts;
 pub mod realtime;
@@ -54,6 +56,8 @@ pub struct AppState {
     pub connections: Arc<listener::ConnectionStats>,
     /// Websocket and Socket.IO counters.
     pub realtime: Arc<realtime::RealtimeStats>,
+    /// The demo accounts a visitor can sign in with (empty without `--demo`).
+    pub demo_accounts: Arc<Vec<crate::demo::DemoUser>>,
 }
 
 /// The whole HTTP application.
@@ -61,6 +65,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.settings.limits.max_body_bytes;
     Router::new()
         .merge(health::router())
+        .merge(metrics::router())
         .merge(users::router())
         .merge(posts::router())
         .merge(messages::router())
@@ -74,12 +79,23 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not accept that method".into())
         })
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::Internal(
                 "handler panicked".into(),
             ))
         }))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+/// The span of a request: its method and path, never the query string, which may
+/// carry a token (`?token=`) or a ticket (`?ticket=`) that must not reach the log.
+fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+    )
 }

@@ -36,6 +36,17 @@
 //! - **Consistent snapshots and bulk loads** ([`Frozen`], [`Loader`]) of raw records
 //!   by table name, and an id floor, for backups and restores.
 //! - **A schema version and migrations at open** ([`migrate`]).
+//! - **Health** ([`Store::health`]): whether the backend currently takes writes.
+//!
+//! # Storage failures
+//! When the disk is full or refuses a write, sled fails the commit or the flush and
+//! from then on refuses every write until the database is reopened. The writer then
+//! answers writes at once with [`Error::Degraded`], reports [`Health::Degraded`], and
+//! probes the disk with a backoff (250 ms doubling to 2 s): once a small file can be
+//! written and synced in the data directory again it reopens the database in place,
+//! without a restart. What was committed but never flushed before the failure is lost
+//! by the reopen, exactly as in a crash; nothing whose write was acknowledged in sync
+//! mode is. Reads keep working on the failed database until the reopen.
 
 mod keys;
 pub mod migrate;
@@ -45,8 +56,8 @@ mod table;
 pub mod time;
 pub mod writer;
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use serde::Deserialize;
 
@@ -111,9 +122,18 @@ impl Default for StoreSettings {
 /// Storage failures. None of these is the caller's fault; HTTP answers 503.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
-    /// sled reported an I/O or corruption error.
+    /// sled reported an I/O or corruption error; the operation that failed changed
+    /// nothing.
     #[error("storage error: {0}")]
     Sled(String),
+    /// The change was committed, but the flush that makes it durable failed: it may
+    /// or may not survive a crash or the reopen that follows the failure.
+    #[error("the change was committed but could not be made durable: {0}")]
+    NotDurable(String),
+    /// The store is failing (the reason is given) and recovering; the operation was
+    /// not attempted, so it changed nothing.
+    #[error("storage is failing ({0}); nothing was attempted")]
+    Degraded(String),
     /// A stored value could not be decoded.
     #[error("corrupt value in table {table}: {message}")]
     Decode {
@@ -122,6 +142,10 @@ pub enum Error {
         /// What postcard said.
         message: String,
     },
+    /// Another process holds the data directory's lock (another server, or a
+    /// backup or restore reading it).
+    #[error("the data directory is in use by another process")]
+    InUse,
     /// The data directory was written by a newer likewise.
     #[error(
         "the data directory has schema version {found}, but this build of likewise \
@@ -139,8 +163,42 @@ pub enum Error {
 
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
-        Error::Sled(e.to_string())
+        match &e {
+            // sled takes an exclusive, non-blocking lock on its files at open, and
+            // wraps the OS's refusal in an error of its own whose text says so.
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                Error::InUse
+            }
+            _ => Error::Sled(describe(&e)),
+        }
     }
+}
+
+/// A short operator-facing description of a sled failure ("the disk is full").
+fn describe(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            "the disk is full".to_owned()
+        }
+        sled::Error::Io(io) => {
+            // sled wraps the OS error in a custom one whose text is the inner error's
+            // debug form; the kind is what says what happened.
+            format!("an I/O error ({:?})", io.kind())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Whether the store takes writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Writes are committed (and flushed in sync mode) normally.
+    Ok,
+    /// A storage failure; writes are refused until the database has been reopened.
+    Degraded {
+        /// What failed, for operators ("the disk is full").
+        reason: String,
+    },
 }
 
 /// Declares every table once: its field in [`Tables`], its name on disk (the field's
@@ -159,6 +217,22 @@ macro_rules! tables {
         pub const TABLE_NAMES: &[&str] = &[$( stringify!($name), )*];
 
         impl Tables {
+            /// Every table's tree in `db`, in table order.
+            fn open_trees(db: &sled::Db) -> Result<Vec<sled::Tree>, Error> {
+                Ok(vec![$( db.open_tree(stringify!($name))?, )*])
+            }
+
+            /// Points every table at its tree in `trees` (from [`Tables::open_trees`]).
+            fn attach(&self, trees: &[sled::Tree]) {
+                let mut trees = trees.iter().cloned();
+                $( if let Some(tree) = trees.next() { self.$name.attach(tree); } )*
+            }
+
+            /// Drops every table's handle on the database.
+            fn detach(&self) {
+                $( self.$name.detach(); )*
+            }
+
             fn open(db: &sled::Db) -> Result<(Tables, Vec<sled::Tree>), Error> {
                 let mut trees = Vec::new();
                 let tables = Tables {
@@ -231,6 +305,13 @@ tables! {
     post_counts: u64 => records::PostCounts,
     /// comment id → its like count (schema 2).
     comment_counts: u64 => u64,
+    /// SHA-256 of a signed-out token → when that session would have expired (ms),
+    /// so that presenting it again can be answered "session revoked".
+    revoked_sessions: [u8; 32] => i64,
+    /// user id → (ms, kept token hash): that user's sessions issued at or before
+    /// the time are revoked, except the kept one (sign-out everywhere, password
+    /// change).
+    session_cutoffs: u64 => (i64, Option<[u8; 32]>),
 }
 
 /// A cheap handle to the database; clone freely.
@@ -241,9 +322,24 @@ pub struct Store {
 
 struct Inner {
     cache_bytes: u64,
-    db: sled::Db,
+    /// The open database; `None` while it is being reopened after a failure (the
+    /// writer swaps it).
+    db: Arc<RwLock<Option<sled::Db>>>,
     tables: Arc<Tables>,
     writer: writer::Writer,
+}
+
+/// How sled opens the database in `dir` under `settings`: at open, and again when
+/// the writer reopens it after a failure.
+fn sled_config(dir: &Path, settings: &StoreSettings) -> sled::Config {
+    let config = sled::Config::new()
+        .path(dir)
+        .cache_capacity(settings.cache_bytes);
+    match settings.durability {
+        // The writer flushes every batch itself; sled's timer only adds writes.
+        Durability::Sync => config.flush_every_ms(None),
+        Durability::Relaxed => config.flush_every_ms(Some(settings.flush_every_ms.max(1))),
+    }
 }
 
 impl Store {
@@ -263,28 +359,58 @@ impl Store {
     /// release (refusing data from a newer one), and starts the writer thread and
     /// the publisher thread.
     pub fn open_with(dir: &Path, settings: &StoreSettings) -> Result<Store, Error> {
-        let mut config = sled::Config::new()
-            .path(dir)
-            .cache_capacity(settings.cache_bytes);
-        config = match settings.durability {
-            // The writer flushes every batch itself; sled's timer only adds writes.
-            Durability::Sync => config.flush_every_ms(None),
-            Durability::Relaxed => config.flush_every_ms(Some(settings.flush_every_ms.max(1))),
-        };
-        let db = config.open()?;
+        let db = sled_config(dir, settings).open()?;
+        // A probe interrupted by a crash may have left its file: sled's lock is ours
+        // now, so no other writer is probing.
+        writer::remove_probe_file(dir);
         let (tables, trees) = Tables::open(&db)?;
         migrate::run(&db, &tables, &trees)?;
+        let next_id = writer::load_next_id(&db, &tables)?;
         let tables = Arc::new(tables);
-        let writer = writer::Writer::start(db.clone(), trees, tables.clone(), settings.durability);
+        let slot = Arc::new(RwLock::new(Some(db.clone())));
+        let reopen = {
+            let dir: PathBuf = dir.to_owned();
+            let settings = settings.clone();
+            Box::new(move || sled_config(&dir, &settings).open())
+        };
+        let writer = writer::Writer::start(
+            writer::Backend { db, trees },
+            writer::Recovery {
+                dir: dir.to_owned(),
+                reopen,
+                slot: slot.clone(),
+            },
+            tables.clone(),
+            settings.durability,
+            next_id,
+        );
         let store = Store {
             inner: Arc::new(Inner {
                 cache_bytes: settings.cache_bytes,
-                db,
+                db: slot,
                 tables,
                 writer,
             }),
         };
         Ok(store)
+    }
+
+    /// The open database, unless it is being reopened after a failure.
+    fn db(&self) -> Result<sled::Db, Error> {
+        self.inner
+            .db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| {
+                Error::Degraded("the database is being reopened after a storage failure".into())
+            })
+    }
+
+    /// Whether the store currently takes writes. After a storage failure it reports
+    /// [`Health::Degraded`] until the writer has reopened the database.
+    pub fn health(&self) -> Health {
+        self.inner.writer.health()
     }
 
     /// The typed tables, for reads (and for naming tables inside [`Store::write`]).
@@ -314,7 +440,7 @@ impl Store {
         F: FnOnce(&Frozen<'_>) -> T + Send + 'static,
     {
         let answer = self.inner.writer.submit_exclusive(job)?;
-        answer.await.map_err(|_| Error::Closed)
+        answer.await.map_err(|_| Error::Closed)?
     }
 
     /// [`Store::exclusive`] for callers outside an async runtime (command-line tools).
@@ -325,7 +451,7 @@ impl Store {
         F: FnOnce(&Frozen<'_>) -> T + Send + 'static,
     {
         let answer = self.inner.writer.submit_exclusive(job)?;
-        answer.blocking_recv().map_err(|_| Error::Closed)
+        answer.blocking_recv().map_err(|_| Error::Closed)?
     }
 
     /// Like [`Store::write`], and hands what `after` makes of the result to the
@@ -371,16 +497,24 @@ impl Store {
 
     /// Flushes everything to disk now.
     pub async fn flush(&self) -> Result<(), Error> {
-        self.inner.db.flush_async().await?;
+        self.db()?.flush_async().await?;
         Ok(())
     }
 
-    /// Stops the writer after it has committed and flushed everything submitted so far.
+    /// Stops the writer after it has committed and flushed everything submitted so
+    /// far; logs a failure of that last flush. See [`Store::shut_down`].
     pub fn close(&self) {
-        self.inner.writer.close();
-        if let Err(e) = self.inner.db.flush() {
+        if let Err(e) = self.shut_down() {
             tracing::error!(error = %e, "final flush failed");
         }
+    }
+
+    /// Stops the writer after it has committed everything submitted so far, and
+    /// flushes. An error means that changes committed since the last successful
+    /// flush may be lost: the last flush failed, or the store was failing when it
+    /// stopped. Only the first call does the work; later ones answer `Ok`.
+    pub fn shut_down(&self) -> Result<(), Error> {
+        self.inner.writer.close()
     }
 
     /// Bytes of every key and value stored (walks every table on the writer thread,
@@ -406,7 +540,10 @@ impl Store {
 
     /// Bytes the database occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.inner.db.size_on_disk().unwrap_or(0)
+        self.db()
+            .ok()
+            .and_then(|db| db.size_on_disk().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -445,6 +582,15 @@ mod tests {
         );
         assert_eq!(rows, 1);
         store.close();
+    }
+
+    #[test]
+    fn storage_failures_are_described_for_operators() {
+        let full = sled::Error::Io(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert_eq!(describe(&full), "the disk is full");
+        assert!(matches!(Error::from(full), Error::Sled(m) if m == "the disk is full"));
+        let other = sled::Error::Io(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert_eq!(describe(&other), "an I/O error (PermissionDenied)");
     }
 
     #[test]

@@ -1,10 +1,16 @@
 //! Typed tables over sled trees, and the transaction view [`Tx`] the writer hands to
 //! every change.
+//!
+//! A table's tree can be swapped: after a storage failure sled refuses every write
+//! until the database is reopened, so the writer detaches every table from the
+//! failed database and attaches it to the reopened one ([`super::writer`]). Reads in
+//! between get [`Error::Degraded`].
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::marker::PhantomData;
 use std::ops::Bound;
+use std::sync::{PoisonError, RwLock};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -24,7 +30,8 @@ pub type TxError = ConflictableTransactionError<Error>;
 /// A sled tree whose keys are `K` and values postcard-encoded `V`.
 pub struct Table<K, V> {
     name: &'static str,
-    tree: sled::Tree,
+    /// `None` while the database is being reopened after a failure.
+    tree: RwLock<Option<sled::Tree>>,
     idx: usize,
     _types: PhantomData<fn() -> (K, V)>,
 }
@@ -54,10 +61,34 @@ impl<K: Key, V: Serialize + DeserializeOwned> Table<K, V> {
     pub(super) fn new(name: &'static str, tree: sled::Tree, idx: usize) -> Self {
         Self {
             name,
-            tree,
+            tree: RwLock::new(Some(tree)),
             idx,
             _types: PhantomData,
         }
+    }
+
+    /// The current tree (a cheap handle), or why there is none.
+    fn tree(&self) -> Result<sled::Tree, Error> {
+        self.tree
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| {
+                Error::Degraded("the database is being reopened after a storage failure".into())
+            })
+    }
+
+    /// Points the table at `tree` (of a freshly reopened database).
+    pub(super) fn attach(&self, tree: sled::Tree) {
+        *self.tree.write().unwrap_or_else(PoisonError::into_inner) = Some(tree);
+    }
+
+    /// Drops the table's handle on its database, so that the database can close.
+    pub(super) fn detach(&self) {
+        self.tree
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 
     /// The table's name (its sled tree name).
@@ -67,7 +98,7 @@ impl<K: Key, V: Serialize + DeserializeOwned> Table<K, V> {
 
     /// Reads one value outside any transaction.
     pub fn get(&self, key: &K) -> Result<Option<V>, Error> {
-        match self.tree.get(key.encode())? {
+        match self.tree()?.get(key.encode())? {
             Some(bytes) => Ok(Some(decode(self.name, &bytes)?)),
             None => Ok(None),
         }
@@ -75,20 +106,21 @@ impl<K: Key, V: Serialize + DeserializeOwned> Table<K, V> {
 
     /// Whether `key` is present.
     pub fn contains(&self, key: &K) -> Result<bool, Error> {
-        Ok(self.tree.contains_key(key.encode())?)
+        Ok(self.tree()?.contains_key(key.encode())?)
     }
 
     /// Writes one value directly, bypassing the writer. Only for start-up, before
     /// anything else runs.
     pub(crate) fn insert_at_startup(&self, key: &K, value: &V) -> Result<(), Error> {
-        self.tree.insert(key.encode(), encode(self.name, value)?)?;
+        self.tree()?
+            .insert(key.encode(), encode(self.name, value)?)?;
         Ok(())
     }
 
     /// Number of keys starting with `prefix` (an encoded key prefix).
     pub fn count_prefix(&self, prefix: &[u8]) -> Result<u64, Error> {
         let mut n = 0;
-        for item in self.tree.scan_prefix(prefix).keys() {
+        for item in self.tree()?.scan_prefix(prefix).keys() {
             item?;
             n += 1;
         }
@@ -99,7 +131,7 @@ impl<K: Key, V: Serialize + DeserializeOwned> Table<K, V> {
     pub fn range(&self, from: &K, to: Bound<&K>, limit: usize) -> Result<Vec<(K, V)>, Error> {
         let upper = map_bound(to);
         self.collect(
-            self.tree.range((Bound::Included(from.encode()), upper)),
+            self.tree()?.range((Bound::Included(from.encode()), upper)),
             limit,
         )
     }
@@ -113,12 +145,12 @@ impl<K: Key, V: Serialize + DeserializeOwned> Table<K, V> {
         limit: usize,
     ) -> Result<Vec<(K, V)>, Error> {
         let range = (map_bound(from), map_bound(to));
-        self.collect(self.tree.range(range).rev(), limit)
+        self.collect(self.tree()?.range(range).rev(), limit)
     }
 
     /// The first entry, by key order.
     pub fn first(&self) -> Result<Option<(K, V)>, Error> {
-        match self.tree.first()? {
+        match self.tree()?.first()? {
             Some((k, v)) => Ok(Some((decode_key(self.name, &k)?, decode(self.name, &v)?))),
             None => Ok(None),
         }
@@ -126,27 +158,37 @@ impl<K: Key, V: Serialize + DeserializeOwned> Table<K, V> {
 
     /// Every key, ascending; for small tables and recovery scans.
     pub fn keys(&self) -> impl Iterator<Item = Result<K, Error>> + '_ {
-        self.tree.iter().keys().map(move |k| {
-            let k = k?;
-            decode_key(self.name, &k)
-        })
+        let (tree, missing) = split(self.tree());
+        missing.into_iter().map(Err).chain(
+            tree.into_iter()
+                .flat_map(|tree| tree.iter().keys())
+                .map(move |k| {
+                    let k = k?;
+                    decode_key(self.name, &k)
+                }),
+        )
     }
 
     /// Every (key, value) pair as stored, for migrations reading old layouts.
     pub(super) fn raw_iter(
         &self,
     ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), Error>> + '_ {
-        self.tree.iter().map(|item| item.map_err(Error::from))
+        let (tree, missing) = split(self.tree());
+        missing.into_iter().map(Err).chain(
+            tree.into_iter()
+                .flat_map(|tree| tree.iter())
+                .map(|item| item.map_err(Error::from)),
+        )
     }
 
-    /// Number of entries (walks the table).
+    /// Number of entries (walks the table); 0 while the database is being reopened.
     pub fn len(&self) -> usize {
-        self.tree.len()
+        self.tree().map(|t| t.len()).unwrap_or(0)
     }
 
-    /// Whether the table is empty.
+    /// Whether the table is empty (also while the database is being reopened).
     pub fn is_empty(&self) -> bool {
-        self.tree.is_empty()
+        self.tree().map(|t| t.is_empty()).unwrap_or(true)
     }
 
     fn collect(
@@ -160,6 +202,14 @@ impl<K: Key, V: Serialize + DeserializeOwned> Table<K, V> {
             out.push((decode_key(self.name, &k)?, decode(self.name, &v)?));
         }
         Ok(out)
+    }
+}
+
+/// A result as (value, error) options, to build iterators that yield the error once.
+fn split<T>(r: Result<T, Error>) -> (Option<T>, Option<Error>) {
+    match r {
+        Ok(v) => (Some(v), None),
+        Err(e) => (None, Some(e)),
     }
 }
 
@@ -179,13 +229,17 @@ pub(super) struct TxTally {
     /// Distinct (table, key) pairs inserted or removed: what reaches the disk, since
     /// sled keeps only the last write of a key within a transaction.
     pub(super) keys: RefCell<HashSet<(usize, Vec<u8>)>>,
+    /// The next id this transaction hands out.
+    pub(super) next_id: Cell<u64>,
 }
 
 impl TxTally {
-    /// Forgets everything (sled may run a transaction's closure again).
-    pub(super) fn reset(&self) {
+    /// Forgets everything (sled may run a transaction's closure again); ids start
+    /// again at `next_id`, the writer's committed counter.
+    pub(super) fn reset(&self, next_id: u64) {
         self.enqueued.set(false);
         self.keys.borrow_mut().clear();
+        self.next_id.set(next_id);
     }
 }
 
@@ -269,9 +323,13 @@ impl<'a> Tx<'a> {
         Ok(present)
     }
 
-    /// A fresh id, unique and increasing for the life of the database (never 0).
+    /// A fresh id, unique and increasing for the life of the database (never 0),
+    /// and dense: the ids of committed changes follow each other without gaps, also
+    /// across restarts (an aborted change's ids are handed out again).
     pub fn next_id(&self) -> TxResult<u64> {
-        Ok(self.views[0].generate_id()? + 1)
+        let id = self.tally.next_id.get();
+        self.tally.next_id.set(id + 1);
+        Ok(id)
     }
 
     /// Marks that this transaction enqueued a task, so the writer wakes the workers

@@ -27,14 +27,30 @@
 //! the batch in progress (which holds everything submitted before the job) is
 //! committed and flushed first, then the job runs alone on this thread with no
 //! transaction open, so no write can happen while it reads. Later changes wait for it.
+//!
+//! # Failures and recovery
+//! A failed commit or flush (a full disk, an I/O error) leaves sled refusing every
+//! later write until the database is reopened. The writer then enters the *failing*
+//! state: it answers every change at once with [`Error::Degraded`] (nothing is
+//! attempted, nothing waits), and probes with a backoff from [`FIRST_PROBE`] doubling
+//! to [`MAX_PROBE`]: a probe writes and syncs a small file in the data directory, and
+//! only once that works drops every handle on the failed database (the tables
+//! detach, so reads answer `Degraded` for that moment), reopens it, and proves it
+//! takes a flushed write before the tables attach again. A change answered by a
+//! failed flush gets [`Error::NotDurable`]: it was committed in memory, so whether it
+//! is still there after the reopen depends on what reached the disk.
 
 use std::cell::RefCell;
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use sled::transaction::{TransactionError, Transactional};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 
 use super::table::{Tx, TxResult, TxTally};
 use super::Durability;
@@ -42,6 +58,25 @@ use super::Error;
 
 /// Most changes applied in one transaction.
 pub const MAX_BATCH: usize = 2048;
+
+/// Wait before the first probe after a storage failure.
+pub const FIRST_PROBE: Duration = Duration::from_millis(250);
+
+/// Longest wait between two probes while the store is failing.
+pub const MAX_PROBE: Duration = Duration::from_secs(2);
+
+/// Bytes a probe writes and syncs: the disk must take at least this much again
+/// before the database is reopened.
+const PROBE_BYTES: usize = 256 * 1024;
+
+/// Attempts to open the database again within one probe, [`REOPEN_PAUSE`] apart.
+const REOPEN_TRIES: u32 = 10;
+
+/// Pause between two attempts to open the database within one probe.
+const REOPEN_PAUSE: Duration = Duration::from_millis(20);
+
+/// The probe's file in the data directory (removed right after each probe).
+const PROBE_FILE: &str = ".likewise-probe";
 
 /// Counters describing the writer's work; cheap to read at any time.
 #[derive(Debug, Default)]
@@ -59,6 +94,10 @@ pub struct WriterStats {
     /// Keys inserted or removed by committed transactions (each key counted once per
     /// transaction: sled writes only its last value).
     pub key_writes: AtomicU64,
+    /// Storage failures that put the store in the failing state.
+    pub storage_failures: AtomicU64,
+    /// Times the database was reopened after a failure.
+    pub recoveries: AtomicU64,
 }
 
 trait Job: Send {
@@ -128,8 +167,9 @@ where
 
 type BoxedJob = Box<dyn Job>;
 
-/// A job run alone on the writer thread between two batches.
-type ExclusiveJob = Box<dyn FnOnce(&super::Frozen<'_>) + Send>;
+/// A job run alone on the writer thread between two batches; it gets the error
+/// instead when the store is failing.
+type ExclusiveJob = Box<dyn FnOnce(Result<&super::Frozen<'_>, Error>) + Send>;
 
 /// What the writer thread receives.
 enum Work {
@@ -137,23 +177,43 @@ enum Work {
     Exclusive(ExclusiveJob),
 }
 
+/// An open database and its trees, in table order.
+pub(super) struct Backend {
+    pub(super) db: sled::Db,
+    pub(super) trees: Vec<sled::Tree>,
+}
+
+/// What the writer needs to reopen the database after a failure.
+pub(super) struct Recovery {
+    /// The data directory (where probes write).
+    pub(super) dir: PathBuf,
+    /// Opens the database as at start-up.
+    pub(super) reopen: Box<dyn Fn() -> sled::Result<sled::Db> + Send>,
+    /// The store's handle on the database, emptied and refilled around a reopen.
+    pub(super) slot: Arc<RwLock<Option<sled::Db>>>,
+}
+
 pub(super) struct Writer {
-    sender: RwLock<Option<mpsc::UnboundedSender<Work>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    sender: RwLock<Option<mpsc::Sender<Work>>>,
+    thread: Mutex<Option<JoinHandle<Result<(), Error>>>>,
     publisher: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<WriterStats>,
     enqueue_hook: Arc<OnceLock<Arc<Notify>>>,
+    /// Why the store is failing; `None` while it is healthy.
+    failing: Arc<Mutex<Option<String>>>,
 }
 
 impl Writer {
     pub(super) fn start(
-        db: sled::Db,
-        trees: Vec<sled::Tree>,
+        backend: Backend,
+        recovery: Recovery,
         tables: Arc<super::Tables>,
         durability: Durability,
+        next_id: u64,
     ) -> Writer {
-        let (sender, receiver) = mpsc::unbounded_channel();
+        let (sender, receiver) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
+        let failing = Arc::new(Mutex::new(None));
         let enqueue_hook: Arc<OnceLock<Arc<Notify>>> = Arc::new(OnceLock::new());
         let (to_publisher, published) = std::sync::mpsc::channel::<Deferred>();
         let publisher = std::thread::Builder::new()
@@ -167,12 +227,15 @@ impl Writer {
             .expect("spawning the publisher thread");
         let worker = WriterThread {
             publisher: Publisher(Some(to_publisher)),
-            db,
-            trees,
+            backend: Some(backend),
+            recovery,
             tables,
             durability,
             stats: stats.clone(),
             enqueue_hook: enqueue_hook.clone(),
+            failing: None,
+            health: failing.clone(),
+            next_id: std::cell::Cell::new(next_id),
         };
         let thread = std::thread::Builder::new()
             .name("likewise-writer".into())
@@ -184,6 +247,16 @@ impl Writer {
             publisher: Mutex::new(Some(publisher)),
             stats,
             enqueue_hook,
+            failing,
+        }
+    }
+
+    pub(super) fn health(&self) -> super::Health {
+        match &*self.failing.lock().unwrap_or_else(PoisonError::into_inner) {
+            None => super::Health::Ok,
+            Some(reason) => super::Health::Degraded {
+                reason: reason.clone(),
+            },
         }
     }
 
@@ -243,7 +316,10 @@ impl Writer {
 
     /// Queues `job` to run alone between two batches; the answer arrives on the
     /// returned channel once it has run.
-    pub(super) fn submit_exclusive<T, F>(&self, job: F) -> Result<oneshot::Receiver<T>, Error>
+    pub(super) fn submit_exclusive<T, F>(
+        &self,
+        job: F,
+    ) -> Result<oneshot::Receiver<Result<T, Error>>, Error>
     where
         T: Send + 'static,
         F: FnOnce(&super::Frozen<'_>) -> T + Send + 'static,
@@ -251,7 +327,7 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         self.send(Work::Exclusive(Box::new(move |frozen| {
             // The caller may have gone away; nothing to undo, the job only read.
-            let _ = reply.send(job(frozen));
+            let _ = reply.send(frozen.map(job));
         })))?;
         Ok(answer)
     }
@@ -270,16 +346,20 @@ impl Writer {
         &self.stats
     }
 
-    /// Stops accepting changes, lets the thread commit what it has, and joins it.
-    pub(super) fn close(&self) {
+    /// Stops accepting changes, lets the thread commit what it has, flush, and joins
+    /// it; returns the outcome of that last flush (only to the first caller).
+    pub(super) fn close(&self) -> Result<(), Error> {
         self.sender
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .take();
         let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(handle) = handle {
-            let _ = handle.join();
-        }
+        let outcome = match handle {
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(Error::Sled("the writer thread panicked".into()))),
+            None => Ok(()),
+        };
         // The writer thread has dropped its end: the publisher runs what is left, then
         // stops.
         let handle = self
@@ -290,27 +370,69 @@ impl Writer {
         if let Some(handle) = handle {
             let _ = handle.join();
         }
+        outcome
     }
+}
+
+/// The writer's state while the store is failing.
+struct Failing {
+    reason: String,
+    next_probe: Instant,
+    backoff: Duration,
 }
 
 struct WriterThread {
     publisher: Publisher,
-    db: sled::Db,
-    trees: Vec<sled::Tree>,
+    /// `None` only between dropping a failed database and a successful reopen.
+    backend: Option<Backend>,
+    recovery: Recovery,
     tables: Arc<super::Tables>,
     durability: Durability,
     stats: Arc<WriterStats>,
     enqueue_hook: Arc<OnceLock<Arc<Notify>>>,
+    failing: Option<Failing>,
+    /// The failing reason as the store's health reports it.
+    health: Arc<Mutex<Option<String>>>,
+    /// The next id to hand out: ids are dense (1, 2, 3, ...) and survive restarts,
+    /// because the counter is committed with the transaction that used it.
+    next_id: std::cell::Cell<u64>,
+}
+
+/// Where the id counter lives in `meta`: the next id to hand out, 8 bytes big-endian.
+pub(super) const NEXT_ID_KEY: &str = "next_id";
+
+/// The id counter of an open database: its stored value, or for a database that has
+/// none (new, or written before ids were dense) the first id above every id sled's
+/// generator may have handed out.
+pub(super) fn load_next_id(db: &sled::Db, tables: &super::Tables) -> Result<u64, Error> {
+    if let Some(bytes) = tables.meta.get(&NEXT_ID_KEY.to_owned())? {
+        if let Ok(bytes) = <[u8; 8]>::try_from(bytes.as_slice()) {
+            return Ok(u64::from_be_bytes(bytes).max(1));
+        }
+    }
+    Ok(db.generate_id()? + 1)
 }
 
 impl WriterThread {
-    fn run(self, mut receiver: mpsc::UnboundedReceiver<Work>) {
+    fn run(mut self, receiver: mpsc::Receiver<Work>) -> Result<(), Error> {
         let mut batch: Vec<BoxedJob> = Vec::with_capacity(MAX_BATCH);
         let mut unflushed = false;
         loop {
+            if let Some(failing) = &self.failing {
+                // Nothing is attempted while failing: every change is answered at
+                // once, and the thread wakes for the next probe.
+                let wait = failing.next_probe.saturating_duration_since(Instant::now());
+                match receiver.recv_timeout(wait) {
+                    Ok(work) => self.refuse(work),
+                    Err(mpsc::RecvTimeoutError::Timeout) => self.probe(),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+                unflushed = false;
+                continue;
+            }
             let first = match receiver.try_recv() {
                 Ok(work) => work,
-                Err(mpsc::error::TryRecvError::Empty) => {
+                Err(mpsc::TryRecvError::Empty) => {
                     if unflushed {
                         // Idle: make the lazy changes durable now, off the hot path.
                         if let Err(e) = self.flush(true) {
@@ -318,12 +440,12 @@ impl WriterThread {
                         }
                         unflushed = false;
                     }
-                    match receiver.blocking_recv() {
-                        Some(work) => work,
-                        None => break,
+                    match receiver.recv() {
+                        Ok(work) => work,
+                        Err(_) => break,
                     }
                 }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Disconnected) => break,
             };
             let mut exclusive = None;
             match first {
@@ -346,14 +468,149 @@ impl WriterThread {
                 unflushed |= !self.commit_batch(&mut batch);
             }
             if let Some(job) = exclusive {
-                job(&super::Frozen::new(&self.db, &self.trees));
+                self.run_exclusive(job);
             }
         }
         tracing::debug!("writer stopped");
+        self.final_flush()
+    }
+
+    /// The flush at shutdown, whatever the durability: an error means that changes
+    /// committed since the last good flush may be lost.
+    fn final_flush(&self) -> Result<(), Error> {
+        if let Some(failing) = &self.failing {
+            return Err(Error::Sled(format!(
+                "{} (the store was failing when it stopped)",
+                failing.reason
+            )));
+        }
+        match &self.backend {
+            Some(backend) => backend.db.flush().map(|_| ()).map_err(Error::from),
+            None => Ok(()),
+        }
+    }
+
+    fn run_exclusive(&self, job: ExclusiveJob) {
+        match &self.backend {
+            Some(backend) if self.failing.is_none() => {
+                job(Ok(&super::Frozen::new(&backend.db, &backend.trees)))
+            }
+            _ => job(Err(self.degraded())),
+        }
+    }
+
+    /// The error for work refused while failing.
+    fn degraded(&self) -> Error {
+        let reason = self
+            .failing
+            .as_ref()
+            .map_or_else(|| "storage is failing".to_owned(), |f| f.reason.clone());
+        Error::Degraded(reason)
+    }
+
+    /// Answers `work` without attempting it (the store is failing).
+    fn refuse(&self, work: Work) {
+        match work {
+            Work::Change(job) => {
+                self.stats.changes.fetch_add(1, Ordering::Relaxed);
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                job.finish(Err(self.degraded()), &self.publisher);
+            }
+            Work::Exclusive(job) => job(Err(self.degraded())),
+        }
+    }
+
+    /// Enters the failing state (or stays in it): sled refuses writes from now on.
+    fn fail(&mut self, reason: String) {
+        if self.failing.is_some() {
+            return;
+        }
+        self.stats.storage_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            %reason,
+            "storage failed; writes are refused until the disk takes writes again and the database is reopened"
+        );
+        *self.health.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.clone());
+        self.failing = Some(Failing {
+            reason,
+            next_probe: Instant::now() + FIRST_PROBE,
+            backoff: FIRST_PROBE,
+        });
+    }
+
+    /// One recovery attempt: if the disk takes a synced write again, reopen the
+    /// database; otherwise wait longer before the next attempt.
+    fn probe(&mut self) {
+        let attempt = probe_disk(&self.recovery.dir).and_then(|()| self.reopen());
+        match attempt {
+            Ok(()) => {
+                self.failing = None;
+                *self.health.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                self.stats.recoveries.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "storage recovered: the database was reopened and takes writes again"
+                );
+            }
+            Err(e) => {
+                if let Some(failing) = &mut self.failing {
+                    tracing::debug!(error = %e, reason = %failing.reason, "storage still failing");
+                    failing.backoff = (failing.backoff * 2).min(MAX_PROBE);
+                    failing.next_probe = Instant::now() + failing.backoff;
+                }
+            }
+        }
+    }
+
+    /// Drops every handle on the failed database, opens it again and checks that it
+    /// takes a flushed write; only then are the tables attached to it.
+    fn reopen(&mut self) -> Result<(), String> {
+        // sled keeps refusing writes until it is reopened, and its file lock means
+        // the old handles must all be gone first.
+        self.tables.detach();
+        self.recovery
+            .slot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        self.backend = None;
+        let db = self.open_again().map_err(|e| format!("reopening: {e}"))?;
+        let trees = super::Tables::open_trees(&db).map_err(|e| e.to_string())?;
+        // The default tree belongs to no table: the probe's write touches no data.
+        db.insert(b"likewise:probe", &super::now_ms().to_be_bytes()[..])
+            .and_then(|_| db.flush())
+            .map_err(|e| super::describe(&e))?;
+        self.tables.attach(&trees);
+        // What the failure dropped may include ids handed out: count on from what
+        // the disk kept.
+        self.next_id
+            .set(load_next_id(&db, &self.tables).map_err(|e| e.to_string())?);
+        *self
+            .recovery
+            .slot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(db.clone());
+        self.backend = Some(Backend { db, trees });
+        Ok(())
+    }
+
+    /// Opens the database, retrying for a moment: a read that was in progress when
+    /// the tables detached may still hold a handle, and with it sled's file lock.
+    fn open_again(&self) -> sled::Result<sled::Db> {
+        let mut tries = REOPEN_TRIES;
+        loop {
+            match (self.recovery.reopen)() {
+                Ok(db) => return Ok(db),
+                Err(e) if tries <= 1 => return Err(e),
+                Err(_) => {
+                    tries -= 1;
+                    std::thread::sleep(REOPEN_PAUSE);
+                }
+            }
+        }
     }
 
     /// Commits `batch`; returns whether it was flushed (or needed no flush).
-    fn commit_batch(&self, batch: &mut Vec<BoxedJob>) -> bool {
+    fn commit_batch(&mut self, batch: &mut Vec<BoxedJob>) -> bool {
         let n = batch.len() as u64;
         let must_flush = batch.iter().any(|job| job.needs_flush());
         let (outcome, enqueued) = self.transact(batch);
@@ -375,7 +632,11 @@ impl WriterThread {
                 let flushed = self.flush(must_flush);
                 vec![flushed; batch.len()]
             }
-            Err(TransactionError::Storage(e)) => vec![Err(Error::from(e)); batch.len()],
+            Err(TransactionError::Storage(e)) => {
+                let reason = super::describe(&e);
+                self.fail(reason.clone());
+                vec![Err(Error::Sled(reason)); batch.len()]
+            }
             Err(TransactionError::Abort(_)) if batch.len() > 1 => {
                 // One change is broken: give each its own transaction.
                 let mut outcomes = Vec::with_capacity(batch.len());
@@ -385,8 +646,16 @@ impl WriterThread {
                     any_enqueued |= e && o.is_ok();
                     outcomes.push(o.map_err(|e| match e {
                         TransactionError::Abort(e) => e,
-                        TransactionError::Storage(e) => Error::from(e),
+                        TransactionError::Storage(e) => {
+                            let reason = super::describe(&e);
+                            Error::Sled(reason)
+                        }
                     }));
+                }
+                if let Some(Err(Error::Sled(reason))) =
+                    outcomes.iter().find(|o| matches!(o, Err(Error::Sled(_))))
+                {
+                    self.fail(reason.clone());
                 }
                 let flushed = self.flush(must_flush);
                 if any_enqueued {
@@ -422,16 +691,31 @@ impl WriterThread {
     }
 
     fn transact(&self, jobs: &[BoxedJob]) -> (Result<(), TransactionError<Error>>, bool) {
+        let Some(backend) = &self.backend else {
+            return (Err(TransactionError::Abort(self.degraded())), false);
+        };
         let tally = TxTally::default();
-        let result = self.trees.as_slice().transaction(|views| {
-            tally.reset();
+        let first_id = self.next_id.get();
+        let result = backend.trees.as_slice().transaction(|views| {
+            tally.reset(first_id);
             let tx = Tx::new(views, &self.tables, &tally);
             for job in jobs {
                 job.apply(&tx)?;
             }
+            // The counter moves in the same commit as the ids it handed out: once
+            // per batch, however many ids the batch took.
+            let next = tally.next_id.get();
+            if next != first_id {
+                tx.insert(
+                    &self.tables.meta,
+                    &NEXT_ID_KEY.to_owned(),
+                    &next.to_be_bytes().to_vec(),
+                )?;
+            }
             Ok(())
         });
         if result.is_ok() {
+            self.next_id.set(tally.next_id.get());
             self.stats.transactions.fetch_add(1, Ordering::Relaxed);
             let keys = tally.keys.borrow().len() as u64;
             self.stats.key_writes.fetch_add(keys, Ordering::Relaxed);
@@ -440,12 +724,24 @@ impl WriterThread {
         (result, tally.enqueued.get())
     }
 
-    fn flush(&self, needed: bool) -> Result<(), Error> {
+    /// Flushes if `needed` in sync mode. A failure puts the store in the failing
+    /// state; what was committed may or may not be on disk.
+    fn flush(&mut self, needed: bool) -> Result<(), Error> {
         if !needed || self.durability == Durability::Relaxed {
             return Ok(());
         }
+        let Some(backend) = &self.backend else {
+            return Err(self.degraded());
+        };
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-        self.db.flush().map(|_| ()).map_err(Error::from)
+        match backend.db.flush() {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let reason = super::describe(&e);
+                self.fail(reason.clone());
+                Err(Error::NotDurable(reason))
+            }
+        }
     }
 
     fn wake(&self) {
@@ -453,6 +749,29 @@ impl WriterThread {
             notify.notify_one();
         }
     }
+}
+
+/// Removes what an interrupted probe may have left in `dir`.
+pub(super) fn remove_probe_file(dir: &std::path::Path) {
+    let _ = std::fs::remove_file(dir.join(PROBE_FILE));
+}
+
+/// Whether the disk takes a synced write of [`PROBE_BYTES`] in `dir` again.
+fn probe_disk(dir: &std::path::Path) -> Result<(), String> {
+    let path = dir.join(PROBE_FILE);
+    let written = (|| {
+        // A fresh file (never through a link someone left in its place).
+        let _ = std::fs::remove_file(&path);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        file.write_all(&[0u8; PROBE_BYTES])?;
+        file.sync_all()
+    })();
+    // Removed whatever happened: it must not take the space it tested for.
+    let _ = std::fs::remove_file(&path);
+    written.map_err(|e| format!("the disk does not take writes yet: {e}"))
 }
 
 #[cfg(test)]

@@ -23,9 +23,16 @@ pub struct Api {
     pub client: reqwest::Client,
 }
 
+/// Installs the TLS crypto provider reqwest needs before any client is built (the
+/// server installs it too, but a test that only talks to a child process has none).
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl Api {
     /// A client of the server listening on `addr`.
     pub fn new(addr: SocketAddr) -> Api {
+        install_crypto();
         Api {
             addr,
             resp_addr: None,
@@ -301,5 +308,90 @@ impl Api {
             (busy == 0).then_some(())
         })
         .await
+    }
+}
+
+/// `likewise serve` as a child process on a temporary data directory, with every
+/// line it logs to stderr collected.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Binary {
+    /// Starts the binary with `config` as its config file and `RUST_LOG=rust_log`,
+    /// and waits for its `listening http=` line.
+    pub async fn start(config: &str, rust_log: &str) -> Binary {
+        use std::io::BufRead;
+        install_crypto();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("likewise.toml");
+        std::fs::write(&config_path, config).expect("config written");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_likewise"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .args(["--http", "127.0.0.1:0", "--resp", "off", "--workers", "1"])
+            .env("LIKEWISE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUST_LOG", rust_log)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the likewise binary starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let lines = log.clone();
+        let reader = std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening http=").nth(1) {
+                    let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                    if let (Some(tx), Ok(addr)) = (tx.take(), addr.parse::<SocketAddr>()) {
+                        let _ = tx.send(addr);
+                    }
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let addr = tokio::time::timeout(Duration::from_secs(20), rx)
+            .await
+            .expect("listening within 20 s")
+            .expect("a listening line before the output ended");
+        Binary {
+            child,
+            addr,
+            log,
+            reader: Some(reader),
+            _dir: dir,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process and returns everything it logged.
+    pub fn stop(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

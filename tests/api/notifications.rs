@@ -192,3 +192,24 @@ async fn a_mark_read_request_needs_ids_or_all() {
         .await;
     assert_error(status, &answer, StatusCode::BAD_REQUEST, "bad_request");
 }
+
+#[tokio::test]
+async fn an_id_repeated_in_one_mark_read_call_counts_once() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let all = liked_by_many(&app, &alice, 3).await;
+    let (status, read) = app
+        .post(
+            "/api/notifications/read",
+            &alice.token,
+            json!({"ids": [all[0], all[0], all[0]]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(read["unread_count"], 2, "one notification read, two left");
+    let (_, unread) = app
+        .get("/api/notifications?unread_only=true", &alice.token)
+        .await;
+    assert_eq!(ids(&unread), vec![all[1], all[2]]);
+    assert_eq!(unread["unread_count"], 2);
+}

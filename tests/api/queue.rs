@@ -369,6 +369,64 @@ async fn finished_results_expire_and_then_answer_404() {
     );
 }
 
+/// A webhook endpoint that redirects elsewhere (here: to another loopback server,
+/// as a hostile endpoint would to reach internal addresses) is a failed delivery,
+/// and the redirect's target is never contacted.
+#[tokio::test]
+async fn a_webhook_redirect_is_a_failed_delivery_and_is_never_followed() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let internal = {
+        let hits = hits.clone();
+        axum::Router::new().fallback(move || {
+            let hits = hits.clone();
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                "secret"
+            }
+        })
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let internal_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, internal).await });
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let redirector = axum::Router::new().route(
+        "/hook",
+        post(move || {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(());
+                (
+                    AxumStatus::FOUND,
+                    [(
+                        "location",
+                        format!("http://{internal_addr}/latest/meta-data"),
+                    )],
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, redirector).await });
+
+    let app = spawn_app_with(hooked(&url, 3, 50)).await;
+    let task_id = like_once(&app).await;
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the endpoint is called")
+        .unwrap();
+    let task = app.finished_task(task_id).await;
+    assert_eq!(task["state"], "failure", "{task}");
+    assert_eq!(task["attempts"], 1, "a redirect is not retried: {task}");
+    let error = task["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("302") && error.contains("redirect"),
+        "the result says what happened: {error}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect was followed");
+}
+
 #[tokio::test]
 async fn a_dead_letter_stays_readable_after_the_result_ttl() {
     let (url, mut rx) = receiver(Behaviour::AlwaysFail).await;

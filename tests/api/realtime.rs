@@ -13,13 +13,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp, TestUser, ADMIN_TOKEN};
+use crate::helpers::{assert_error, spawn_app, spawn_app_with, TestApp, TestUser, ADMIN_TOKEN};
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-async fn connect(app: &TestApp, query: &str) -> Ws {
+pub(crate) async fn connect(app: &TestApp, query: &str) -> Ws {
     let url = format!("ws://{}/ws?{query}", app.addr);
     let (ws, _) = tokio_tungstenite::connect_async(url)
         .await
@@ -81,7 +81,7 @@ pub(crate) async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::text(v.to_string())).await.expect("sent");
 }
 
-async fn upgrade_status(app: &TestApp, path: &str) -> (StatusCode, Value) {
+pub(crate) async fn upgrade_status(app: &TestApp, path: &str) -> (StatusCode, Value) {
     // A plain GET with the upgrade headers, to read the refusal's status and body.
     let resp = app
         .client
@@ -432,7 +432,7 @@ async fn shutdown_closes_websockets_with_going_away() {
 
 // --- Socket.IO over the websocket transport, spoken by hand -----------------------
 
-async fn sio_connect(app: &TestApp) -> Ws {
+pub(crate) async fn sio_connect(app: &TestApp) -> Ws {
     let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", app.addr);
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await
@@ -447,7 +447,7 @@ async fn sio_connect(app: &TestApp) -> Ws {
     ws
 }
 
-async fn next_text(ws: &mut Ws) -> String {
+pub(crate) async fn next_text(ws: &mut Ws) -> String {
     loop {
         let msg = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -586,4 +586,60 @@ async fn a_replay_longer_than_a_page_arrives_in_order_without_gap_or_duplicate()
         .collect();
     stored.sort_unstable();
     assert_eq!(stored, ids, "every stored notification once");
+}
+
+#[tokio::test]
+async fn a_connection_joins_256_rooms_besides_its_own_and_broadcast() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let mut ws = connect_user(&app, &alice).await;
+    let join = |room: String| json!({"op": "subscribe", "room": room});
+    for i in 0..likewise::rooms::MAX_ROOMS_PER_CONNECTION {
+        send(&mut ws, join(format!("public:r{i}"))).await;
+        let e = next_event(&mut ws).await;
+        assert_eq!(e["event"], "subscribed", "room {i}: {e}");
+    }
+    assert_eq!(
+        likewise::rooms::MAX_ROOMS_PER_CONNECTION,
+        256,
+        "as API.md says"
+    );
+    send(&mut ws, join("public:r0".into())).await;
+    assert_eq!(next_event(&mut ws).await["event"], "subscribed", "again");
+    send(&mut ws, join("public:one-more".into())).await;
+    let e = next_event(&mut ws).await;
+    assert_eq!(e["event"], "error", "{e}");
+    assert_eq!(e["data"]["code"], "rate_limited", "{e}");
+    send(&mut ws, json!({"op": "unsubscribe", "room": "public:r0"})).await;
+    assert_eq!(next_event(&mut ws).await["event"], "unsubscribed");
+    send(&mut ws, join("public:one-more".into())).await;
+    assert_eq!(next_event(&mut ws).await["event"], "subscribed");
+}
+
+#[tokio::test]
+async fn room_names_have_one_length_limit_for_joining_and_for_admin_publish() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let mut ws = connect_user(&app, &alice).await;
+    let max = likewise::rooms::MAX_ROOM_BYTES;
+    assert_eq!(max, 128, "as API.md says");
+    let longest = format!("public:{}", "x".repeat(max - "public:".len()));
+    let too_long = format!("{longest}x");
+
+    send(&mut ws, json!({"op": "subscribe", "room": longest})).await;
+    assert_eq!(next_event(&mut ws).await["event"], "subscribed");
+    send(&mut ws, json!({"op": "subscribe", "room": too_long})).await;
+    let e = next_event(&mut ws).await;
+    assert_eq!(e["data"]["code"], "invalid", "{e}");
+
+    let publish = |room: &str| json!({"room": room, "event": "hello", "data": 1});
+    let (status, body) = app
+        .post("/api/admin/publish", ADMIN_TOKEN, publish(&longest))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["delivered"], 1);
+    let (status, body) = app
+        .post("/api/admin/publish", ADMIN_TOKEN, publish(&too_long))
+        .await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
 }

@@ -40,9 +40,12 @@ fn copy_data(to: &Path) {
     }
 }
 
-/// Long enough that the fixture's finished tasks never expire under the test.
+/// Long enough that the fixture's finished tasks never expire under the test, nor
+/// its sessions: they expire by the time they were issued (as every session does),
+/// and the fixture's were issued when it was made.
 fn keep_results(s: &mut likewise::config::Settings) {
     s.queue.result_ttl_s = 100 * 365 * 24 * 3600;
+    s.accounts.session_ttl_s = 100 * 365 * 24 * 3600;
 }
 
 fn token<'a>(m: &'a Value, user: &str) -> &'a str {

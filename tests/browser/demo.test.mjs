@@ -1,7 +1,9 @@
 // Drives the bundled demo page and the ops dashboard in Chromium against the real
 // binary: two users in two browser contexts, a like that reaches the other's bell
 // without a reload, mark-as-read, a dropped connection that resumes without gaps or
-// doubles, and the dashboard showing completed tasks. Saves screenshots to out/.
+// doubles, and the dashboard showing completed tasks; avatar colours that follow the
+// user, a long notification list scrolled to its oldest item, and the dashboard's
+// started / running / busy figures adding up under load. Saves screenshots to out/.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -60,8 +62,8 @@ function startServer() {
 }
 
 /** A new browser context and page whose console errors are recorded. */
-async function newPage(label) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 }, deviceScaleFactor: 1 });
+async function newPage(label, viewport = { width: 1280, height: 860 }) {
+  const context = await browser.newContext({ viewport, deviceScaleFactor: 1 });
   const page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);
   page.on("console", (msg) => {
@@ -69,6 +71,23 @@ async function newPage(label) {
   });
   page.on("pageerror", (err) => consoleErrors.push(`${label}: uncaught ${err.message}`));
   return { context, page };
+}
+
+/** A JSON API call from the test itself. */
+async function apiCall(method, path, token, body) {
+  const r = await fetch(base + path, {
+    method,
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const answer = await r.json();
+  assert.ok(r.ok, `${method} ${path}: ${r.status} ${JSON.stringify(answer)}`);
+  return answer;
+}
+
+/** The computed background colour of an avatar. */
+function avatarColor(locator) {
+  return locator.evaluate((el) => getComputedStyle(el).backgroundColor);
 }
 
 async function badgeCount(page) {
@@ -114,11 +133,27 @@ test("a like reaches the author's bell live, is marked read, and the dashboard s
   // A: the demo user alice, signed in through the demo account chip.
   const a = await newPage("alice");
   await a.page.goto(base + "/");
-  await a.page.getByRole("button", { name: "Fill in the demo account alice" }).click();
+  const aliceChip = a.page.getByRole("button", { name: "Fill in the demo account alice" });
+  const chipColors = {};
+  for (const name of ["alice", "bob", "carol"]) {
+    const chip = a.page.getByRole("button", { name: `Fill in the demo account ${name}` });
+    chipColors[name] = await avatarColor(chip.locator(".avatar"));
+  }
+  assert.equal(new Set(Object.values(chipColors)).size, 3, `each demo account its own colour: ${JSON.stringify(chipColors)}`);
+  await aliceChip.click();
   await a.page.locator("#auth-submit").click();
   await a.page.locator("#status[data-state=live]").waitFor();
   const hello = a.page.locator("article.post", { hasText: "Hello from likewise" });
   await hello.waitFor();
+  // A user's avatar has one colour: on the sign-in button, in the feed, in the top bar.
+  assert.equal(await hello.locator(".post-head .who").textContent(), "alice");
+  assert.equal(await avatarColor(hello.locator(".post-head .avatar")), chipColors.alice, "alice: sign-in button and feed");
+  assert.equal(await avatarColor(a.page.locator("#me-avatar")), chipColors.alice, "alice: sign-in button and top bar");
+  for (const name of ["bob", "carol"]) {
+    const post = a.page.locator("article.post").filter({ has: a.page.locator(".post-head .who", { hasText: name }) }).first();
+    await post.waitFor();
+    assert.equal(await avatarColor(post.locator(".post-head .avatar")), chipColors[name], `${name}: sign-in button and feed`);
+  }
   assert.equal(await a.page.evaluate(() => localStorage.getItem("likewise.token") !== null), true);
 
   // B: a new account created through the form.
@@ -211,4 +246,149 @@ test("a like reaches the author's bell live, is marked read, and the dashboard s
   await d.page.locator(".toast", { hasText: "queued again" }).waitFor();
 
   assert.deepEqual(consoleErrors, [], "no console errors on either page");
+});
+
+test("sockets and the admin stream open with tickets, and signing out ends the session", async () => {
+  const c = await newPage("carol");
+  const urls = [];
+  c.page.on("websocket", (ws) => urls.push(ws.url()));
+  c.page.on("request", (r) => urls.push(r.url()));
+  await c.page.goto(base + "/");
+  await c.page.getByRole("button", { name: "Fill in the demo account carol" }).click();
+  await c.page.locator("#auth-submit").click();
+  await c.page.locator("#status[data-state=live]").waitFor();
+  const token = await c.page.evaluate(() => localStorage.getItem("likewise.token"));
+  assert.ok(urls.some((u) => u.includes("/ws?ticket=")), urls.join("\n"));
+  assert.deepEqual(urls.filter((u) => u.includes(token) || u.includes("token=")), []);
+
+  await c.page.locator("#sign-out").click();
+  await c.page.locator("#auth-submit").waitFor();
+  // The page does not wait for the server's answer; the token stops working soon after.
+  let answer;
+  for (let i = 0; i < 50; i++) {
+    const r = await fetch(base + "/api/me", { headers: { Authorization: `Bearer ${token}` } });
+    answer = { status: r.status, body: await r.json() };
+    if (r.status === 401) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(answer.status, 401, JSON.stringify(answer));
+  assert.match(answer.body.error.message, /session revoked/);
+
+  const d = await newPage("dashboard-tickets");
+  const dashUrls = [];
+  d.page.on("request", (r) => dashUrls.push(r.url()));
+  await d.page.goto(base + "/dashboard");
+  await d.page.getByLabel("Admin token").fill(ADMIN_TOKEN);
+  await d.page.getByRole("button", { name: "Open dashboard" }).click();
+  await d.page.locator("#status[data-state=live]").waitFor();
+  assert.ok(dashUrls.some((u) => u.includes("/api/admin/stream?ticket=")), dashUrls.join("\n"));
+  assert.deepEqual(dashUrls.filter((u) => u.includes(ADMIN_TOKEN)), []);
+  assert.deepEqual(consoleErrors, [], "no console errors on either page");
+});
+
+test("the notification list scrolls to its oldest notification, on a laptop and on phones", async () => {
+  const user = await apiCall("POST", "/api/users", null, { name: "noteworthy", password: "noteworthy-password" });
+  const total = 45; // more than one page of the bell's list
+  for (let i = 1; i <= total; i++) {
+    await apiCall("POST", "/api/admin/notifications", ADMIN_TOKEN, { user_id: user.user.id, kind: "custom", text: `Note ${i} of ${total}` });
+  }
+  for (const viewport of [{ width: 1280, height: 720 }, { width: 390, height: 844 }, { width: 844, height: 390 }]) {
+    const label = `notes ${viewport.width}x${viewport.height}`;
+    const { context, page } = await newPage(label, viewport);
+    await page.goto(base + "/");
+    await page.evaluate((token) => localStorage.setItem("likewise.token", token), user.token);
+    await page.reload();
+    await page.locator("#status[data-state=live]").waitFor();
+    await waitForBadge(page, total);
+    await page.locator("#bell").click();
+    await page.locator("#notif-list li.notif").first().waitFor();
+    // Scroll the list to its end until the oldest notification is there: the rest
+    // of the list loads as it is scrolled.
+    const oldest = page.locator("#notif-list li.notif", { hasText: `Note 1 of ${total}` });
+    for (let i = 0; i < 20 && (await oldest.count()) === 0; i++) {
+      await page.locator("#notif-list").evaluate((el) => { el.scrollTop = el.scrollHeight; });
+      await page.waitForTimeout(200);
+    }
+    assert.equal(await oldest.count(), 1, `${label}: the oldest notification is listed`);
+    await page.locator("#notif-list").evaluate((el) => { el.scrollTop = el.scrollHeight; });
+    assert.equal(await page.locator("#notif-list li.notif").count(), total, `${label}: every notification is listed once`);
+    const boxes = await page.evaluate(() => {
+      const box = (el) => { const r = el.getBoundingClientRect(); return { top: r.top, bottom: r.bottom }; };
+      const items = document.querySelectorAll("#notif-list li.notif");
+      return {
+        panel: box(document.getElementById("notif-panel")),
+        list: box(document.getElementById("notif-list")),
+        last: box(items[items.length - 1]),
+        viewport: { top: 0, bottom: window.innerHeight },
+      };
+    });
+    const inside = (inner, outer) => inner.top >= outer.top - 0.5 && inner.bottom <= outer.bottom + 0.5;
+    assert.ok(inside(boxes.last, boxes.list), `${label}: the oldest item fits in the list: ${JSON.stringify(boxes)}`);
+    assert.ok(inside(boxes.list, boxes.panel), `${label}: the list fits in the dropdown: ${JSON.stringify(boxes)}`);
+    assert.ok(inside(boxes.panel, boxes.viewport), `${label}: the dropdown fits in the window: ${JSON.stringify(boxes)}`);
+    assert.match(await oldest.textContent(), new RegExp(`Note 1 of ${total}`));
+    if (viewport.width === 390) await page.screenshot({ path: join(out, "notifications-mobile.png") });
+    await context.close();
+  }
+  assert.deepEqual(consoleErrors, [], "no console errors");
+});
+
+test("the dashboard's started tasks are the running ones plus those recording an outcome, under load", async (t) => {
+  const d = await newPage("dashboard-load");
+  await d.page.goto(base + "/dashboard");
+  await d.page.getByLabel("Admin token").fill(ADMIN_TOKEN);
+  await d.page.getByRole("button", { name: "Open dashboard" }).click();
+  await d.page.locator("#status[data-state=live]").waitFor();
+
+  // Every figure the dashboard shows, read together: one render writes them all.
+  const read = () => d.page.evaluate(() => {
+    const n = (id) => Number(document.getElementById(id).textContent.replace(/,/g, ""));
+    const [busy, total] = document.getElementById("kpi-workers").textContent.split("/").map((x) => Number(x.replace(/,/g, "")));
+    return { started: n("kpi-started"), running: n("kpi-running"), recording: n("kpi-recording"), waiting: n("kpi-waiting"), busy, total };
+  });
+  const check = (f) => {
+    assert.equal(f.running, f.busy, `"running" is the busy workers: ${JSON.stringify(f)}`);
+    assert.ok(f.busy <= f.total, `never more busy workers than workers: ${JSON.stringify(f)}`);
+    assert.equal(f.started, f.running + f.recording, `started = running + recording: ${JSON.stringify(f)}`);
+  };
+
+  // Load: every notification is a webhook delivery task (to a port nobody listens on).
+  const user = await apiCall("POST", "/api/users", null, { name: "busybody", password: "busybody-password" });
+  let serverDisagreed = 0;
+  let sawStarted = 0;
+  const load = (async () => {
+    for (let round = 0; round < 10; round++) {
+      await Promise.all(Array.from({ length: 25 }, (_, i) =>
+        apiCall("POST", "/api/admin/notifications", ADMIN_TOKEN, { user_id: user.user.id, kind: "custom", text: `Load ${round}.${i}` })));
+      const stats = await apiCall("GET", "/api/admin/stats", ADMIN_TOKEN);
+      if (stats.queue.started !== stats.workers.busy) serverDisagreed += 1;
+    }
+  })();
+  let done = false;
+  load.then(() => { done = true; }, () => { done = true; });
+  const samples = [];
+  try {
+    while (!done) {
+      const f = await read();
+      samples.push(f);
+      sawStarted = Math.max(sawStarted, f.started);
+      await d.page.waitForTimeout(100);
+    }
+  } finally {
+    await load.catch(() => {});
+  }
+  await load;
+  for (let i = 0; i < 30; i++) {
+    samples.push(await read());
+    await d.page.waitForTimeout(100);
+  }
+  t.diagnostic(`${samples.length} dashboard samples, most started ${sawStarted}; stats with started != busy: ${serverDisagreed} of 10`);
+  for (const f of samples) check(f);
+
+  // Once nothing waits and the last outcomes are recorded, every figure is 0 again.
+  await d.page.waitForFunction(() => ["kpi-waiting", "kpi-started"].every((id) => document.getElementById(id).textContent === "0"), null, { timeout: 30000 });
+  const idle = await read();
+  check(idle);
+  assert.deepEqual([idle.started, idle.running, idle.recording, idle.busy], [0, 0, 0, 0]);
+  assert.deepEqual(consoleErrors, [], "no console errors");
 });

@@ -1,5 +1,6 @@
-//! Realtime endpoints: the native websocket `GET /ws` and Socket.IO's
-//! `GET /socket.io/` (Engine.IO v4 over the websocket transport).
+//! Realtime endpoints: the native websocket `GET /ws`, Socket.IO's
+//! `GET /socket.io/` (Engine.IO v4 over the websocket transport), and
+//! `POST /api/realtime/tickets`, the one-use tickets browsers open them with.
 //!
 //! Three layers, each testable without a socket:
 //! - [`upgrade`]: what is checked before a connection is upgraded (the `Origin`
@@ -24,12 +25,15 @@ pub(crate) mod upgrade;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::routing::get;
-use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use bytes::Bytes;
 
+use super::error::ApiResult;
+use super::extract::SessionOrAdmin;
 use super::AppState;
-use crate::domain::Social;
+use crate::domain::{Social, Ticket};
 use crate::hub::{Delivery, Hub, Subscription};
 
 /// Routes of this module.
@@ -37,6 +41,21 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ws", get(native::upgrade))
         .route("/socket.io/", get(socketio::upgrade))
+        .route("/api/realtime/tickets", post(issue_ticket))
+}
+
+/// `POST /api/realtime/tickets`: a one-use ticket for `/ws?ticket=` and Socket.IO
+/// `auth: {ticket}` (with a user's token), or for `/api/admin/stream?ticket=` (with
+/// the admin token), so that browsers need not put a token in a URL.
+async fn issue_ticket(
+    State(state): State<AppState>,
+    caller: SessionOrAdmin,
+) -> ApiResult<Json<Ticket>> {
+    let ticket = match caller {
+        SessionOrAdmin::User(session) => state.social.issue_user_ticket(&session)?,
+        SessionOrAdmin::Admin => state.social.issue_admin_ticket()?,
+    };
+    Ok(Json(ticket))
 }
 
 /// What a session asks the socket loop to do.

@@ -23,13 +23,13 @@ use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::hub::{Delivery, Transport};
 
-/// `GET /ws`: checks the origin and the token, then upgrades.
+/// `GET /ws`: checks the origin and the token or ticket, then upgrades.
 pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Response {
     let query = match preflight(&parts, &state) {
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
-    let user = match token_user(&parts, &query, &state.social) {
+    let user = match token_user(&parts, &query, &state) {
         Ok(Some(user)) => user,
         Ok(None) => return ApiError::no_token().into_response(),
         Err(e) => return e.into_response(),

@@ -19,9 +19,6 @@ use crate::domain::{DomainError, Notification, Social};
 use crate::hub::{Delivery, Transport};
 use crate::rooms::{self, PostLookup, Refusal};
 
-/// Most rooms one connection may join besides its own.
-pub(crate) const MAX_ROOMS: usize = 256;
-
 /// Notifications read and sent per replay page.
 pub(crate) const REPLAY_PAGE: usize = 200;
 
@@ -40,7 +37,10 @@ pub(crate) fn join(ctx: &mut Ctx<'_>, user: u64, room: &str) -> Result<(), Refus
     rooms::may_join(room, user, |id| match social.post(id, false) {
         Ok(_) => PostLookup::Exists,
         Err(DomainError::NotFound(_)) => PostLookup::Missing,
-        Err(e) => PostLookup::Failed(e.to_string()),
+        Err(e) => {
+            tracing::warn!(error = %e, room, "checking a room's post failed");
+            PostLookup::Failed(e.to_string())
+        }
     })?;
     let Some(sub) = ctx.sub.as_ref() else {
         return Err(Refusal {
@@ -48,12 +48,8 @@ pub(crate) fn join(ctx: &mut Ctx<'_>, user: u64, room: &str) -> Result<(), Refus
             message: "not subscribed yet".into(),
         });
     };
-    if sub.count() > MAX_ROOMS {
-        return Err(Refusal {
-            code: "rate_limited",
-            message: format!("at most {MAX_ROOMS} rooms per connection"),
-        });
-    }
+    let already_in = sub.rooms().iter().any(|r| r == room);
+    rooms::may_join_another(sub.count(), already_in)?;
     sub.join(room);
     Ok(())
 }

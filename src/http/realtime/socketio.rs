@@ -24,7 +24,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::session::{self, not_replayed, subscribe_user, Replay};
-use super::upgrade::{accept, preflight, token_user};
+use super::upgrade::{accept, preflight, ticket_user, token_user};
 use super::{close, Ctx, Out, RealtimeStats, Session, Timing};
 use crate::domain::new_token;
 use crate::http::error::ApiError;
@@ -64,7 +64,7 @@ pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Resp
     }
     // A token in the query is checked before the upgrade; otherwise it comes in the
     // CONNECT packet's auth payload.
-    let user = match token_user(&parts, &query, &state.social) {
+    let user = match token_user(&parts, &query, &state) {
         Ok(u) => u.map(|u| u.id),
         Err(e) => return e.into_response(),
     };
@@ -230,6 +230,20 @@ impl Drop for AwaitingConnect {
     }
 }
 
+/// The CONNECT_ERROR message for a refused credential: `code: message` for the
+/// client's mistakes, a generic sentence (the cause logged) for the server's.
+fn connect_refusal(e: &ApiError) -> String {
+    if e.status_code().is_server_error() {
+        tracing::warn!(error = %e, "checking a Socket.IO CONNECT failed");
+        format!(
+            "{}: the server cannot check credentials now; try again",
+            e.code()
+        )
+    } else {
+        format!("{}: {e}", e.code())
+    }
+}
+
 /// One Socket.IO connection's protocol state.
 pub(crate) struct SocketIoSession {
     sid: String,
@@ -300,18 +314,23 @@ impl SocketIoSession {
             return vec![Self::connect_error("/", "already connected")];
         }
         let auth = p.data.unwrap_or(Value::Null);
-        let user = match auth.get("token").and_then(Value::as_str) {
-            Some(token) => match ctx.social.authenticate(token) {
-                Ok(Some(u)) => u.id,
-                Ok(None) => return vec![Self::connect_error("/", "unauthorized: bad token")],
-                Err(e) => return vec![Self::connect_error("/", &format!("unavailable: {e}"))],
-            },
+        let credential = match (
+            auth.get("ticket").and_then(Value::as_str),
+            auth.get("token").and_then(Value::as_str),
+        ) {
+            (Some(ticket), _) => Some(ticket_user(ctx.social, ticket)),
+            (None, Some(token)) => Some(ctx.social.authenticate(token).map_err(ApiError::from)),
+            (None, None) => None,
+        };
+        let user = match credential {
+            Some(Ok(u)) => u.id,
+            Some(Err(e)) => return vec![Self::connect_error("/", &connect_refusal(&e))],
             None => match self.query_user {
                 Some(id) => id,
                 None => {
                     return vec![Self::connect_error(
                         "/",
-                        "unauthorized: send auth {\"token\": \"...\"}",
+                        "unauthorized: send auth {\"ticket\": \"...\"} or {\"token\": \"...\"}",
                     )]
                 }
             },

@@ -12,15 +12,18 @@ use fastwebsockets::upgrade::IncomingUpgrade;
 use serde::Deserialize;
 
 use super::{socket, Session, Timing};
-use crate::domain::{Social, User};
+use crate::domain::{Redeemed, Social, User};
 use crate::http::error::ApiError;
-use crate::http::extract::bearer_token;
+use crate::http::extract::{bearer_token, not_admin};
 use crate::http::AppState;
 
-/// `?token=` (and, for resuming, `?since=`) of an upgrade request.
+/// `?ticket=` or `?token=` (and, for resuming, `?since=`) of an upgrade request.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct UpgradeQuery {
-    /// Bearer token, for clients that cannot set headers.
+    /// A one-use ticket (`POST /api/realtime/tickets`), for browsers.
+    pub ticket: Option<String>,
+    /// Bearer token, for clients that cannot set headers (kept for existing
+    /// clients; never logged).
     pub token: Option<String>,
     /// Resume after this notification id.
     pub since: Option<u64>,
@@ -50,19 +53,38 @@ fn check_origin(parts: &Parts, allowed: &[String]) -> Result<(), ApiError> {
     }
 }
 
-/// The user behind the request's token (header or `?token=`); `Ok(None)` without one.
+/// The user behind the request's credentials: `Authorization: Bearer`, then
+/// `?ticket=`, then `?token=`; `Ok(None)` without any. A ticket is spent here.
 pub(crate) fn token_user(
     parts: &Parts,
     query: &UpgradeQuery,
-    social: &Social,
+    state: &AppState,
 ) -> Result<Option<User>, ApiError> {
-    let token = bearer_token(parts).or_else(|| query.token.clone());
-    match token {
+    let social = &state.social;
+    if let Some(token) = bearer_token(parts) {
+        not_admin(state, &token)?;
+        return Ok(Some(social.authenticate(&token)?));
+    }
+    if let Some(ticket) = &query.ticket {
+        return ticket_user(social, ticket).map(Some);
+    }
+    match &query.token {
         None => Ok(None),
-        Some(t) => match social.authenticate(&t)? {
-            Some(user) => Ok(Some(user)),
-            None => Err(ApiError::no_token()),
-        },
+        Some(t) => {
+            not_admin(state, t)?;
+            Ok(Some(social.authenticate(t)?))
+        }
+    }
+}
+
+/// Spends a ticket for a user's connection; an admin ticket opens only the admin
+/// stream.
+pub(crate) fn ticket_user(social: &Social, ticket: &str) -> Result<User, ApiError> {
+    match social.redeem_ticket(ticket)? {
+        Redeemed::User(user) => Ok(user),
+        Redeemed::Admin => Err(ApiError::Forbidden(
+            "an admin ticket opens only the admin stream: get a ticket with a user's token".into(),
+        )),
     }
 }
 
