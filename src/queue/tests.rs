@@ -418,3 +418,50 @@ async fn a_unique_key_is_released_when_its_task_starts() {
     f.release.notify_one();
     run.await.unwrap();
 }
+
+#[tokio::test]
+async fn after_the_store_recovers_the_pool_takes_in_tasks_whose_ids_were_reused() {
+    let f = open();
+    let lost = f.enqueue(Act::Succeed, 3).await;
+    f.pool.take_in_new().unwrap();
+    let mut again = f.record(lost);
+    // A storage failure dropped that commit and the store reopened: the next task
+    // gets the same id again, which the pool has already seen.
+    f.store
+        .write(move |tx| {
+            let t = tx.t();
+            let task = tx.get(&t.tasks, &lost)?.unwrap();
+            tx.remove(&t.queue_ready, &(task.run_at as u64, lost))?;
+            tx.remove(&t.tasks, &lost)
+        })
+        .await
+        .unwrap();
+    // Its entry in the pool's memory went stale with it.
+    f.pool.leases().ready.clear();
+    again.run_at = now_ms();
+    f.store
+        .write(move |tx| {
+            // Written as the store writes a new task whose id was handed out again.
+            tx.insert(&tx.t().tasks, &again.id, &again)?;
+            tx.insert(&tx.t().queue_ready, &(again.run_at as u64, again.id), &())
+        })
+        .await
+        .unwrap();
+    let reused = lost;
+    f.pool.take_in_new().unwrap();
+    assert!(
+        f.pool.take_due(now_ms(), 1).is_empty(),
+        "missed: its id was seen"
+    );
+    f.store
+        .writer_stats()
+        .recoveries
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    assert!(f.pool.reload_after_recovery().unwrap());
+    assert!(
+        !f.pool.reload_after_recovery().unwrap(),
+        "once per recovery"
+    );
+    assert_eq!(f.run_next().await, reused);
+    assert_eq!(f.record(reused).state, TaskState::Success);
+}

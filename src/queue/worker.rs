@@ -6,9 +6,11 @@
 //! The pool keeps the ready index in memory too ([`Leases`]): filled at start from
 //! the stored ready index, then fed by enqueue commits (the writer wakes the
 //! dispatcher, which takes in every task stored since the highest id it has seen)
-//! and by the pool's own outcomes (a retry waits again). Taking a task costs no
-//! write; only its outcome is written, as a lazy change that the writer commits
-//! together with every other outcome waiting at that moment.
+//! and by the pool's own outcomes (a retry waits again); loaded again after the
+//! store recovers from a storage failure (the commits it dropped took ids that are
+//! handed out again). Taking a task costs no write; only its outcome is written,
+//! as a lazy change that the writer commits together with every other outcome
+//! waiting at that moment.
 //!
 //! While a task runs, its stored state stays `pending` (or `retry`); the pool
 //! reports it as `started`. After a crash or a restart every task not finished is
@@ -161,8 +163,8 @@ pub(super) struct Leases {
     pub(super) held: HashSet<u64>,
     /// Highest task id taken in from the store: later ids are new tasks.
     pub(super) seen: u64,
-    /// Whether `ready` was filled from the store.
-    pub(super) loaded: bool,
+    /// The store's recovery count when `ready` was filled from it.
+    pub(super) recoveries: u64,
     next_token: u64,
 }
 
@@ -291,9 +293,11 @@ impl WorkerPool {
     }
 
     /// Fills the ready index from the store: every task waiting there, due or
-    /// not. What was enqueued after the highest id read first is taken in by
-    /// [`WorkerPool::take_in_new`], so nothing falls between the two.
+    /// not, replacing what it held. What was enqueued after the highest id read
+    /// first is taken in by [`WorkerPool::take_in_new`], so nothing falls between
+    /// the two. Leases held stay.
     pub(super) fn load(&self) -> Result<(), crate::store::Error> {
+        let recoveries = self.recoveries();
         let t = self.inner.store.tables();
         let seen = t
             .tasks
@@ -305,10 +309,32 @@ impl WorkerPool {
             ready.insert(key?);
         }
         let mut leases = self.leases();
-        leases.ready.extend(ready);
-        leases.seen = leases.seen.max(seen);
-        leases.loaded = true;
+        leases.ready = ready;
+        leases.seen = seen;
+        leases.recoveries = recoveries;
         Ok(())
+    }
+
+    /// How many times the store has been reopened after a storage failure.
+    fn recoveries(&self) -> u64 {
+        self.inner
+            .store
+            .writer_stats()
+            .recoveries
+            .load(Ordering::Relaxed)
+    }
+
+    /// Loads the ready index again if the store was reopened after a storage
+    /// failure since it was loaded: commits the failure dropped are gone, and their
+    /// ids are handed out again, so the highest id seen no longer tells new tasks
+    /// from known ones.
+    pub(super) fn reload_after_recovery(&self) -> Result<bool, crate::store::Error> {
+        if self.leases().recoveries == self.recoveries() {
+            return Ok(false);
+        }
+        self.load()?;
+        tracing::info!("reloaded the ready index after the store recovered");
+        Ok(true)
     }
 
     /// Takes in tasks stored since the highest id seen (the writer commits one
@@ -652,6 +678,9 @@ impl WorkerPool {
                     Ok(p) => permits.push(p),
                     Err(_) => break,
                 }
+            }
+            if let Err(e) = self.reload_after_recovery() {
+                tracing::error!(error = %e, "reading the ready index failed");
             }
             let more = match self.take_in_new() {
                 Ok(more) => more,
