@@ -317,11 +317,16 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data: PathBuf = dir.path().join("data");
     let config = dir.path().join("likewise.toml");
-    // Every bench client comes from one address.
+    // Every bench client comes from one address. `LIKEWISE_BENCH_CACHE_MB` sets the
+    // store's page cache (default: the server's default).
+    let cache = std::env::var("LIKEWISE_BENCH_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or_else(String::new, |mb| format!("cache_mb = {mb}\n"));
     std::fs::write(
         &config,
         format!(
-            "[accounts]\nregistrations_per_ip = {}\n\n[limits]\nmax_connections_per_ip = 0\n",
+            "{cache}[accounts]\nregistrations_per_ip = {}\n\n[limits]\nmax_connections_per_ip = 0\n",
             USERS * 2
         ),
     )
