@@ -4,6 +4,8 @@
 //! Run with `cargo bench --bench footprint`. Each figure is the median of
 //! `LIKEWISE_BENCH_RUNS` (default 5) fresh starts on empty data directories.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,12 +33,7 @@ fn start_once() -> (Duration, u64) {
     let startup = started.elapsed();
     std::thread::spawn(move || for _ in lines {});
     std::thread::sleep(Duration::from_secs(2));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("status");
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
+    let rss = common::status_kib(child.id(), "VmRSS");
     let _ = child.kill();
     let _ = child.wait();
     (startup, rss)

@@ -9,6 +9,8 @@
 //! bytes per like. Run with `cargo bench --bench likes`; `LIKES_POSTS=N` makes every
 //! connection like N posts instead of 300 (a longer, sustained run).
 
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -27,20 +29,6 @@ fn posts_per_connection() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(POSTS)
-}
-
-/// Bytes of every file under `dir`.
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        total += if path.is_dir() {
-            dir_bytes(&path)
-        } else {
-            entry.metadata().map_or(0, |m| m.len())
-        };
-    }
-    total
 }
 
 /// Unread notifications of every user: the notifications stored so far.
@@ -214,7 +202,7 @@ async fn run(durability: Durability) {
         .await
         .expect("server task")
         .expect("server stops cleanly");
-    let bytes = dir_bytes(dir.path());
+    let bytes = common::dir_bytes(dir.path());
     println!(
         "likes/{mode:<7} data directory after a graceful shutdown: {bytes} bytes, \
          {:.0} bytes per like (setup included); keys and values stored: {live} bytes \

@@ -14,6 +14,8 @@
 //!
 //! Run with `cargo bench --bench million`.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,37 +39,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.replace('_', "").parse().ok())
         .unwrap_or(default)
-}
-
-/// Bytes of every file under `dir`.
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        total += if path.is_dir() {
-            dir_bytes(&path)
-        } else {
-            entry.metadata().map_or(0, |m| m.len())
-        };
-    }
-    total
-}
-
-/// A `kB` field of `/proc/PID/status`, in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| {
-            v.trim_start_matches(':')
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }
 
 fn mib(kib: u64) -> f64 {
@@ -348,7 +319,7 @@ fn main() {
     println!(
         "million: setup ({USERS} users, {n_posts} posts) took {:.1} s; VmRSS {:.1} MiB",
         t.elapsed().as_secs_f64(),
-        mib(status_kib(server.pid(), "VmRSS")),
+        mib(common::status_kib(server.pid(), "VmRSS")),
     );
 
     rt.block_on(like_all(&base, &tokens, &posts, likes));
@@ -359,8 +330,8 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
     let (rss, hwm) = (
-        status_kib(server.pid(), "VmRSS"),
-        status_kib(server.pid(), "VmHWM"),
+        common::status_kib(server.pid(), "VmRSS"),
+        common::status_kib(server.pid(), "VmHWM"),
     );
     println!(
         "million: after {likes} likes: VmRSS {:.1} MiB, VmHWM (peak) {:.1} MiB; load average {}",
@@ -369,7 +340,7 @@ fn main() {
         load_average(),
     );
     let stopped = server.stop();
-    let bytes = dir_bytes(&data);
+    let bytes = common::dir_bytes(&data);
     println!(
         "million: graceful stop in {} ms; data directory {bytes} bytes ({:.1} MiB), {:.0} bytes per like (setup included)",
         stopped.as_millis(),
@@ -380,7 +351,7 @@ fn main() {
     let mut startups = Vec::with_capacity(runs);
     for run in 1..=runs {
         let server = Server::start(&data, &config);
-        let rss = status_kib(server.pid(), "VmRSS");
+        let rss = common::status_kib(server.pid(), "VmRSS");
         let startup = server.startup;
         let stopped = server.stop();
         println!(

@@ -9,6 +9,8 @@
 //! number of idle connections (50,000 needs several 127.0.0.x source addresses,
 //! which this bench uses automatically, and `ulimit -n` above 2 × N).
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -72,13 +74,7 @@ impl Server {
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+        common::status_kib(self.child.id(), "VmRSS")
     }
 }
 
