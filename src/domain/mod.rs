@@ -11,6 +11,7 @@ mod directory;
 pub mod effects;
 mod messages;
 mod notifications;
+pub mod offline;
 mod posts;
 pub mod records;
 mod sessions;
@@ -313,6 +314,8 @@ struct SocialInner {
     last_sweep: std::sync::atomic::AtomicI64,
     webhooks: Arc<Vec<WebhookSettings>>,
     sink: std::sync::OnceLock<EventSink>,
+    /// The offline fallback, when some hook wants `notification.undelivered`.
+    offline: std::sync::OnceLock<Arc<offline::Offline>>,
 }
 
 impl Social {
@@ -349,6 +352,7 @@ impl Social {
                 views: ViewCounter::default(),
                 webhooks: Arc::new(webhooks),
                 sink: std::sync::OnceLock::new(),
+                offline: std::sync::OnceLock::new(),
             }),
         }
     }

@@ -16,6 +16,7 @@ mod matrix;
 mod messages;
 mod metrics;
 mod notifications;
+mod offline;
 mod outbox;
 mod posts;
 mod process;
