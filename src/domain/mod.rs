@@ -82,7 +82,7 @@ pub type DomainResult<T> = Result<T, DomainError>;
 pub use crate::store::Timestamp;
 
 /// A post as rendered (API.md `Post`): its record and its exact counters.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Post {
     /// Id.
     pub id: u64,
@@ -107,7 +107,7 @@ pub struct Post {
 }
 
 /// A comment or reply (API.md `Comment`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Comment {
     /// Id.
     pub id: u64,
@@ -126,7 +126,7 @@ pub struct Comment {
 }
 
 /// A private message (API.md `Message`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Message {
     /// Id.
     pub id: u64,
@@ -143,7 +143,7 @@ pub struct Message {
 pub use crate::store::records::NotificationKind;
 
 /// A notification (API.md `Notification`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Notification {
     /// Id; increasing, so `?since=N` resumes after N.
     pub id: u64,

@@ -12,7 +12,7 @@ use crate::store::records::{CommentRecord, PostCounts, PostRecord};
 use crate::store::{now_ms, Tables};
 
 /// Answer of a like or unlike.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LikeOutcome {
     /// Whether the caller likes it now.
     pub liked: bool,
@@ -29,7 +29,7 @@ pub struct LikeOutcome {
 }
 
 /// Answer of a collect or uncollect.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct CollectOutcome {
     /// Whether the caller has it collected now.
     pub collected: bool,
@@ -42,7 +42,7 @@ pub struct CollectOutcome {
 }
 
 /// Answer of a share.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ShareOutcome {
     /// Always true.
     pub shared: bool,

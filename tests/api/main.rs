@@ -17,6 +17,7 @@ mod messages;
 mod metrics;
 mod notifications;
 mod offline;
+mod openapi;
 mod outbox;
 mod posts;
 mod process;

@@ -44,6 +44,7 @@ fn event_packet(p: &Publication) -> Bytes {
 }
 
 /// `GET /socket.io/?EIO=4&transport=websocket`.
+#[utoipa::path(get, path = "/socket.io/", tag = "realtime", operation_id = "socketio_handshake", description = "Socket.IO (Engine.IO v4): the handshake of a Socket.IO client (API.md \"Socket.IO compatibility\"); signed in with `auth: {token}` or `auth: {ticket}` in the CONNECT packet, or `?token=` / `?ticket=`.", params(("EIO" = String, Query, description = "Engine.IO protocol version: 4"), ("transport" = String, Query, description = "websocket"), ("token" = Option<String>, Query, description = "A session token"), ("ticket" = Option<String>, Query, description = "A one-use ticket")), responses((status = 101, description = "Switched to the websocket protocol"), (status = 400, description = "Not an Engine.IO v4 request", body = crate::http::openapi::Error), (status = 401, description = "No valid token or ticket", body = crate::http::openapi::Error)))]
 pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Response {
     let query = match preflight(&parts, &state) {
         Ok(q) => q,
