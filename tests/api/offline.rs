@@ -10,7 +10,8 @@ use likewise::hub::{Publication, Subscription, Transport};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::helpers::{spawn_app_in, spawn_app_with, TestApp, TestUser, ADMIN_TOKEN};
+use crate::crash::start_with;
+use crate::helpers::{spawn_app_in, spawn_app_with, Api, TestApp, TestUser, ADMIN_TOKEN};
 use crate::realtime::{connect_user, next_event};
 
 const SECRET: &str = "offline-secret";
@@ -64,7 +65,7 @@ fn offline_settings(s: &mut Settings, url: &str, offline_after_s: u64) {
 }
 
 /// An author with a post, and a fan.
-async fn author_post_and_fan(app: &TestApp) -> (TestUser, u64, TestUser) {
+async fn author_post_and_fan(app: &Api) -> (TestUser, u64, TestUser) {
     let author = app.register("author").await;
     let post = app.create_post(&author, "hello").await;
     let fan = app.register("fan").await;
@@ -72,7 +73,7 @@ async fn author_post_and_fan(app: &TestApp) -> (TestUser, u64, TestUser) {
 }
 
 /// The fan likes the post; returns the author's notification id and when.
-async fn like(app: &TestApp, fan: &TestUser, post: u64) -> (u64, Instant) {
+async fn like(app: &Api, fan: &TestUser, post: u64) -> (u64, Instant) {
     let at = Instant::now();
     let (status, body) = app
         .put(&format!("/api/posts/{post}/like"), &fan.token)
@@ -86,7 +87,7 @@ async fn like(app: &TestApp, fan: &TestUser, post: u64) -> (u64, Instant) {
 
 /// Waits until a sweep has decided every notification up to `id`: after it, no
 /// event for them can come any more.
-async fn swept_past(app: &TestApp, id: u64) {
+async fn swept_past(app: &Api, id: u64) {
     app.eventually(Duration::from_secs(20), || async move {
         let (_, list) = app
             .get(
@@ -111,7 +112,7 @@ async fn next_received(rx: &mut UnboundedReceiver<Received>) -> Received {
 }
 
 /// Nothing more reached the receiver once every delivery task has finished.
-async fn nothing_more(app: &TestApp, rx: &mut UnboundedReceiver<Received>) {
+async fn nothing_more(app: &Api, rx: &mut UnboundedReceiver<Received>) {
     app.settled().await;
     if let Ok(extra) = rx.try_recv() {
         panic!("unexpected webhook request: {extra:?}");
@@ -275,4 +276,41 @@ async fn a_push_delivered_before_a_restart_sends_nothing_after_it() {
     let app = spawn_app_in(dir.path(), settings).await;
     swept_past(&app, id).await;
     nothing_more(&app, &mut rx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_an_unread_notification_whose_delivery_is_unknown_gets_one_event() {
+    let (url, mut rx) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config_path = config_dir.path().join("likewise.toml");
+    let write_config = |offline_after_s: u64| {
+        let text = format!(
+            "offline_after_s = {offline_after_s}\n[[webhooks]]\nurl = \"{url}\"\n\
+             events = [\"notification.undelivered\"]\nsecret = \"{SECRET}\"\n"
+        );
+        std::fs::write(&config_path, text).unwrap();
+    };
+    let config = config_path.to_str().unwrap().to_owned();
+    // A long deadline first: its sweep runs at start, then only every 10 s, so the
+    // process dies before any sweep has decided the notification.
+    write_config(3600);
+    let server = start_with(dir.path(), &["--config", &config]).await;
+    let api = Api::new(server.addr);
+    let (author, post, fan) = author_post_and_fan(&api).await;
+    let ws_url = format!("ws://{}/ws?token={}", server.addr, author.token);
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    assert_eq!(next_event(&mut ws).await["event"], "ready");
+    let (id, _) = like(&api, &fan, post).await;
+    assert_eq!(next_event(&mut ws).await["data"]["id"], id, "delivered");
+    server.kill();
+    // Whether it was delivered died with the process: unread after the deadline, it
+    // gets the event — once.
+    write_config(1);
+    let server = start_with(dir.path(), &["--config", &config]).await;
+    let api = Api::new(server.addr);
+    assert_undelivered(&next_received(&mut rx).await, id, &author);
+    swept_past(&api, id).await;
+    nothing_more(&api, &mut rx).await;
+    server.kill();
 }
