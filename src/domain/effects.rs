@@ -363,6 +363,8 @@ pub(crate) fn notification_stored(
     if let Some(connected) = policy.connected {
         // Read inside the change: sled may run it again, and the answer may differ
         // then; whichever run commits decides, and the sweep covers the other case.
+        // The question is one lookup under the hub's read lock, which joins and
+        // leaves hold only for a map update, never across I/O.
         if !connected(n.receiver_id) {
             notification_undelivered(tx, n, policy.hooks, policy.max_attempts)?;
         }
