@@ -494,15 +494,25 @@ pub(crate) async fn upgrade(state: &AppState, parts: Parts, sid: &str) -> Respon
     let stats = state.realtime.clone();
     let deadline = Timing::from_state(state).connect_timeout;
     let probing = entry.clone();
-    let response = accept_with(parts, state, move |ws, conn| async move {
+    // Dropped with the closure if the websocket never opens: the session may try again.
+    let probing = Probing(probing);
+    accept_with(parts, state, move |ws, conn| async move {
         let link = socket::open(ws, conn.stats.clone(), conn.max_message, conn.timing);
         take_over(link, conn, probing, deadline, stats).await
     })
-    .await;
-    if !response.status().is_informational() {
-        entry.upgrading.store(false, Ordering::Release);
+    .await
+}
+
+/// A session being probed by a websocket; dropping it (the probe failed, the
+/// websocket never opened or has ended) lets the session be upgraded again.
+struct Probing(Arc<Entry>);
+
+impl Drop for Probing {
+    fn drop(&mut self) {
+        self.0.upgrading.store(false, Ordering::Release);
+        // Harmless after a handoff: the driver has ended by then.
+        let _ = self.0.tx.try_send(Msg::ProbeFailed);
     }
-    response
 }
 
 /// What the probing websocket received next.
@@ -544,18 +554,19 @@ where
 async fn take_over<W>(
     mut link: socket::Link<W>,
     conn: socket::Conn,
-    entry: Arc<Entry>,
+    probing: Probing,
     within: Duration,
     stats: Arc<RealtimeStats>,
 ) -> Result<(), socket::Ended>
 where
     W: tokio::io::AsyncWrite + Unpin,
 {
+    let entry = &probing.0;
     let until = tokio::time::Instant::now() + within;
     match next_probe_text(&mut link, until).await? {
         Probe::Text(t) if t == "2probe" => {}
         _ => {
-            give_up(&mut link, &entry, "an upgrade starts with the probe 2probe").await?;
+            give_up(&mut link, "an upgrade starts with the probe 2probe").await?;
             return Ok(());
         }
     }
@@ -574,12 +585,7 @@ where
     match next_probe_text(&mut link, until).await? {
         Probe::Text(t) if t == "5" => {}
         _ => {
-            give_up(
-                &mut link,
-                &entry,
-                "the probe is followed by the upgrade packet 5",
-            )
-            .await?;
+            give_up(&mut link, "the probe is followed by the upgrade packet 5").await?;
             return Ok(());
         }
     }
@@ -603,17 +609,12 @@ where
     socket::drive(link, conn, handoff.session, handoff.sub, first).await
 }
 
-/// A failed probe: the websocket closes, polling goes on.
-async fn give_up<W>(
-    link: &mut socket::Link<W>,
-    entry: &Entry,
-    why: &str,
-) -> Result<bool, socket::Ended>
+/// A failed probe: the websocket closes (the [`Probing`] it drops lets polling
+/// go on as before).
+async fn give_up<W>(link: &mut socket::Link<W>, why: &str) -> Result<bool, socket::Ended>
 where
     W: tokio::io::AsyncWrite + Unpin,
 {
-    entry.upgrading.store(false, Ordering::Release);
-    let _ = entry.tx.try_send(Msg::ProbeFailed);
     link.writer
         .perform(vec![Out::Close(close::POLICY, why.into())])
         .await
