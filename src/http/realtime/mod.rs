@@ -166,6 +166,8 @@ pub struct RealtimeStats {
     pub write_timeouts: AtomicU64,
     /// Socket.IO sessions on the long-polling transport now.
     pub polling_sessions: AtomicU64,
+    /// GETs held by long-polling sessions now (waiting for packets).
+    pub polling_held: AtomicU64,
     /// Long-polling sessions opened since start.
     pub polling_opened: AtomicU64,
     /// Long-polling sessions that moved to a websocket.
@@ -186,6 +188,7 @@ impl RealtimeStats {
             "write_timeouts": get(&self.write_timeouts),
             "polling": {
                 "sessions": get(&self.polling_sessions),
+                "held_gets": get(&self.polling_held),
                 "opened": get(&self.polling_opened),
                 "upgrades": get(&self.polling_upgrades),
                 "timeouts": get(&self.polling_timeouts),

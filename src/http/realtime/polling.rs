@@ -641,6 +641,30 @@ impl Drop for OpenSession {
     }
 }
 
+/// A GET held for a session, counted while it is.
+struct HeldGet {
+    tx: oneshot::Sender<Polled>,
+    _held: HeldCount,
+}
+
+struct HeldCount(Arc<RealtimeStats>);
+
+impl HeldGet {
+    fn new(tx: oneshot::Sender<Polled>, stats: &Arc<RealtimeStats>) -> HeldGet {
+        stats.polling_held.fetch_add(1, Ordering::Relaxed);
+        HeldGet {
+            tx,
+            _held: HeldCount(stats.clone()),
+        }
+    }
+}
+
+impl Drop for HeldCount {
+    fn drop(&mut self) {
+        self.0.polling_held.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A session's driver: owns the session, its subscription and what waits for
 /// the next GET.
 struct Driver {
@@ -699,7 +723,7 @@ impl Driver {
         mut rx: mpsc::Receiver<Msg>,
     ) {
         let mut pending = Pending::default();
-        let mut poll: Option<oneshot::Sender<Polled>> = None;
+        let mut poll: Option<HeldGet> = None;
         let mut probed = false;
         let mut tick = tokio::time::interval(session.tick_every());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -707,7 +731,7 @@ impl Driver {
         let closing = self.hub.closing().clone();
         let mut ended: Option<(u16, String)> = None;
         while ended.is_none() {
-            if poll.as_ref().is_some_and(oneshot::Sender::is_closed) {
+            if poll.as_ref().is_some_and(|p| p.tx.is_closed()) {
                 // The client gave up on its GET (it closed the connection).
                 poll = None;
             }
@@ -757,7 +781,7 @@ impl Driver {
                         let _ = tx.send(Polled::Overlap);
                         ended = Some((close::POLICY, "overlapping GET requests".into()));
                     } else {
-                        poll = Some(tx);
+                        poll = Some(HeldGet::new(tx, &self.stats));
                     }
                 }
                 Turn::Msg(Msg::Data(packets, reply)) => {
@@ -785,7 +809,7 @@ impl Driver {
                 Turn::Msg(Msg::Upgrade(tx)) => {
                     // A GET still waiting gets a noop: everything else moves over.
                     if let Some(p) = poll.take() {
-                        let _ = p.send(Polled::Packets(vec![Bytes::from_static(b"6")]));
+                        let _ = p.tx.send(Polled::Packets(vec![Bytes::from_static(b"6")]));
                     }
                     let handoff = Handoff {
                         session,
@@ -826,7 +850,7 @@ impl Driver {
                     } else {
                         pending.take()
                     };
-                    if let Err(Polled::Packets(back)) = p.send(Polled::Packets(packets)) {
+                    if let Err(Polled::Packets(back)) = p.tx.send(Polled::Packets(packets)) {
                         if back.as_slice() != [Bytes::from_static(b"6")] {
                             pending.restore(back);
                         }
@@ -879,9 +903,9 @@ async fn watch(sub: &mut Option<Subscription>, take: bool) -> Option<Delivery> {
     }
 }
 
-async fn poll_abandoned(poll: &mut Option<oneshot::Sender<Polled>>) {
+async fn poll_abandoned(poll: &mut Option<HeldGet>) {
     match poll {
-        Some(p) => p.closed().await,
+        Some(p) => p.tx.closed().await,
         None => std::future::pending().await,
     }
 }
