@@ -597,3 +597,42 @@ async fn shutdown_answers_a_held_get_with_a_close_packet() {
     assert_eq!(answer.as_deref(), Some("1"));
     tokio::time::timeout(WAIT, stopping).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn packets_are_kept_for_the_next_get_when_a_held_get_is_abandoned() {
+    use tokio::io::AsyncWriteExt;
+    let app = app_with(25_000, 20_000).await;
+    let user = app.register("alice").await;
+    let s = Polling::open(&app).await;
+    let mut q = Vec::new();
+    s.connect(&user, &mut q).await;
+    let realtime = app.state.realtime.clone();
+    let held = |n: u64| {
+        let stats = realtime.clone();
+        move || {
+            let reached = stats.to_json()["polling"]["held_gets"] == n;
+            async move { reached.then_some(()) }
+        }
+    };
+    // A GET on a raw connection, held, then the client goes away.
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "GET /socket.io/?EIO=4&transport=polling&sid={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        s.sid
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    app.eventually(WAIT, held(1)).await;
+    drop(tcp);
+    app.eventually(WAIT, held(0)).await;
+    // What comes next waits for the next GET instead of going to the dead one.
+    let (status, _) = app
+        .post(
+            "/api/admin/publish",
+            ADMIN_TOKEN,
+            json!({"room": format!("user:{}", user.id), "event": "kept", "data": {}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(s.next_packet(&mut q).await.starts_with("42[\"kept\""));
+    assert_eq!(stats(&app).await["realtime"]["polling"]["sessions"], 1);
+}

@@ -12,6 +12,9 @@
 //!   connection's hub subscription and a [`Session`]; a [`socket::Reassembler`]
 //!   turns frames into messages (masking, fragmentation and size rules of RFC 6455),
 //!   and every write has a deadline.
+//! - [`polling`]: the second transport driver of Socket.IO sessions, Engine.IO
+//!   long-polling over plain HTTP requests, and the move of a session to a
+//!   websocket on upgrade.
 //! - [`session`] plus the two protocols [`native`] and [`socketio`]: what a
 //!   connection may do (commands, rooms through [`crate::rooms`], the `since`
 //!   replay in pages). They do no I/O: they turn inbound text and hub deliveries

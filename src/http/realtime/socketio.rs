@@ -2,10 +2,12 @@
 //! session, whichever transport carries it (the websocket here; long-polling and
 //! the upgrade from it in [`super::polling`]).
 //!
-//! Engine.IO packets ([`EnginePacket`]) are one text frame each: `0` open (sent by
-//! us first, with the `sid`, `upgrades: []`, `pingInterval`, `pingTimeout`,
-//! `maxPayload`), `2`/`3` ping/pong (we ping; a client that does not pong within
-//! `pingTimeout` is dropped), `1` close, `4` message, `6` noop. A message carries
+//! Engine.IO packets ([`EnginePacket`]) are one text frame each on the websocket
+//! (one record of a payload on long-polling): `0` open (sent by us first, with
+//! the `sid`, `upgrades` (`[]` on a websocket, `["websocket"]` on long-polling),
+//! `pingInterval`, `pingTimeout`, `maxPayload`), `2`/`3` ping/pong (we ping; a
+//! client that does not pong within `pingTimeout` is dropped), `1` close, `4`
+//! message, `5` upgrade, `6` noop. A message carries
 //! a Socket.IO [`Packet`]: `0` CONNECT (with the auth payload `{"token",
 //! "since"?}`), `1` DISCONNECT, `2` EVENT (`42["name",args...]`), `3` ACK, `4`
 //! CONNECT_ERROR.
