@@ -12,7 +12,8 @@
 //
 // Run: `cargo build --release && (cd tests/node && npm ci) && node benches/polling.mjs`
 // LIKEWISE_BIN picks another binary; LIKEWISE_BENCH_SESSIONS (2000) and
-// LIKEWISE_BENCH_EVENTS (1000) the sizes.
+// LIKEWISE_BENCH_EVENTS (1000) the sizes; LIKEWISE_BENCH_HOLD=0 measures the
+// sessions without their held GETs (and their connections).
 
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -25,6 +26,7 @@ const { io } = require("socket.io-client");
 
 const SESSIONS = Number(process.env.LIKEWISE_BENCH_SESSIONS || 2000);
 const EVENTS = Number(process.env.LIKEWISE_BENCH_EVENTS || 1000);
+const HOLD = process.env.LIKEWISE_BENCH_HOLD !== "0";
 const binary = process.env.LIKEWISE_BIN || join(root, "target/release/likewise");
 
 function rssKiB(pid) {
@@ -137,8 +139,13 @@ async function idleSession(base, token) {
   if (posted.text !== "ok") throw new Error(`connect: ${posted.status} ${posted.text}`);
   const reply = await request("GET", path);
   if (!reply.text.startsWith("40")) throw new Error(`connect reply: ${reply.text}`);
-  // Held until the next ping: the idle state of a polling client.
-  request("GET", path).catch(() => {});
+  if (HOLD) {
+    // Held until the next ping: the idle state of a polling client.
+    request("GET", path).catch(() => {});
+  } else {
+    // The session alone, without the connection of its held GET.
+    agent.destroy();
+  }
 }
 
 const agents = [];
@@ -183,7 +190,8 @@ try {
   const per = ((mem.after - mem.before) * 1024) / SESSIONS;
   console.log(`\nidle long-polling sessions: ${mem.open} open, ${mem.connected} Socket.IO sessions connected, ${mem.tcp - mem.open} HTTP connections open`);
   console.log(`  server RSS ${(mem.before / 1024).toFixed(1)} MiB -> ${(mem.after / 1024).toFixed(1)} MiB`);
-  console.log(`  per idle session (its held GET's connection included): ${(per / 1024).toFixed(1)} KiB`);
+  const what = HOLD ? "its held GET's connection included" : "no GET held, no connection";
+  console.log(`  per idle session (${what}): ${(per / 1024).toFixed(1)} KiB`);
 } finally {
   await server.stop();
 }
