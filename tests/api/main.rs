@@ -17,6 +17,7 @@ mod messages;
 mod metrics;
 mod notifications;
 mod outbox;
+mod polling;
 mod posts;
 mod process;
 mod queue;
