@@ -43,9 +43,11 @@ pub const BEARER: &str = "bearer";
     paths(
         super::realtime::native::upgrade,
         super::realtime::socketio::upgrade,
+        super::realtime::socketio::post,
+        super::realtime::polling::preflight,
         super::realtime::issue_ticket,
     ),
-    components(schemas(Error, ErrorDetail))
+    components(schemas(Error, ErrorDetail, EngineError))
 )]
 pub struct ApiDoc;
 
@@ -64,6 +66,19 @@ pub struct ErrorDetail {
     pub code: String,
     /// A sentence for a human.
     pub message: String,
+}
+
+/// The error shape of Engine.IO long-polling answers, as the reference server sends
+/// them (Socket.IO clients read it).
+#[derive(Serialize, ToSchema)]
+pub struct EngineError {
+    /// 0 transport unknown, 1 session id unknown, 2 bad handshake method, 3 bad
+    /// request, 4 forbidden, 5 unsupported protocol version.
+    pub code: u8,
+    /// The reference server's text for the code.
+    pub message: String,
+    /// What was wrong, when known.
+    pub detail: Option<String>,
 }
 
 /// Timestamps are RFC 3339 text in UTC with milliseconds.
@@ -316,6 +331,7 @@ fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut
         &mut item.post,
         &mut item.delete,
         &mut item.patch,
+        &mut item.options,
     ]
     .into_iter()
     .flatten()

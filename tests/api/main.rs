@@ -19,6 +19,7 @@ mod notifications;
 mod offline;
 mod openapi;
 mod outbox;
+mod polling;
 mod posts;
 mod process;
 mod queue;

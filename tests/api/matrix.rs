@@ -312,6 +312,14 @@ fn table() -> Vec<Row> {
             ),
             Carry::QueryUpgrade,
         ),
+        // A long-polling POST is authorized by its session (signed in at the
+        // handshake): one that names no live session is refused whoever sends it.
+        row(
+            M::POST,
+            "/socket.io/",
+            "/socket.io/?EIO=4&transport=polling&sid=unknown",
+            public(400),
+        ),
         // Last: these end sessions. Each user cell signs in for itself first.
         fresh(row(M::DELETE, "/api/sessions", "/api/sessions", users(200))),
         fresh(row(

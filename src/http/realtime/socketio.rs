@@ -1,9 +1,13 @@
-//! Socket.IO v5 over Engine.IO v4, websocket transport only, default namespace `/`.
+//! Socket.IO v5 over Engine.IO v4, default namespace `/`: the protocol state of a
+//! session, whichever transport carries it (the websocket here; long-polling and
+//! the upgrade from it in [`super::polling`]).
 //!
-//! Engine.IO packets ([`EnginePacket`]) are one text frame each: `0` open (sent by
-//! us first, with the `sid`, `upgrades: []`, `pingInterval`, `pingTimeout`,
-//! `maxPayload`), `2`/`3` ping/pong (we ping; a client that does not pong within
-//! `pingTimeout` is dropped), `1` close, `4` message, `6` noop. A message carries
+//! Engine.IO packets ([`EnginePacket`]) are one text frame each on the websocket
+//! (one record of a payload on long-polling): `0` open (sent by us first, with
+//! the `sid`, `upgrades` (`[]` on a websocket, `["websocket"]` on long-polling),
+//! `pingInterval`, `pingTimeout`, `maxPayload`), `2`/`3` ping/pong (we ping; a
+//! client that does not pong within `pingTimeout` is dropped), `1` close, `4`
+//! message, `5` upgrade, `6` noop. A message carries
 //! a Socket.IO [`Packet`]: `0` CONNECT (with the auth payload `{"token",
 //! "since"?}`), `1` DISCONNECT, `2` EVENT (`42["name",args...]`), `3` ACK, `4`
 //! CONNECT_ERROR.
@@ -17,12 +21,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::polling;
 use super::session::{self, not_replayed, subscribe_user, Replay};
 use super::upgrade::{accept, preflight, ticket_user, token_user};
 use super::{close, Ctx, Out, RealtimeStats, Session, Timing};
@@ -43,9 +48,22 @@ fn event_packet(p: &Publication) -> Bytes {
     Bytes::from(format!("42{}", Value::Array(list)))
 }
 
-/// `GET /socket.io/?EIO=4&transport=websocket`.
-#[utoipa::path(get, path = "/socket.io/", tag = "realtime", operation_id = "socketio_handshake", description = "Socket.IO (Engine.IO v4): the handshake of a Socket.IO client (API.md \"Socket.IO compatibility\"); signed in with `auth: {token}` or `auth: {ticket}` in the CONNECT packet, or `?token=` / `?ticket=`.", params(("EIO" = String, Query, description = "Engine.IO protocol version: 4"), ("transport" = String, Query, description = "websocket"), ("token" = Option<String>, Query, description = "A session token"), ("ticket" = Option<String>, Query, description = "A one-use ticket")), responses((status = 101, description = "Switched to the websocket protocol"), (status = 400, description = "Not an Engine.IO v4 request", body = crate::http::openapi::Error), (status = 401, description = "No valid token or ticket", body = crate::http::openapi::Error)))]
+/// `GET /socket.io/`: the websocket transport (`transport=websocket`, a new
+/// session, or with `sid=` the upgrade of a long-polling one), or long-polling
+/// (`transport=polling`: the handshake, or with `sid=` a poll).
+#[utoipa::path(get, path = "/socket.io/", tag = "realtime", operation_id = "socketio_get", description = "Socket.IO (Engine.IO v4, API.md \"Socket.IO compatibility\"): `transport=websocket` upgrades (a new session, or with `sid` the upgrade of a long-polling one); `transport=polling` without `sid` is the long-polling handshake, with `sid` a poll that answers the packets waiting (record-separated). Signed in with `auth: {token}` or `auth: {ticket}` in the CONNECT packet, or `?token=` / `?ticket=`.", params(("EIO" = String, Query, description = "Engine.IO protocol version: 4"), ("transport" = String, Query, description = "websocket or polling"), ("sid" = Option<String>, Query, description = "The session id from the handshake"), ("token" = Option<String>, Query, description = "A session token"), ("ticket" = Option<String>, Query, description = "A one-use ticket")), responses((status = 101, description = "Switched to the websocket protocol"), (status = 200, description = "Engine.IO packets (the handshake's open packet, or those waiting)", body = String, content_type = "text/plain"), (status = 400, description = "Not an Engine.IO v4 request; over polling, an unknown session (Engine.IO's error shape)", body = crate::http::openapi::EngineError), (status = 401, description = "No valid token or ticket", body = crate::http::openapi::Error)))]
 pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Response {
+    if let Ok(q) = polling::upgrade_query(&parts) {
+        if q.transport.as_deref() == Some("polling") {
+            if let Some(refused) = polling::check_engine(&q) {
+                return refused;
+            }
+            return match &q.sid {
+                None => polling::handshake(&state, &parts, &q),
+                Some(sid) => polling::poll(&state, &parts, sid).await,
+            };
+        }
+    }
     let query = match preflight(&parts, &state) {
         Ok(q) => q,
         Err(e) => return e.into_response(),
@@ -57,11 +75,11 @@ pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Resp
         .into_response();
     }
     if query.transport.as_deref() != Some("websocket") {
-        return ApiError::BadRequest(
-            "only the websocket transport is supported: connect with transports: ['websocket']"
-                .into(),
-        )
-        .into_response();
+        return ApiError::BadRequest("the transport is websocket or polling".into())
+            .into_response();
+    }
+    if let Some(sid) = &query.sid {
+        return polling::upgrade(&state, parts, sid).await;
     }
     // A token in the query is checked before the upgrade; otherwise it comes in the
     // CONNECT packet's auth payload.
@@ -77,6 +95,13 @@ pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Resp
         state.realtime.clone(),
     );
     accept(parts, &state, session).await
+}
+
+/// `POST /socket.io/?EIO=4&transport=polling&sid=`: a long-polling client's packets.
+#[utoipa::path(post, path = "/socket.io/", tag = "realtime", operation_id = "socketio_post", description = "Engine.IO long-polling: a client's packets for its session, record-separated, at most `maxHttpBufferSize` bytes.", params(("EIO" = String, Query, description = "Engine.IO protocol version: 4"), ("transport" = String, Query, description = "polling"), ("sid" = String, Query, description = "The session id from the handshake")), request_body(content = String, content_type = "text/plain", description = "Engine.IO packets separated by the record separator (0x1e)"), responses((status = 200, description = "Taken: `ok`", body = String, content_type = "text/html"), (status = 400, description = "Unknown session or malformed payload", body = crate::http::openapi::EngineError), (status = 403, description = "Origin not allowed", body = crate::http::openapi::EngineError), (status = 413, description = "Larger than maxHttpBufferSize", body = crate::http::openapi::EngineError)))]
+pub(crate) async fn post(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    polling::post(&state, &parts, body).await
 }
 
 /// An Engine.IO v4 packet as a client sends it over the websocket transport.
@@ -260,6 +285,7 @@ pub(crate) struct SocketIoSession {
     opened: Instant,
     stats: Arc<RealtimeStats>,
     awaiting: Option<AwaitingConnect>,
+    upgrades: &'static [&'static str],
 }
 
 fn text(s: String) -> Out {
@@ -289,7 +315,20 @@ impl SocketIoSession {
             opened: now,
             stats,
             awaiting: None,
+            upgrades: &[],
         }
+    }
+
+    /// The same session offered to a long-polling client, which may upgrade to
+    /// the websocket transport (the open packet says so).
+    pub(crate) fn offering_websocket(mut self) -> Self {
+        self.upgrades = &["websocket"];
+        self
+    }
+
+    /// The Engine.IO session id.
+    pub(crate) fn sid(&self) -> &str {
+        &self.sid
     }
 
     /// A Socket.IO packet to the client, inside an Engine.IO message.
@@ -408,7 +447,7 @@ impl Session for SocketIoSession {
         self.awaiting = Some(AwaitingConnect::new(self.stats.clone()));
         let open = json!({
             "sid": self.sid,
-            "upgrades": [],
+            "upgrades": self.upgrades,
             "pingInterval": self.timing.ping_interval.as_millis() as u64,
             "pingTimeout": self.timing.ping_timeout.as_millis() as u64,
             "maxPayload": self.max_payload,
