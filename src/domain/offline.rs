@@ -37,6 +37,9 @@
 //! **Cost.** Nothing is written per notification whose receiver is connected and
 //! gets the push; one mark and the webhook tasks per event sent; one cursor write
 //! per sweep that moved. A sweep decides at most [`SWEEP_BATCH`] notifications.
+//! Memory: one map entry per notification pushed to nobody while its receiver
+//! looked connected (a race with a closing connection, or a dropped slow one),
+//! until the sweep decides it `offline_after_s` later.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
