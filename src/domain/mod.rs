@@ -12,6 +12,7 @@ pub mod effects;
 mod messages;
 mod notifications;
 mod posts;
+mod presence;
 pub mod records;
 mod sessions;
 mod throttle;
@@ -282,6 +283,8 @@ pub enum Event {
         /// Its post.
         post: u64,
     },
+    /// A new post (`new_post` to the `feed` room).
+    PostCreated(Post),
 }
 
 /// Where committed events go (the realtime hub, wired at start-up). Runs on the

@@ -17,6 +17,7 @@ mod messages;
 mod metrics;
 mod notifications;
 mod posts;
+mod presence;
 pub mod realtime;
 mod tasks;
 mod users;
@@ -73,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::router())
         .merge(admin::router())
         .merge(realtime::router())
+        .merge(presence::router())
         .merge(admin_stream::router())
         .merge(assets::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })

@@ -17,9 +17,13 @@
 //! distinct pattern subscribed to; the glob tests run outside the registry lock,
 //! so that patterns never hold up subscribing and leaving.
 //!
+//! The hub also keeps presence ([`presence`]): which users have a connection open,
+//! announced in `presence:{id}` rooms.
+//!
 //! The hub knows no transport and no storage: it moves publications, nothing more.
 
 mod glob;
+pub mod presence;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -32,6 +36,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use glob::matches as glob_matches;
+pub use presence::{presence_room, PresenceGuard, PRESENCE_EVENT, PRESENCE_ROOM_PREFIX};
 
 /// The room for events addressed to everyone (a Flask-SocketIO emit without a
 /// room): transports that serve "everyone" join it for each connection.
@@ -458,6 +463,7 @@ struct HubInner {
     closing: CancellationToken,
     stats: HubStats,
     connections: [AtomicU64; 3],
+    presence: presence::Registry,
 }
 
 impl Hub {
@@ -484,6 +490,7 @@ impl Hub {
                 closing: CancellationToken::new(),
                 stats: HubStats::default(),
                 connections: Default::default(),
+                presence: presence::Registry::default(),
             }),
         }
     }
@@ -536,6 +543,7 @@ impl Hub {
             outbox,
             kicked,
             closed: None,
+            presence: None,
         }
     }
 
@@ -758,7 +766,8 @@ fn remove_from(map: &mut HashMap<Arc<str>, Members>, key: &str, id: u64) {
     }
 }
 
-/// One subscriber's membership and inbox. Dropping it leaves every room.
+/// One subscriber's membership and inbox. Dropping it leaves every room, and
+/// closes the connection for presence when it tracks one.
 pub struct Subscription {
     hub: Hub,
     id: u64,
@@ -766,12 +775,22 @@ pub struct Subscription {
     outbox: Arc<Outbox>,
     kicked: CancellationToken,
     closed: Option<Closed>,
+    /// Dropped with the subscription, after it has left its rooms.
+    presence: Option<PresenceGuard>,
 }
 
 impl Subscription {
     /// Its id, unique for the life of the process.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Counts this subscription as an open connection of `user` for presence
+    /// until it is dropped (see [`Hub::connect_user`]; `visible` says whether the
+    /// user may be shown online). A subscription tracks one user; a later call
+    /// replaces the earlier one.
+    pub fn track_presence(&mut self, user: u64, visible: impl FnMut() -> bool) {
+        self.presence = Some(self.hub.connect_user(user, visible));
     }
 
     /// Joins `room`; `false` if already in it.
