@@ -775,7 +775,7 @@ pub struct Subscription {
     outbox: Arc<Outbox>,
     kicked: CancellationToken,
     closed: Option<Closed>,
-    /// Dropped with the subscription, after it has left its rooms.
+    /// Dropped with the subscription, just before it leaves its rooms.
     presence: Option<PresenceGuard>,
 }
 
@@ -899,6 +899,9 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        // Presence first: once the connection no longer counts (in the hub's
+        // statistics), its presence change has been announced.
+        drop(self.presence.take());
         self.hub.remove(self.id);
     }
 }
