@@ -36,7 +36,9 @@ async fn a_new_post_reaches_the_feed_over_websocket_and_socketio_as_the_api_rend
         json!({"event": "new_post", "data": post})
     );
     assert_eq!(sio_event(&mut sio).await, json!(["new_post", post]));
-    let (_, listed) = app.get(&format!("/api/posts/{}", post["id"]), &reader.token).await;
+    let (_, listed) = app
+        .get(&format!("/api/posts/{}", post["id"]), &reader.token)
+        .await;
     assert_eq!(listed["title"], "Live");
     assert_eq!(listed["author_id"], author.id);
 }

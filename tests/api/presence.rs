@@ -9,8 +9,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{assert_error, spawn_app, spawn_app_in, spawn_app_with, TestApp, TestUser};
 use crate::helpers::ADMIN_TOKEN;
+use crate::helpers::{assert_error, spawn_app, spawn_app_in, spawn_app_with, TestApp, TestUser};
 use crate::realtime::{connect_user, next_event, next_text, send, sio_connect, Ws};
 
 /// A signed-in Socket.IO connection (over the websocket transport), past CONNECT.
@@ -32,7 +32,9 @@ pub(crate) async fn sio_event(ws: &mut Ws) -> Value {
             ws.send(Message::text("3")).await.unwrap();
             continue;
         }
-        let body = p.strip_prefix("42").unwrap_or_else(|| panic!("an event: {p}"));
+        let body = p
+            .strip_prefix("42")
+            .unwrap_or_else(|| panic!("an event: {p}"));
         return serde_json::from_str(body).expect("JSON arguments");
     }
 }
@@ -131,7 +133,10 @@ async fn two_connections_of_one_user_announce_online_once_and_offline_after_both
     connections_are(&app, "ws", 1).await;
     marker(&app, &room, 2).await;
     assert_eq!(next_event(&mut w).await["data"], 2, "no offline event yet");
-    assert_eq!(online(&app, &watcher.token, &[alice.id]).await, vec![alice.id]);
+    assert_eq!(
+        online(&app, &watcher.token, &[alice.id]).await,
+        vec![alice.id]
+    );
 
     // The last closes: offline.
     sio.close(None).await.unwrap();
@@ -246,15 +251,27 @@ async fn presence_queries_need_a_caller_and_are_bounded() {
         vec![u.id],
         "the admin may ask"
     );
-    assert_eq!(online(&app, &u.token, &[u.id, u.id, u.id]).await, vec![u.id]);
+    assert_eq!(
+        online(&app, &u.token, &[u.id, u.id, u.id]).await,
+        vec![u.id]
+    );
 
     let (status, body) = app.get("/api/presence?user_ids=1,2,3,4", &u.token).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("at most 3"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3"),
         "{body}"
     );
-    for bad in ["user_ids=1,x", "user_ids=-1", "user_ids=1,,2", "", "user_ids=1e3"] {
+    for bad in [
+        "user_ids=1,x",
+        "user_ids=-1",
+        "user_ids=1,,2",
+        "",
+        "user_ids=1e3",
+    ] {
         let (status, body) = app.get(&format!("/api/presence?{bad}"), &u.token).await;
         assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
     }
