@@ -81,7 +81,7 @@ pub fn event_sink(social: &Social, hub: &Hub) -> EventSink {
         }
         Event::PostCreated(post) => {
             // Rendering costs more than asking whether anyone listens.
-            if hub.room_size(crate::rooms::FEED) == 0 {
+            if !hub.has_audience(crate::rooms::FEED) {
                 return;
             }
             let data = serde_json::to_value(&post).unwrap_or_default();

@@ -717,6 +717,21 @@ impl Hub {
         self.read().rooms.get(room).map_or(0, HashMap::len)
     }
 
+    /// Whether a publication to `room` would reach anyone, room members or pattern
+    /// subscribers: lets a publisher skip rendering what nobody receives.
+    pub fn has_audience(&self, room: &str) -> bool {
+        let patterns = {
+            let reg = self.read();
+            if reg.rooms.get(room).is_some_and(|m| !m.is_empty()) {
+                return true;
+            }
+            reg.pattern_list.clone()
+        };
+        patterns
+            .iter()
+            .any(|p| glob::matches(p.as_bytes(), room.as_bytes()))
+    }
+
     /// Rooms with at least one subscriber whose name matches `pattern` (all rooms
     /// when `None`), as `PUBSUB CHANNELS`.
     pub fn rooms(&self, pattern: Option<&[u8]>) -> Vec<String> {
@@ -934,6 +949,9 @@ mod tests {
         assert_eq!(hub.rooms(Some(b"*2")), vec!["user:2"]);
         assert_eq!(hub.pattern_count(), 1);
         assert_eq!(hub.connections(Transport::Resp), 2);
+        assert!(hub.has_audience("user:1") && hub.has_audience("user:2"));
+        assert!(hub.has_audience("user:3"), "through the pattern");
+        assert!(!hub.has_audience("post:1"));
         drop(c);
         assert_eq!(hub.room_size("user:2"), 0);
         assert_eq!(hub.connections(Transport::Resp), 1);

@@ -308,3 +308,50 @@ async fn presence_and_feed_rooms_are_open_to_any_user_and_count_toward_the_room_
     assert_eq!(next_event(&mut ws).await["event"], "unsubscribed");
     ws_join(&mut ws, "presence:1").await;
 }
+
+/// The next pub/sub message as (channel, JSON payload).
+async fn next(messages: &mut (impl futures::Stream<Item = redis::Msg> + Unpin)) -> (String, Value) {
+    use futures::StreamExt;
+    let msg = tokio::time::timeout(crate::realtime::WAIT, messages.next())
+        .await
+        .expect("a message in time")
+        .expect("open");
+    let payload: Value = serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap();
+    (msg.get_channel_name().to_owned(), payload)
+}
+
+#[tokio::test]
+async fn redis_clients_follow_presence_and_the_feed_with_patterns() {
+    let app = crate::helpers::spawn_app_with_resp(|_| {}).await;
+    let alice = app.register("alice").await;
+    let client = redis::Client::open(app.resp_url("")).expect("valid url");
+    let mut sub = client.get_async_pubsub().await.expect("connects");
+    sub.psubscribe("presence:*").await.unwrap();
+    sub.psubscribe("fe?d").await.unwrap();
+    let mut messages = sub.on_message();
+    let ws = connect_user(&app, &alice).await;
+    assert_eq!(
+        next(&mut messages).await,
+        (
+            format!("presence:{}", alice.id),
+            json!({"event": "presence", "data": {"user_id": alice.id, "online": true}})
+        )
+    );
+    let (status, post) = app
+        .post(
+            "/api/posts",
+            &alice.token,
+            json!({"title": "t", "body": "b"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        next(&mut messages).await,
+        (
+            "feed".to_owned(),
+            json!({"event": "new_post", "data": post})
+        )
+    );
+    drop(ws);
+    assert_eq!(next(&mut messages).await.1["data"]["online"], false);
+}
