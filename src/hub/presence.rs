@@ -9,9 +9,12 @@
 //! underneath (long-polling upgraded to a websocket) never flaps.
 //!
 //! Announcements are `presence` events `{"user_id", "online"}` published to the
-//! room `presence:{user_id}`, made while the registry's lock is held so that a
-//! user's events reach subscribers in the order the changes happened. A hidden
-//! user is never announced nor reported online.
+//! room `presence:{user_id}`, made while the user's stripe of the registry is
+//! locked so that a user's events reach subscribers in the order the changes
+//! happened. The registry is split in stripes by user id so that a storm of
+//! connections (every client reconnecting after a restart) or a user with many
+//! watchers holds up only the users of one stripe. A hidden user is never
+//! announced nor reported online.
 //!
 //! Whether a user is hidden is stored by the caller, not here (the hub knows no
 //! storage): the caller passes a closure reading it when the first connection of a
@@ -38,8 +41,8 @@ pub fn presence_room(id: u64) -> String {
 /// The event name of presence announcements.
 pub const PRESENCE_EVENT: &str = "presence";
 
-/// Stripes of the visibility change counters: a change to one user makes only
-/// connections of users on the same stripe read their visibility again.
+/// Stripes of the registry, by user id. A visibility change of one user also makes
+/// only the first connections of users on the same stripe read theirs again.
 const STRIPES: usize = 64;
 
 #[derive(Debug)]
@@ -48,31 +51,45 @@ struct Entry {
     visible: bool,
 }
 
+/// One stripe of the registry: its users online, and how many visibility changes
+/// it has seen (see the module documentation).
+#[derive(Debug, Default)]
+struct Stripe {
+    users: Mutex<HashMap<u64, Entry>>,
+    changes: AtomicU64,
+}
+
 /// The registry of users online, part of the hub.
 #[derive(Debug)]
 pub(super) struct Registry {
-    users: Mutex<HashMap<u64, Entry>>,
-    /// Visibility changes per stripe of user ids; see the module documentation.
-    changes: [AtomicU64; STRIPES],
+    stripes: [Stripe; STRIPES],
 }
 
 impl Default for Registry {
     fn default() -> Self {
         Registry {
-            users: Mutex::default(),
-            changes: std::array::from_fn(|_| AtomicU64::new(0)),
+            stripes: std::array::from_fn(|_| Stripe::default()),
         }
     }
 }
 
 impl Registry {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
-        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    fn stripe(&self, user: u64) -> &Stripe {
+        &self.stripes[(user % STRIPES as u64) as usize]
+    }
+
+    /// The stripe of `user`, locked.
+    fn lock(&self, user: u64) -> MutexGuard<'_, HashMap<u64, Entry>> {
+        lock(self.stripe(user))
     }
 
     fn changes(&self, user: u64) -> &AtomicU64 {
-        &self.changes[(user % STRIPES as u64) as usize]
+        &self.stripe(user).changes
     }
+}
+
+fn lock(stripe: &Stripe) -> MutexGuard<'_, HashMap<u64, Entry>> {
+    stripe.users.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One open connection of a user; dropping it closes that connection for presence
@@ -101,7 +118,7 @@ impl std::fmt::Debug for PresenceGuard {
 impl Drop for PresenceGuard {
     fn drop(&mut self) {
         let registry = &self.hub.inner.presence;
-        let mut users = registry.lock();
+        let mut users = registry.lock(self.user);
         let Some(entry) = users.get_mut(&self.user) else {
             return;
         };
@@ -132,7 +149,7 @@ impl Hub {
             let seen = registry.changes(user).load(Ordering::Acquire);
             {
                 // The common case for a second tab: no read of the visibility.
-                let mut users = registry.lock();
+                let mut users = registry.lock(user);
                 if let Some(entry) = users.get_mut(&user) {
                     entry.connections += 1;
                     return guard;
@@ -140,7 +157,7 @@ impl Hub {
             }
             // Read outside the lock: it may touch the disk.
             let shown = visible();
-            let mut users = registry.lock();
+            let mut users = registry.lock(user);
             if let Some(entry) = users.get_mut(&user) {
                 entry.connections += 1;
                 return guard;
@@ -169,7 +186,7 @@ impl Hub {
     /// connected user is announced online or offline accordingly.
     pub fn set_presence_visible(&self, user: u64, visible: bool) {
         let registry = &self.inner.presence;
-        let mut users = registry.lock();
+        let mut users = registry.lock(user);
         registry.changes(user).fetch_add(1, Ordering::AcqRel);
         if let Some(entry) = users.get_mut(&user) {
             if entry.visible != visible {
@@ -181,22 +198,27 @@ impl Hub {
 
     /// Which of `users` are online and visible, in the order asked, each once.
     pub fn online(&self, users: &[u64]) -> Vec<u64> {
-        let registry = self.inner.presence.lock();
+        let registry = &self.inner.presence;
         let mut seen = std::collections::HashSet::new();
         users
             .iter()
             .copied()
-            .filter(|id| registry.get(id).is_some_and(|e| e.visible) && seen.insert(*id))
+            .filter(|id| registry.lock(*id).get(id).is_some_and(|e| e.visible) && seen.insert(*id))
             .collect()
     }
 
     /// Number of users with at least one open connection, hidden ones included.
     pub fn users_connected(&self) -> usize {
-        self.inner.presence.lock().len()
+        self.inner
+            .presence
+            .stripes
+            .iter()
+            .map(|s| lock(s).len())
+            .sum()
     }
 
-    /// Publishes `user`'s presence change; called with the registry locked, so that
-    /// one user's announcements keep their order.
+    /// Publishes `user`'s presence change; called with the user's stripe locked, so
+    /// that one user's announcements keep their order.
     fn announce(&self, user: u64, online: bool) {
         let room = presence_room(user);
         self.publish(Publication::event(
@@ -284,6 +306,22 @@ mod tests {
         assert_eq!(reads, 2);
         assert!(hub.online(&[5]).is_empty());
         drop(g);
+    }
+
+    #[test]
+    fn users_on_one_stripe_and_on_others_are_counted_apart() {
+        let hub = Hub::new(16);
+        let same_stripe = 1 + STRIPES as u64;
+        let guards: Vec<_> = [1, same_stripe, 2]
+            .into_iter()
+            .map(|u| hub.connect_user(u, || true))
+            .collect();
+        assert_eq!(hub.users_connected(), 3);
+        assert_eq!(hub.online(&[2, same_stripe, 1, 3]), vec![2, same_stripe, 1]);
+        hub.set_presence_visible(same_stripe, false);
+        assert_eq!(hub.online(&[1, same_stripe]), vec![1]);
+        drop(guards);
+        assert_eq!(hub.users_connected(), 0);
     }
 
     #[test]
