@@ -207,6 +207,12 @@ impl Hub {
             .collect()
     }
 
+    /// Whether `user` has at least one open connection, whether or not they are
+    /// shown online (for deciding whether a push can reach them at all).
+    pub fn is_connected(&self, user: u64) -> bool {
+        self.inner.presence.lock(user).contains_key(&user)
+    }
+
     /// Number of users with at least one open connection, hidden ones included.
     pub fn users_connected(&self) -> usize {
         self.inner
@@ -275,6 +281,7 @@ mod tests {
         let g = hub.connect_user(3, || false);
         assert_eq!(next(&mut w), None);
         assert!(hub.online(&[3]).is_empty());
+        assert!(hub.is_connected(3), "connected, though not shown");
         assert_eq!(hub.users_connected(), 1);
         hub.set_presence_visible(3, true);
         assert_eq!(next(&mut w), Some(json!({"user_id": 3, "online": true})));
@@ -284,6 +291,7 @@ mod tests {
         assert_eq!(next(&mut w), Some(json!({"user_id": 3, "online": false})));
         drop(g);
         assert_eq!(next(&mut w), None, "a hidden user's last close is silent");
+        assert!(!hub.is_connected(3));
         hub.set_presence_visible(3, true);
         assert_eq!(next(&mut w), None, "not connected: nothing to announce");
     }
