@@ -201,6 +201,8 @@ impl Application {
             tracing::info!("listening resp={}", listener.local_addr());
         }
 
+        let connections = Arc::<http::listener::ConnectionStats>::default();
+        let admission = http::listener::admission(&settings.limits, connections.clone());
         let state = AppState {
             social,
             queue: pool,
@@ -209,8 +211,10 @@ impl Application {
             settings: Arc::new(settings),
             metrics: crate::telemetry::metrics_handle(),
             started: std::time::Instant::now(),
-            connections: Arc::default(),
+            connections,
+            admission,
             realtime: Arc::default(),
+            polling: Arc::default(),
             demo_accounts: Arc::new(demo_accounts),
         };
         Ok(Application {
@@ -292,8 +296,17 @@ impl Application {
 
         let limits = state.settings.limits.clone();
         let connections = state.connections.clone();
+        let admission = state.admission.clone();
         let app = http::router(state);
-        http::listener::serve(http_listener, app, &limits, connections, shutdown.clone()).await;
+        http::listener::serve(
+            http_listener,
+            app,
+            &limits,
+            admission,
+            connections,
+            shutdown.clone(),
+        )
+        .await;
         if let Some(resp) = resp {
             let _ = resp.await;
         }

@@ -300,22 +300,29 @@ impl AcceptErrors {
     }
 }
 
+/// The admission of the configured caps (see [`max_connections`]), counting into
+/// `stats`; shared by the accept loop and the long-polling sessions, which hold
+/// a place under the same caps.
+pub fn admission(limits: &Limits, stats: Arc<ConnectionStats>) -> Arc<Admission> {
+    let max = max_connections(limits.max_connections, open_file_limit());
+    tracing::info!(
+        max_connections = max,
+        max_connections_per_ip = limits.max_connections_per_ip,
+        "HTTP connection caps"
+    );
+    Admission::new(max, limits.max_connections_per_ip, stats)
+}
+
 /// Serves `app` on `listener` until `shutdown`, then stops accepting and waits for
 /// open HTTP exchanges to finish.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: &Limits,
+    admission: Arc<Admission>,
     stats: Arc<ConnectionStats>,
     shutdown: CancellationToken,
 ) {
-    let max = max_connections(limits.max_connections, open_file_limit());
-    let admission = Admission::new(max, limits.max_connections_per_ip, stats.clone());
-    tracing::info!(
-        max_connections = max,
-        max_connections_per_ip = limits.max_connections_per_ip,
-        "HTTP connection caps"
-    );
     let header_timeout = Duration::from_millis(limits.http_header_timeout_ms.max(1));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
     let tracker = TaskTracker::new();

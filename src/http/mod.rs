@@ -55,8 +55,12 @@ pub struct AppState {
     pub started: std::time::Instant,
     /// HTTP connection counters (caps, refusals, header timeouts).
     pub connections: Arc<listener::ConnectionStats>,
+    /// The connection caps, shared by the accept loop and long-polling sessions.
+    pub admission: Arc<listener::Admission>,
     /// Websocket and Socket.IO counters.
     pub realtime: Arc<realtime::RealtimeStats>,
+    /// Socket.IO sessions on the long-polling transport, by `sid`.
+    pub polling: Arc<realtime::PollingSessions>,
     /// The demo accounts a visitor can sign in with (empty without `--demo`).
     pub demo_accounts: Arc<Vec<crate::demo::DemoUser>>,
 }

@@ -18,6 +18,7 @@ mod messages;
 mod metrics;
 mod notifications;
 mod outbox;
+mod polling;
 mod posts;
 mod presence;
 mod process;

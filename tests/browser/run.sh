@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Browser tests: the demo page and the dashboard in Debian's Chromium, driven by
+# Browser tests (every *.test.mjs here): the demo page, the dashboard and the
+# Socket.IO client in Debian's Chromium, driven by
 # playwright-core against the real binary. Installs what it needs, builds the binary
 # if it is missing or stale, and runs the Node test. Screenshots go to out/.
 set -euo pipefail
@@ -22,5 +23,5 @@ fi
 cd "$here"
 npm ci --no-audit --no-fund --loglevel=error
 rm -rf out
-node --test --test-concurrency=1 demo.test.mjs
-echo "screenshots: $here/out/demo.png $here/out/dashboard.png"
+node --test --test-concurrency=1 ./*.test.mjs
+echo "screenshots: $here/out/"

@@ -1,5 +1,6 @@
 //! Realtime endpoints: the native websocket `GET /ws`, Socket.IO's
-//! `GET /socket.io/` (Engine.IO v4 over the websocket transport), and
+//! `/socket.io/` (Engine.IO v4 over the websocket transport, and over
+//! long-polling with the upgrade to websocket: [`polling`]), and
 //! `POST /api/realtime/tickets`, the one-use tickets browsers open them with.
 //!
 //! Three layers, each testable without a socket:
@@ -11,12 +12,16 @@
 //!   connection's hub subscription and a [`Session`]; a [`socket::Reassembler`]
 //!   turns frames into messages (masking, fragmentation and size rules of RFC 6455),
 //!   and every write has a deadline.
+//! - [`polling`]: the second transport driver of Socket.IO sessions, Engine.IO
+//!   long-polling over plain HTTP requests, and the move of a session to a
+//!   websocket on upgrade.
 //! - [`session`] plus the two protocols [`native`] and [`socketio`]: what a
 //!   connection may do (commands, rooms through [`crate::rooms`], the `since`
 //!   replay in pages). They do no I/O: they turn inbound text and hub deliveries
 //!   into [`Out`] actions.
 
 pub(crate) mod native;
+pub(crate) mod polling;
 pub(crate) mod session;
 pub(crate) mod socket;
 pub(crate) mod socketio;
@@ -36,11 +41,18 @@ use super::AppState;
 use crate::domain::{Social, Ticket};
 use crate::hub::{Delivery, Hub, Subscription};
 
+pub use polling::PollingSessions;
+
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ws", get(native::upgrade))
-        .route("/socket.io/", get(socketio::upgrade))
+        .route(
+            "/socket.io/",
+            get(socketio::upgrade)
+                .post(socketio::post)
+                .options(polling::preflight),
+        )
         .route("/api/realtime/tickets", post(issue_ticket))
 }
 
@@ -155,6 +167,18 @@ pub struct RealtimeStats {
     pub socketio_connect_timeouts: AtomicU64,
     /// Connections dropped because a write did not complete in time.
     pub write_timeouts: AtomicU64,
+    /// Socket.IO sessions on the long-polling transport now.
+    pub polling_sessions: AtomicU64,
+    /// GETs held by long-polling sessions now (waiting for packets).
+    pub polling_held: AtomicU64,
+    /// Long-polling sessions opened since start.
+    pub polling_opened: AtomicU64,
+    /// Long-polling sessions that moved to a websocket.
+    pub polling_upgrades: AtomicU64,
+    /// Long-polling sessions closed for not answering a heartbeat in time.
+    pub polling_timeouts: AtomicU64,
+    /// Long-polling handshakes refused by the connection caps.
+    pub polling_refused: AtomicU64,
 }
 
 impl RealtimeStats {
@@ -165,6 +189,14 @@ impl RealtimeStats {
             "socketio_awaiting_connect": get(&self.socketio_awaiting_connect),
             "socketio_connect_timeouts": get(&self.socketio_connect_timeouts),
             "write_timeouts": get(&self.write_timeouts),
+            "polling": {
+                "sessions": get(&self.polling_sessions),
+                "held_gets": get(&self.polling_held),
+                "opened": get(&self.polling_opened),
+                "upgrades": get(&self.polling_upgrades),
+                "timeouts": get(&self.polling_timeouts),
+                "refused": get(&self.polling_refused),
+            },
         })
     }
 }

@@ -210,7 +210,7 @@ async fn read_loop<S>(
     }
 }
 
-async fn next_delivery(sub: &mut Option<Subscription>) -> Option<Delivery> {
+pub(crate) async fn next_delivery(sub: &mut Option<Subscription>) -> Option<Delivery> {
     match sub {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
@@ -229,7 +229,7 @@ pub(crate) enum Ended {
 }
 
 /// The write half with its deadline.
-struct Writer<W> {
+pub(crate) struct Writer<W> {
     inner: fastwebsockets::WebSocketWrite<W>,
     timeout: Duration,
     stats: Arc<RealtimeStats>,
@@ -248,7 +248,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     }
 
     /// Writes the actions; `true` once a close was sent.
-    async fn perform(&mut self, actions: Vec<Out>) -> Result<bool, Ended> {
+    pub(crate) async fn perform(&mut self, actions: Vec<Out>) -> Result<bool, Ended> {
         for action in actions {
             match action {
                 Out::Text(bytes) => self.write(Frame::text(Payload::Borrowed(&bytes))).await?,
@@ -265,6 +265,70 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         }
         Ok(false)
     }
+
+    /// Answers what the reader forwarded that the socket layer handles itself
+    /// (pings, the frames fastwebsockets obliges us to send); `Ok(true)` when the
+    /// message was one of those.
+    pub(crate) async fn answer_control(&mut self, msg: &mut Inbound) -> Result<bool, Ended> {
+        match msg {
+            Inbound::Ping(payload) => {
+                let payload = std::mem::take(payload);
+                self.write(Frame::pong(Payload::Owned(payload))).await?;
+                Ok(true)
+            }
+            Inbound::Obligated(op, payload) => {
+                let (op, payload) = (*op, std::mem::take(payload));
+                self.write(Frame::new(true, op, None, Payload::Owned(payload)))
+                    .await?;
+                Ok(op != OpCode::Close)
+            }
+            Inbound::Alive => Ok(true),
+            _ => Ok(false),
+        }
+    }
+}
+
+/// An upgraded websocket split in two: the reader task's messages and the write
+/// half. The reader task ends when the link is dropped.
+pub(crate) struct Link<W> {
+    /// What the reader forwards.
+    pub inbound: mpsc::Receiver<Inbound>,
+    /// The write half, with its deadline.
+    pub writer: Writer<W>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl<W> Drop for Link<W> {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Splits `ws` and starts its reader under the connection's message limit.
+pub(crate) fn open<S>(
+    ws: WebSocket<S>,
+    stats: Arc<RealtimeStats>,
+    max: usize,
+    timing: Timing,
+) -> Link<tokio::io::WriteHalf<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rx, writer) = ws.split(tokio::io::split);
+    rx.set_max_message_size(max.saturating_add(1));
+    // Pings are answered by the loop, after their mask is checked.
+    rx.set_auto_pong(false);
+    let (in_tx, inbound) = mpsc::channel(8);
+    let reader = tokio::spawn(read_loop(rx, in_tx, max));
+    Link {
+        inbound,
+        writer: Writer {
+            inner: writer,
+            timeout: timing.write_timeout,
+            stats,
+        },
+        reader,
+    }
 }
 
 /// Drives one connection until either side closes.
@@ -276,39 +340,42 @@ pub(crate) async fn run<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Conn {
-        social,
-        hub,
-        stats,
-        max_message: max,
-        timing,
-    } = conn;
-    let (mut rx, writer) = ws.split(tokio::io::split);
-    rx.set_max_message_size(max.saturating_add(1));
-    // Pings are answered here, after their mask is checked.
-    rx.set_auto_pong(false);
-    let mut writer = Writer {
-        inner: writer,
-        timeout: timing.write_timeout,
-        stats,
-    };
-    let (in_tx, mut inbound) = mpsc::channel(8);
-    let reader = tokio::spawn(read_loop(rx, in_tx, max));
+    let link = open(ws, conn.stats.clone(), conn.max_message, conn.timing);
     let mut sub: Option<Subscription> = None;
+    let first = {
+        let mut ctx = Ctx {
+            social: &conn.social,
+            hub: &conn.hub,
+            sub: &mut sub,
+        };
+        session.start(&mut ctx)
+    };
+    drive(link, conn, session, sub, first).await
+}
+
+/// Drives a session that already exists (a new one after its `start`, or one
+/// that moved here from another transport with its subscription): `first` is
+/// written, then the loop runs until either side closes.
+pub(crate) async fn drive<W>(
+    link: Link<W>,
+    conn: Conn,
+    mut session: impl Session,
+    mut sub: Option<Subscription>,
+    first: Vec<Out>,
+) -> Result<(), Ended>
+where
+    W: AsyncWrite + Unpin,
+{
+    let Conn { social, hub, .. } = conn;
+    let mut link = link;
     let mut last_seen = Instant::now();
     let mut tick = tokio::time::interval(session.tick_every());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let closing = hub.closing().clone();
+    let writer = &mut link.writer;
+    let inbound = &mut link.inbound;
 
-    let first = {
-        let mut ctx = Ctx {
-            social: &social,
-            hub: &hub,
-            sub: &mut sub,
-        };
-        session.start(&mut ctx)
-    };
     let result = async {
         let mut done = writer.perform(first).await?;
         while !done {
@@ -327,18 +394,12 @@ where
                             close::UNSUPPORTED,
                             "binary messages are not supported".into(),
                         )],
-                        Some(Inbound::Ping(payload)) => {
-                            writer.write(Frame::pong(Payload::Owned(payload))).await?;
-                            Vec::new()
-                        }
-                        Some(Inbound::Obligated(op, payload)) => {
-                            writer.write(Frame::new(true, op, None, Payload::Owned(payload))).await?;
-                            if op == OpCode::Close {
+                        Some(mut control @ (Inbound::Ping(_) | Inbound::Obligated(..) | Inbound::Alive)) => {
+                            if !writer.answer_control(&mut control).await? {
                                 break;
                             }
                             Vec::new()
                         }
-                        Some(Inbound::Alive) => Vec::new(),
                         Some(Inbound::Violation(code, why)) => vec![Out::Close(code, why)],
                         Some(Inbound::Closed) | None => break,
                     }
@@ -365,16 +426,7 @@ where
                         }
                         out
                     }
-                    None => {
-                        let why = sub.as_ref().and_then(Subscription::closed);
-                        vec![match why {
-                            Some(Closed::TooSlow) => Out::Close(
-                                close::TRY_AGAIN_LATER,
-                                "too slow: the outbound queue overflowed".into(),
-                            ),
-                            _ => Out::Close(close::GOING_AWAY, "the server is shutting down".into()),
-                        }]
-                    }
+                    None => vec![ended_close(sub.as_ref())],
                 },
             };
             done = writer.perform(actions).await?;
@@ -382,9 +434,20 @@ where
         Ok(())
     }
     .await;
-    reader.abort();
+    drop(link);
     drop(sub);
     result
+}
+
+/// The close for a subscription the hub ended: too slow, or shutting down.
+pub(crate) fn ended_close(sub: Option<&Subscription>) -> Out {
+    match sub.and_then(Subscription::closed) {
+        Some(Closed::TooSlow) => Out::Close(
+            close::TRY_AGAIN_LATER,
+            "too slow: the outbound queue overflowed".into(),
+        ),
+        _ => Out::Close(close::GOING_AWAY, "the server is shutting down".into()),
+    }
 }
 
 /// A close reason must fit the 123 bytes a control frame leaves for it.

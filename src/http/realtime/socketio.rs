@@ -1,9 +1,13 @@
-//! Socket.IO v5 over Engine.IO v4, websocket transport only, default namespace `/`.
+//! Socket.IO v5 over Engine.IO v4, default namespace `/`: the protocol state of a
+//! session, whichever transport carries it (the websocket here; long-polling and
+//! the upgrade from it in [`super::polling`]).
 //!
-//! Engine.IO packets ([`EnginePacket`]) are one text frame each: `0` open (sent by
-//! us first, with the `sid`, `upgrades: []`, `pingInterval`, `pingTimeout`,
-//! `maxPayload`), `2`/`3` ping/pong (we ping; a client that does not pong within
-//! `pingTimeout` is dropped), `1` close, `4` message, `6` noop. A message carries
+//! Engine.IO packets ([`EnginePacket`]) are one text frame each on the websocket
+//! (one record of a payload on long-polling): `0` open (sent by us first, with
+//! the `sid`, `upgrades` (`[]` on a websocket, `["websocket"]` on long-polling),
+//! `pingInterval`, `pingTimeout`, `maxPayload`), `2`/`3` ping/pong (we ping; a
+//! client that does not pong within `pingTimeout` is dropped), `1` close, `4`
+//! message, `5` upgrade, `6` noop. A message carries
 //! a Socket.IO [`Packet`]: `0` CONNECT (with the auth payload `{"token",
 //! "since"?}`), `1` DISCONNECT, `2` EVENT (`42["name",args...]`), `3` ACK, `4`
 //! CONNECT_ERROR.
@@ -17,12 +21,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::polling;
 use super::session::{self, not_replayed, subscribe_user, Replay};
 use super::upgrade::{accept, preflight, ticket_user, token_user};
 use super::{close, Ctx, Out, RealtimeStats, Session, Timing};
@@ -43,8 +48,21 @@ fn event_packet(p: &Publication) -> Bytes {
     Bytes::from(format!("42{}", Value::Array(list)))
 }
 
-/// `GET /socket.io/?EIO=4&transport=websocket`.
+/// `GET /socket.io/`: the websocket transport (`transport=websocket`, a new
+/// session, or with `sid=` the upgrade of a long-polling one), or long-polling
+/// (`transport=polling`: the handshake, or with `sid=` a poll).
 pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Response {
+    if let Ok(q) = polling::upgrade_query(&parts) {
+        if q.transport.as_deref() == Some("polling") {
+            if let Some(refused) = polling::check_engine(&q) {
+                return refused;
+            }
+            return match &q.sid {
+                None => polling::handshake(&state, &parts, &q),
+                Some(sid) => polling::poll(&state, &parts, sid).await,
+            };
+        }
+    }
     let query = match preflight(&parts, &state) {
         Ok(q) => q,
         Err(e) => return e.into_response(),
@@ -56,11 +74,11 @@ pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Resp
         .into_response();
     }
     if query.transport.as_deref() != Some("websocket") {
-        return ApiError::BadRequest(
-            "only the websocket transport is supported: connect with transports: ['websocket']"
-                .into(),
-        )
-        .into_response();
+        return ApiError::BadRequest("the transport is websocket or polling".into())
+            .into_response();
+    }
+    if let Some(sid) = &query.sid {
+        return polling::upgrade(&state, parts, sid).await;
     }
     // A token in the query is checked before the upgrade; otherwise it comes in the
     // CONNECT packet's auth payload.
@@ -76,6 +94,12 @@ pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Resp
         state.realtime.clone(),
     );
     accept(parts, &state, session).await
+}
+
+/// `POST /socket.io/?EIO=4&transport=polling&sid=`: a long-polling client's packets.
+pub(crate) async fn post(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    polling::post(&state, &parts, body).await
 }
 
 /// An Engine.IO v4 packet as a client sends it over the websocket transport.
@@ -259,6 +283,7 @@ pub(crate) struct SocketIoSession {
     opened: Instant,
     stats: Arc<RealtimeStats>,
     awaiting: Option<AwaitingConnect>,
+    upgrades: &'static [&'static str],
 }
 
 fn text(s: String) -> Out {
@@ -288,7 +313,20 @@ impl SocketIoSession {
             opened: now,
             stats,
             awaiting: None,
+            upgrades: &[],
         }
+    }
+
+    /// The same session offered to a long-polling client, which may upgrade to
+    /// the websocket transport (the open packet says so).
+    pub(crate) fn offering_websocket(mut self) -> Self {
+        self.upgrades = &["websocket"];
+        self
+    }
+
+    /// The Engine.IO session id.
+    pub(crate) fn sid(&self) -> &str {
+        &self.sid
     }
 
     /// A Socket.IO packet to the client, inside an Engine.IO message.
@@ -407,7 +445,7 @@ impl Session for SocketIoSession {
         self.awaiting = Some(AwaitingConnect::new(self.stats.clone()));
         let open = json!({
             "sid": self.sid,
-            "upgrades": [],
+            "upgrades": self.upgrades,
             "pingInterval": self.timing.ping_interval.as_millis() as u64,
             "pingTimeout": self.timing.ping_timeout.as_millis() as u64,
             "maxPayload": self.max_payload,

@@ -5,10 +5,15 @@
 //! request is answered 503 by the listener.) Then [`accept`] answers 101 and
 //! hands the upgraded connection to the socket loop.
 
+use std::future::Future;
+
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use fastwebsockets::upgrade::IncomingUpgrade;
+use fastwebsockets::WebSocket;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
 use super::{socket, Session, Timing};
@@ -32,10 +37,12 @@ pub(crate) struct UpgradeQuery {
     pub eio: Option<String>,
     /// Engine.IO transport (Socket.IO only).
     pub transport: Option<String>,
+    /// Engine.IO session id: a long-polling session's requests, or its upgrade.
+    pub sid: Option<String>,
 }
 
 /// Refuses an upgrade whose `Origin` is not on the allow-list (when one is set).
-fn check_origin(parts: &Parts, allowed: &[String]) -> Result<(), ApiError> {
+pub(crate) fn check_origin(parts: &Parts, allowed: &[String]) -> Result<(), ApiError> {
     if allowed.is_empty() {
         return Ok(());
     }
@@ -105,10 +112,20 @@ pub(crate) fn preflight(parts: &Parts, state: &AppState) -> Result<UpgradeQuery,
 /// Accepts the upgrade and spawns the connection; the 101 response goes back. A
 /// request that is not a websocket upgrade gets a 400 in the API's error shape.
 pub(crate) async fn accept(
-    mut parts: Parts,
+    parts: Parts,
     state: &AppState,
     session: impl Session + 'static,
 ) -> Response {
+    accept_with(parts, state, move |ws, conn| socket::run(ws, conn, session)).await
+}
+
+/// [`accept`] with the connection handed to `serve` instead of a new session's
+/// socket loop.
+pub(crate) async fn accept_with<F, Fut>(mut parts: Parts, state: &AppState, serve: F) -> Response
+where
+    F: FnOnce(WebSocket<TokioIo<Upgraded>>, socket::Conn) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), socket::Ended>> + Send,
+{
     let upgrade =
         <IncomingUpgrade as FromRequestParts<AppState>>::from_request_parts(&mut parts, state)
             .await;
@@ -137,7 +154,7 @@ pub(crate) async fn accept(
                 return;
             }
         };
-        if let Err(e) = socket::run(ws, conn, session).await {
+        if let Err(e) = serve(ws, conn).await {
             tracing::debug!(error = %e, "websocket ended with an error");
         }
     });
