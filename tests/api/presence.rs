@@ -355,3 +355,87 @@ async fn redis_clients_follow_presence_and_the_feed_with_patterns() {
     drop(ws);
     assert_eq!(next(&mut messages).await.1["data"]["online"], false);
 }
+
+#[tokio::test]
+async fn a_long_polling_session_is_online_and_its_upgrade_to_a_websocket_does_not_flap() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let watcher = app.register("watcher").await;
+    let room = format!("presence:{}", alice.id);
+    let mut w = connect_user(&app, &watcher).await;
+    ws_join(&mut w, &room).await;
+
+    // Engine.IO long-polling: the handshake, then CONNECT with the token.
+    let open = app
+        .client
+        .get(app.url("/socket.io/?EIO=4&transport=polling"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let open: Value =
+        serde_json::from_str(open.strip_prefix('0').expect("an open packet")).unwrap();
+    let sid = open["sid"].as_str().unwrap().to_owned();
+    let polling = app.url(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+    let posted = app
+        .client
+        .post(&polling)
+        .body(format!(r#"40{{"token":"{}"}}"#, alice.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), StatusCode::OK);
+    let connected = app
+        .client
+        .get(&polling)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(connected.starts_with("40{\"sid\""), "{connected}");
+    assert_eq!(
+        next_event(&mut w).await["data"],
+        json!({"user_id": alice.id, "online": true})
+    );
+
+    // The upgrade to a websocket keeps the session: nothing is announced.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/socket.io/?EIO=4&transport=websocket&sid={sid}",
+        app.addr
+    ))
+    .await
+    .expect("the upgrade connects");
+    ws.send(Message::text("2probe")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "3probe");
+    ws.send(Message::text("5")).await.unwrap();
+    // An acknowledged join over the websocket: the upgrade is done.
+    ws.send(Message::text(r#"421["subscribe","feed"]"#))
+        .await
+        .unwrap();
+    loop {
+        let p = next_text(&mut ws).await;
+        if p.starts_with("431[") {
+            break;
+        }
+    }
+    marker(&app, &room, 1).await;
+    assert_eq!(
+        next_event(&mut w).await["event"],
+        "marker",
+        "no offline or online event around the upgrade"
+    );
+    assert_eq!(
+        online(&app, &watcher.token, &[alice.id]).await,
+        vec![alice.id]
+    );
+
+    ws.close(None).await.unwrap();
+    assert_eq!(
+        next_event(&mut w).await["data"],
+        json!({"user_id": alice.id, "online": false})
+    );
+}
