@@ -8,13 +8,19 @@
 //! the last like was answered) and, after a graceful shutdown, the data directory's
 //! bytes per like. Run with `cargo bench --bench likes`; `LIKES_POSTS=N` makes every
 //! connection like N posts instead of 300 (a longer, sustained run).
+//! `LIKES_OFFLINE=online` adds a webhook that wants `notification.undelivered` and
+//! keeps every user connected (a hub subscription each, drained), so that the cost
+//! of the offline fallback for receivers who get their pushes shows in the key
+//! writes per like; `LIKES_OFFLINE=offline` adds the hook with nobody connected, so
+//! every like sends the event. Both print how many events the hook received.
 
 mod common;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use likewise::config::{Durability, Settings};
+use likewise::config::{Durability, Settings, WebhookSettings};
 use likewise::startup::Application;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -53,6 +59,25 @@ async fn send(req: reqwest::RequestBuilder) -> Value {
     resp.json().await.expect("JSON answer")
 }
 
+/// A webhook receiver on loopback that counts the requests it answers.
+async fn counting_receiver() -> (String, Arc<AtomicU64>) {
+    let count = Arc::new(AtomicU64::new(0));
+    let counted = count.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            async { axum::http::StatusCode::OK }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), count)
+}
+
 async fn run(durability: Durability) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut settings = Settings::for_tests(dir.path());
@@ -60,6 +85,20 @@ async fn run(durability: Durability) {
     settings.durability = durability;
     settings.workers = Settings::default().workers;
     settings.admin_token = Some("bench-admin-token-0123456789abcdef".into());
+    let offline = std::env::var("LIKES_OFFLINE")
+        .ok()
+        .filter(|m| !m.is_empty());
+    let mut undelivered_events = None;
+    if offline.is_some() {
+        let (url, count) = counting_receiver().await;
+        settings.webhooks = vec![WebhookSettings {
+            url,
+            events: vec!["notification.undelivered".into()],
+            secret: None,
+            max_attempts: Some(1),
+        }];
+        undelivered_events = Some(count);
+    }
     let app = Application::build(settings).await.expect("server builds");
     let base = format!("http://{}", app.http_addr());
     let state = app.state().clone();
@@ -85,6 +124,13 @@ async fn run(durability: Durability) {
                 .map(|a| a["token"].as_str().unwrap().to_owned()),
         );
         users.extend(answers.iter().map(|a| a["user"]["id"].as_u64().unwrap()));
+    }
+    if offline.as_deref() == Some("online") {
+        for user in &users {
+            let mut sub = state.hub.subscribe(likewise::hub::Transport::Ws);
+            sub.join(&format!("user:{user}"));
+            tokio::spawn(async move { while sub.recv().await.is_some() {} });
+        }
     }
     let n_posts = posts_per_connection();
     let mut posts = Vec::with_capacity(n_posts);
@@ -195,6 +241,14 @@ async fn run(durability: Durability) {
         key_writes as f64 / n as f64,
         flushes as f64 / n as f64,
     );
+
+    if let (Some(which), Some(events)) = (&offline, &undelivered_events) {
+        println!(
+            "likes/{mode:<7} offline fallback with receivers {which}: {} \
+             notification.undelivered events received for {n} likes",
+            events.load(Ordering::Relaxed)
+        );
+    }
 
     let live = state.social.store().live_bytes().await.expect("live bytes");
     shutdown.cancel();

@@ -182,6 +182,9 @@ pub struct Settings {
     pub queue: QueueSettings,
     /// Outgoing webhooks.
     pub webhooks: Vec<WebhookSettings>,
+    /// Seconds a notification may stay undelivered (pushed to no connection of its
+    /// receiver) and unread before `notification.undelivered` is sent for it.
+    pub offline_after_s: u64,
     /// Periodic tasks.
     pub schedules: Vec<ScheduleSettings>,
     /// Input limits.
@@ -189,6 +192,11 @@ pub struct Settings {
     /// Sessions, tickets, sign-in throttles, password hashing (`[accounts]`).
     pub accounts: AccountSettings,
 }
+
+/// Default `offline_after_s`: a minute.
+pub const DEFAULT_OFFLINE_AFTER_S: u64 = 60;
+/// Largest `offline_after_s`: a day.
+pub const MAX_OFFLINE_AFTER_S: u64 = 86_400;
 
 /// Default worker count: cores x 4.
 pub fn default_workers() -> usize {
@@ -211,6 +219,7 @@ impl Default for Settings {
             allowed_origins: Vec::new(),
             queue: QueueSettings::default(),
             webhooks: Vec::new(),
+            offline_after_s: DEFAULT_OFFLINE_AFTER_S,
             schedules: Vec::new(),
             limits: Limits::default(),
             accounts: AccountSettings::default(),
@@ -296,6 +305,12 @@ impl Settings {
                     s.task
                 )));
             }
+        }
+        if !(1..=MAX_OFFLINE_AFTER_S).contains(&self.offline_after_s) {
+            return Err(ConfigError::Invalid(format!(
+                "offline_after_s must be between 1 and {MAX_OFFLINE_AFTER_S}, not {}",
+                self.offline_after_s
+            )));
         }
         for w in &self.webhooks {
             if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
@@ -426,6 +441,7 @@ pub struct FileSettings {
     queue: Option<QueueSettings>,
     #[serde(default)]
     webhooks: Vec<WebhookSettings>,
+    offline_after_s: Option<u64>,
     #[serde(default)]
     schedules: Vec<ScheduleSettings>,
     #[serde(default)]
@@ -526,6 +542,7 @@ pub fn resolve(file: FileSettings, over: Overrides) -> Result<Settings, ConfigEr
         allowed_origins: file.allowed_origins.unwrap_or_default(),
         queue: file.queue.unwrap_or_default(),
         webhooks: file.webhooks,
+        offline_after_s: file.offline_after_s.unwrap_or(d.offline_after_s),
         schedules: file.schedules,
         limits: file.limits.unwrap_or_default(),
         accounts: file.accounts.unwrap_or_default(),
@@ -630,6 +647,25 @@ mod tests {
         );
         assert_eq!(all.limits.max_page, Limits::default().max_page);
         assert_eq!(all.accounts, AccountSettings::default());
+    }
+
+    #[test]
+    fn offline_after_s_defaults_to_a_minute_and_is_checked() {
+        let s = resolve(FileSettings::default(), Overrides::default()).unwrap();
+        assert_eq!(s.offline_after_s, 60);
+        let file = FileSettings::parse("offline_after_s = 5").unwrap();
+        assert_eq!(
+            resolve(file, Overrides::default()).unwrap().offline_after_s,
+            5
+        );
+        for bad in ["offline_after_s = 0", "offline_after_s = 86401"] {
+            let file = FileSettings::parse(bad).unwrap();
+            let err = resolve(file, Overrides::default()).unwrap_err().to_string();
+            assert!(
+                err.contains("offline_after_s must be between 1 and 86400"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

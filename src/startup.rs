@@ -35,8 +35,22 @@ pub struct Application {
 
 /// Built-in maintenance: forget expired results every minute, unless the config
 /// schedules that task itself.
-fn schedules_with_builtins(configured: &[ScheduleSettings]) -> Vec<ScheduleSettings> {
+fn schedules_with_builtins(
+    configured: &[ScheduleSettings],
+    offline_sweep_s: Option<u64>,
+) -> Vec<ScheduleSettings> {
     let mut all = configured.to_vec();
+    if let Some(every_s) = offline_sweep_s {
+        if !all
+            .iter()
+            .any(|s| s.task == crate::tasks::SWEEP_UNDELIVERED)
+        {
+            all.push(ScheduleSettings {
+                task: crate::tasks::SWEEP_UNDELIVERED.to_owned(),
+                every_s,
+            });
+        }
+    }
     if !all
         .iter()
         .any(|s| s.task == crate::tasks::PURGE_EXPIRED_RESULTS)
@@ -163,6 +177,15 @@ impl Application {
             settings.webhooks.clone(),
             settings.accounts.clone(),
         );
+        // Started before the event sink, which reports every push to it.
+        let offline = {
+            let hub = hub.clone();
+            let connected: crate::domain::effects::Connected =
+                Arc::new(move |user| hub.room_size(&crate::rooms::user(user)) > 0);
+            social
+                .start_offline_fallback(connected, settings.offline_after_s)
+                .await?
+        };
         social.set_event_sink(crate::tasks::event_sink(&social, &hub));
         let registry = crate::tasks::registry(&social, &settings)?;
         let pool = WorkerPool::new(
@@ -179,7 +202,12 @@ impl Application {
         };
         let beat = Beat::new(
             store.clone(),
-            &schedules_with_builtins(&settings.schedules),
+            &schedules_with_builtins(
+                &settings.schedules,
+                offline.then(|| {
+                    crate::domain::offline::Offline::sweep_every_s(settings.offline_after_s)
+                }),
+            ),
             crate::tasks::PERIODIC,
             settings.queue.max_attempts,
         )
@@ -321,6 +349,9 @@ impl Application {
         }
         if let Err(e) = social.flush_views().await {
             tracing::warn!(error = %e, "writing the last views failed");
+        }
+        if let Err(e) = social.persist_undelivered().await {
+            tracing::warn!(error = %e, "storing which notifications were undelivered failed");
         }
         let store = social.store().clone();
         tokio::task::spawn_blocking(move || store.shut_down())

@@ -6,6 +6,8 @@
 //! - [`event_sink`]: committed events pushed to the hub (notifications to
 //!   `user:{id}`, counter changes as `post_updated` / `comment_updated` to `post:{id}`).
 //! - `deliver_webhook`: POST an event to a configured URL, signed.
+//! - `sweep_undelivered`: schedule `notification.undelivered` for notifications
+//!   pushed to nobody and left unread (see [`crate::domain::offline`]).
 //! - `purge_expired_results`: forget finished tasks older than `result_ttl_s`.
 
 use std::sync::Arc;
@@ -27,8 +29,11 @@ use crate::queue::{Registry, TaskContext, TaskError};
 /// Task name: forget expired results.
 pub const PURGE_EXPIRED_RESULTS: &str = "purge_expired_results";
 
+/// Task name: one sweep of the offline fallback.
+pub const SWEEP_UNDELIVERED: &str = "sweep_undelivered";
+
 /// Tasks that take no arguments and so may be named in `[[schedules]]`.
-pub const PERIODIC: &[&str] = &[PURGE_EXPIRED_RESULTS];
+pub const PERIODIC: &[&str] = &[PURGE_EXPIRED_RESULTS, SWEEP_UNDELIVERED];
 
 fn task_error(e: DomainError) -> TaskError {
     match e {
@@ -57,8 +62,14 @@ pub fn event_sink(social: &Social, hub: &Hub) -> EventSink {
     // would keep it (and the database) alive forever.
     let store = social.store().clone();
     let hub = hub.clone();
+    let offline = social.offline();
     Arc::new(move |event| match event {
-        Event::Notification(n) => publish_notification(&hub, &n),
+        Event::Notification(n) => {
+            let delivered = publish_notification(&hub, &n);
+            if let Some(offline) = &offline {
+                offline.pushed(&store, &n, delivered);
+            }
+        }
         Event::PostCounted(id) => {
             let room = crate::rooms::post(id);
             if hub.room_size(&room) == 0 {
@@ -90,11 +101,12 @@ pub fn event_sink(social: &Social, hub: &Hub) -> EventSink {
     })
 }
 
-/// Pushes a stored notification to its receiver's room.
-pub fn publish_notification(hub: &Hub, n: &Notification) {
+/// Pushes a stored notification to its receiver's room; returns how many
+/// subscribers it was queued for (0: delivered to nobody).
+pub fn publish_notification(hub: &Hub, n: &Notification) -> usize {
     let data = serde_json::to_value(n).unwrap_or(serde_json::Value::Null);
     let room = crate::rooms::user(n.receiver_id);
-    hub.publish(Publication::event(&room, "new_notification", data).with_notification_id(n.id));
+    hub.publish(Publication::event(&room, "new_notification", data).with_notification_id(n.id))
 }
 
 /// Hex HMAC-SHA256 of `body` keyed with `secret`: the `X-Likewise-Signature` header.
@@ -202,6 +214,16 @@ pub fn registry(social: &Social, settings: &Settings) -> anyhow::Result<Registry
         let hooks = hooks.clone();
         let client = client.clone();
         async move { deliver_webhook(&client, &hooks, &ctx).await }
+    });
+    let s = social.clone();
+    registry.register(SWEEP_UNDELIVERED, move |_ctx: TaskContext| {
+        let social = s.clone();
+        async move {
+            let swept = social.sweep_undelivered().await.map_err(task_error)?;
+            Ok(Some(
+                json!({"scheduled": swept.scheduled, "cursor": swept.cursor}),
+            ))
+        }
     });
     let store = social.store().clone();
     let ttl_ms = (settings.queue.result_ttl_s as i64).saturating_mul(1000);

@@ -10,6 +10,12 @@
 //! an unlike, or a retried request, creates nothing. The pushes to clients follow the
 //! commit as [`Event`]s.
 //!
+//! A notification stored for a receiver with no open realtime connection also sends
+//! `notification.undelivered` to the hooks that want it, from the same commit; one
+//! whose receiver looked connected but whose push reached nobody is left to the
+//! offline sweep ([`super::offline`]). Either way a notification gets that event at
+//! most once: its mark (`undelivered:sent:{id}`) is written with the deliveries.
+//!
 //! Tasks named `notify`, `recount_post` and `recount_comment` are no longer enqueued;
 //! their handlers stay, so tasks that release 0.1.0 left waiting still run.
 
@@ -32,6 +38,14 @@ pub const RECOUNT_COMMENT: &str = "recount_comment";
 pub const DELIVER_WEBHOOK: &str = "deliver_webhook";
 /// Webhook event sent for every new notification.
 pub const NOTIFICATION_CREATED: &str = "notification.created";
+/// Webhook event sent once for a notification its receiver did not get in real
+/// time: stored while they had no open connection, or pushed to none of their
+/// connections and left unread for `offline_after_s`.
+pub const NOTIFICATION_UNDELIVERED: &str = "notification.undelivered";
+
+/// Whether a user has at least one open realtime connection; wired to the hub at
+/// start-up (the domain knows no fan-out, only this question).
+pub type Connected = std::sync::Arc<dyn Fn(u64) -> bool + Send + Sync>;
 
 /// An outside URL that receives events (`[[webhooks]]` in the config file). Owned
 /// here because this module decides which events become deliveries.
@@ -102,6 +116,27 @@ pub(crate) struct Policy<'a> {
     pub hooks: &'a [WebhookSettings],
     /// Attempts allowed to the tasks enqueued.
     pub max_attempts: u32,
+    /// Whether a receiver is connected, when some hook wants
+    /// `notification.undelivered`; `None` otherwise (nothing to decide).
+    pub connected: Option<&'a (dyn Fn(u64) -> bool + Send + Sync)>,
+}
+
+/// What a [`Policy`] borrows, owned, so that a change closure can hold it.
+pub(crate) struct PolicyParts {
+    pub hooks: std::sync::Arc<Vec<WebhookSettings>>,
+    pub max_attempts: u32,
+    pub connected: Option<Connected>,
+}
+
+impl PolicyParts {
+    /// The policy for one run of a change.
+    pub fn policy(&self) -> Policy<'_> {
+        Policy {
+            hooks: &self.hooks,
+            max_attempts: self.max_attempts,
+            connected: self.connected.as_deref(),
+        }
+    }
 }
 
 /// What an action caused: the notification it created, if any, and the events to
@@ -167,7 +202,7 @@ fn notify_once(
         None => None,
     };
     let n = Notification::from_record(id, &r, |_, _| (actor, title.map(str::to_owned)));
-    notification_created(tx, &n, policy.hooks, policy.max_attempts)?;
+    notification_stored(tx, &n, policy)?;
     Ok(Some(n))
 }
 
@@ -316,6 +351,28 @@ pub(crate) fn message_sent(
 }
 
 /// A notification was stored: schedule its delivery to every webhook that wants
+/// `notification.created` and, when its receiver has no open connection now, to
+/// every webhook that wants `notification.undelivered` — all in the same
+/// transaction.
+pub(crate) fn notification_stored(
+    tx: &Tx<'_>,
+    n: &Notification,
+    policy: Policy<'_>,
+) -> TxResult<()> {
+    notification_created(tx, n, policy.hooks, policy.max_attempts)?;
+    if let Some(connected) = policy.connected {
+        // Read inside the change: sled may run it again, and the answer may differ
+        // then; whichever run commits decides, and the sweep covers the other case.
+        // The question is one lookup under the hub's read lock, which joins and
+        // leaves hold only for a map update, never across I/O.
+        if !connected(n.receiver_id) {
+            notification_undelivered(tx, n, policy.hooks, policy.max_attempts)?;
+        }
+    }
+    Ok(())
+}
+
+/// A notification was stored: schedule its delivery to every webhook that wants
 /// `notification.created`, in the same transaction.
 pub fn notification_created(
     tx: &Tx<'_>,
@@ -323,21 +380,63 @@ pub fn notification_created(
     hooks: &[WebhookSettings],
     max_attempts: u32,
 ) -> TxResult<()> {
+    enqueue_event(tx, n, hooks, NOTIFICATION_CREATED, max_attempts)
+}
+
+/// The key whose presence says `notification.undelivered` was scheduled for
+/// notification `id`.
+pub(crate) fn undelivered_mark(id: u64) -> String {
+    format!("undelivered:sent:{id}")
+}
+
+/// Schedules `notification.undelivered` for `n` to every webhook that wants it,
+/// unless it was scheduled before; returns whether it was scheduled now. The mark
+/// is written even when no hook wants the event, so that it is decided once.
+pub(crate) fn notification_undelivered(
+    tx: &Tx<'_>,
+    n: &Notification,
+    hooks: &[WebhookSettings],
+    max_attempts: u32,
+) -> TxResult<bool> {
+    let t = tx.t();
+    let mark = undelivered_mark(n.id);
+    if tx.contains(&t.effects, &mark)? {
+        return Ok(false);
+    }
+    enqueue_event(tx, n, hooks, NOTIFICATION_UNDELIVERED, max_attempts)?;
+    tx.insert(&t.effects, &mark, &n.id)?;
+    Ok(true)
+}
+
+/// Whether any hook wants `event`.
+pub fn wanted(hooks: &[WebhookSettings], event: &str) -> bool {
+    hooks.iter().any(|h| h.events.iter().any(|e| e == event))
+}
+
+/// Enqueues one `deliver_webhook` task of `event` with `n` as its data per hook
+/// that wants `event`.
+fn enqueue_event(
+    tx: &Tx<'_>,
+    n: &Notification,
+    hooks: &[WebhookSettings],
+    event: &str,
+    max_attempts: u32,
+) -> TxResult<()> {
     let mut data = None;
-    for hook in hooks
-        .iter()
-        .filter(|h| h.events.iter().any(|e| e == NOTIFICATION_CREATED))
-    {
+    for hook in hooks.iter().filter(|h| h.events.iter().any(|e| e == event)) {
         let data = data.get_or_insert_with(|| serde_json::to_string(n).unwrap_or_default());
         let args = WebhookArgs {
             url: hook.url.clone(),
-            event: NOTIFICATION_CREATED.to_owned(),
+            event: event.to_owned(),
             data: data.clone(),
         };
         let attempts = hook.max_attempts.unwrap_or(max_attempts);
         let mut spec = TaskSpec::new(DELIVER_WEBHOOK, &args, attempts)?;
-        // The user whose action caused it may follow its delivery.
-        spec.owner = n.actor_id;
+        // The user whose action caused it may follow the delivery of what it
+        // caused, but not learn whether its receiver was connected.
+        if event == NOTIFICATION_CREATED {
+            spec.owner = n.actor_id;
+        }
         queue::enqueue(tx, &spec)?;
     }
     Ok(())

@@ -2,7 +2,7 @@
 
 use std::ops::Bound;
 
-use super::effects::{self, Policy};
+use super::effects;
 use super::{check_text, into_page, DomainError, DomainResult, Message, Page, Social};
 use crate::store::now_ms;
 use crate::store::records::MessageRecord;
@@ -20,8 +20,7 @@ impl Social {
                 "you cannot send a message to yourself".into(),
             ));
         }
-        let max_attempts = self.max_attempts();
-        let hooks = self.inner.webhooks.clone();
+        let parts = self.policy_parts();
         self.commit_with_events(move |tx| {
             let t = tx.t();
             if !tx.contains(&t.users, &to)? {
@@ -37,10 +36,7 @@ impl Social {
             let (lo, hi) = pair(from, to);
             tx.insert(&t.messages, &id, &message)?;
             tx.insert(&t.conversations, &(lo, hi, id), &())?;
-            let policy = Policy {
-                hooks: &hooks,
-                max_attempts,
-            };
+            let policy = parts.policy();
             let caused = effects::message_sent(tx, policy, id, &message)?;
             Ok(Ok((Message::from_record(id, &message), caused.events)))
         })

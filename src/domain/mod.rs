@@ -11,6 +11,7 @@ mod directory;
 pub mod effects;
 mod messages;
 mod notifications;
+pub mod offline;
 mod posts;
 mod presence;
 pub mod records;
@@ -82,7 +83,7 @@ pub type DomainResult<T> = Result<T, DomainError>;
 pub use crate::store::Timestamp;
 
 /// A post as rendered (API.md `Post`): its record and its exact counters.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Post {
     /// Id.
     pub id: u64,
@@ -107,7 +108,7 @@ pub struct Post {
 }
 
 /// A comment or reply (API.md `Comment`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Comment {
     /// Id.
     pub id: u64,
@@ -126,7 +127,7 @@ pub struct Comment {
 }
 
 /// A private message (API.md `Message`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Message {
     /// Id.
     pub id: u64,
@@ -143,7 +144,7 @@ pub struct Message {
 pub use crate::store::records::NotificationKind;
 
 /// A notification (API.md `Notification`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Notification {
     /// Id; increasing, so `?since=N` resumes after N.
     pub id: u64,
@@ -316,6 +317,8 @@ struct SocialInner {
     last_sweep: std::sync::atomic::AtomicI64,
     webhooks: Arc<Vec<WebhookSettings>>,
     sink: std::sync::OnceLock<EventSink>,
+    /// The offline fallback, when some hook wants `notification.undelivered`.
+    offline: std::sync::OnceLock<Arc<offline::Offline>>,
 }
 
 impl Social {
@@ -352,6 +355,7 @@ impl Social {
                 views: ViewCounter::default(),
                 webhooks: Arc::new(webhooks),
                 sink: std::sync::OnceLock::new(),
+                offline: std::sync::OnceLock::new(),
             }),
         }
     }

@@ -41,8 +41,7 @@ impl Social {
         if self.store().tables().users.get(&args.receiver)?.is_none() {
             return Err(DomainError::NotFound("user"));
         }
-        let hooks = self.inner.webhooks.clone();
-        let max_attempts = self.max_attempts();
+        let parts = self.policy_parts();
         let (id, created) = self
             .commit_with_events(move |tx| {
                 let t = tx.t();
@@ -80,7 +79,7 @@ impl Social {
                     None => None,
                 };
                 let n = Notification::from_record(id, &r, |_, _| (actor, title));
-                super::effects::notification_created(tx, &n, &hooks, max_attempts)?;
+                super::effects::notification_stored(tx, &n, parts.policy())?;
                 Ok(Ok(((id, true), vec![Event::Notification(n)])))
             })
             .await?;

@@ -4,13 +4,13 @@ use std::ops::Bound;
 
 use serde::Serialize;
 
-use super::effects::{self, Caused, Policy};
+use super::effects::{self, Caused};
 use super::{check_text, into_page, Comment, DomainError, DomainResult, Event, Page, Post, Social};
 use crate::store::records::{CommentRecord, PostCounts, PostRecord};
 use crate::store::{now_ms, Tables};
 
 /// Answer of a like or unlike.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LikeOutcome {
     /// Whether the caller likes it now.
     pub liked: bool,
@@ -27,7 +27,7 @@ pub struct LikeOutcome {
 }
 
 /// Answer of a collect or uncollect.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct CollectOutcome {
     /// Whether the caller has it collected now.
     pub collected: bool,
@@ -40,7 +40,7 @@ pub struct CollectOutcome {
 }
 
 /// Answer of a share.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ShareOutcome {
     /// Always true.
     pub shared: bool,
@@ -154,14 +154,10 @@ impl Social {
         Ok(n)
     }
 
-    fn policy_parts(&self) -> (std::sync::Arc<Vec<super::effects::WebhookSettings>>, u32) {
-        (self.inner.webhooks.clone(), self.max_attempts())
-    }
-
     /// Likes a post (idempotent). The like, the post's like count and the author's
     /// notification are one commit.
     pub async fn like_post(&self, user: u64, post_id: u64) -> DomainResult<LikeOutcome> {
-        let (hooks, max_attempts) = self.policy_parts();
+        let parts = self.policy_parts();
         self.commit_with_events(move |tx| {
             let t = tx.t();
             let Some(post) = tx.get(&t.posts, &post_id)? else {
@@ -172,10 +168,7 @@ impl Social {
                 return Ok(Ok((liked(false, None), Vec::new())));
             }
             tx.insert(&t.post_likes, &key, &now_ms())?;
-            let policy = Policy {
-                hooks: &hooks,
-                max_attempts,
-            };
+            let policy = parts.policy();
             let Caused {
                 notification,
                 events,
@@ -203,7 +196,7 @@ impl Social {
 
     /// Likes a comment (idempotent).
     pub async fn like_comment(&self, user: u64, comment_id: u64) -> DomainResult<LikeOutcome> {
-        let (hooks, max_attempts) = self.policy_parts();
+        let parts = self.policy_parts();
         self.commit_with_events(move |tx| {
             let t = tx.t();
             let Some(comment) = tx.get(&t.comments, &comment_id)? else {
@@ -214,10 +207,7 @@ impl Social {
                 return Ok(Ok((liked(false, None), Vec::new())));
             }
             tx.insert(&t.comment_likes, &key, &now_ms())?;
-            let policy = Policy {
-                hooks: &hooks,
-                max_attempts,
-            };
+            let policy = parts.policy();
             let Caused {
                 notification,
                 events,
@@ -245,7 +235,7 @@ impl Social {
 
     /// Collects a post (idempotent).
     pub async fn collect(&self, user: u64, post_id: u64) -> DomainResult<CollectOutcome> {
-        let (hooks, max_attempts) = self.policy_parts();
+        let parts = self.policy_parts();
         self.commit_with_events(move |tx| {
             let t = tx.t();
             let Some(post) = tx.get(&t.posts, &post_id)? else {
@@ -262,10 +252,7 @@ impl Social {
                 return Ok(Ok((outcome, Vec::new())));
             }
             tx.insert(&t.post_collects, &key, &now_ms())?;
-            let policy = Policy {
-                hooks: &hooks,
-                max_attempts,
-            };
+            let policy = parts.policy();
             let caused = effects::post_collected(tx, policy, post_id, &post, user)?;
             let outcome = CollectOutcome {
                 collected: true,
@@ -330,7 +317,7 @@ impl Social {
         parent_id: Option<u64>,
     ) -> DomainResult<Comment> {
         check_text("body", &body, self.limits().max_body_chars)?;
-        let (hooks, max_attempts) = self.policy_parts();
+        let parts = self.policy_parts();
         self.commit_with_events(move |tx| {
             let t = tx.t();
             let Some(post) = tx.get(&t.posts, &post_id)? else {
@@ -359,10 +346,7 @@ impl Social {
             tx.insert(&t.comments, &id, &comment)?;
             tx.insert(&t.comment_counts, &id, &0)?;
             tx.insert(&t.post_comments, &(post_id, id), &())?;
-            let policy = Policy {
-                hooks: &hooks,
-                max_attempts,
-            };
+            let policy = parts.policy();
             let caused = effects::commented(tx, policy, &post, id, &comment, parent.as_ref())?;
             Ok(Ok((Comment::from_record(id, &comment, 0), caused.events)))
         })

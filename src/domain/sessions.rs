@@ -87,7 +87,7 @@ pub enum Redeemed {
 }
 
 /// A new ticket as rendered (`POST /api/realtime/tickets`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Ticket {
     /// Pass as `?ticket=` or Socket.IO `auth: {ticket}`; works once.
     pub ticket: String,

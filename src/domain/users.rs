@@ -128,7 +128,7 @@ pub fn hash_memory_returns() {
 }
 
 /// A user as rendered (API.md `User`).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct User {
     /// Id.
     pub id: u64,
@@ -149,7 +149,7 @@ impl From<&UserRecord> for User {
 }
 
 /// A signed-in user and the token that proves it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Session {
     /// The user.
     pub user: User,

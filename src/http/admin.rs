@@ -6,10 +6,12 @@ use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Admin, ApiJson, ApiPath, ApiQuery};
@@ -19,17 +21,28 @@ use crate::hub::{Hub, Publication, Transport};
 use crate::queue::{CancelOutcome, RetryOutcome, Task, TaskState};
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/admin/stats", get(stats))
-        .route("/api/admin/history", get(history))
-        .route("/api/admin/tasks", get(list_tasks))
-        .route("/api/admin/tasks/{id}/retry", post(retry))
-        .route("/api/admin/tasks/{id}/cancel", post(cancel))
-        .route("/api/admin/notifications", post(notify))
-        .route("/api/admin/publish", post(publish))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(stats))
+        .routes(routes!(history))
+        .routes(routes!(list_tasks))
+        .routes(routes!(retry))
+        .routes(routes!(cancel))
+        .routes(routes!(notify))
+        .routes(routes!(publish))
 }
 
+/// Queue depth, workers, totals and rates, store, connections, hub, HTTP and realtime counters (API.md).
+#[utoipa::path(
+    get,
+    path = "/api/admin/stats",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The statistics", body = Object),
+        (status = 403, description = "Not the admin token", body = super::openapi::Error),
+    )
+)]
 async fn stats(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Value>> {
     Ok(Json(stats_snapshot(&state)?))
 }
@@ -76,7 +89,8 @@ fn connections(hub: &Hub) -> Value {
 /// Longest event name accepted by the publish route.
 const MAX_EVENT_BYTES: usize = 256;
 
-#[derive(Deserialize)]
+/// An event for a room clients can be in.
+#[derive(Deserialize, ToSchema)]
 struct PublishRequest {
     room: String,
     event: String,
@@ -84,6 +98,18 @@ struct PublishRequest {
     data: Value,
 }
 
+/// Pushes an event to a room clients can be in (`public:…`, `post:{id}`, `user:{id}`, `broadcast`).
+#[utoipa::path(
+    post,
+    path = "/api/admin/publish",
+    tag = "admin",
+    request_body = PublishRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Subscribers it was queued for", body = super::openapi::Delivered),
+        (status = 422, description = "Not a client room, or a bad event name", body = super::openapi::Error),
+    )
+)]
 async fn publish(
     State(state): State<AppState>,
     _admin: Admin,
@@ -109,17 +135,41 @@ async fn publish(
     Ok(Json(json!({"delivered": delivered})))
 }
 
+/// Tasks finished per second over the last 10 minutes.
+#[utoipa::path(
+    get,
+    path = "/api/admin/history",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The history", body = super::openapi::History),
+    )
+)]
 async fn history(State(state): State<AppState>, _admin: Admin) -> Json<Value> {
     Json(json!({"history": state.queue.history()}))
 }
 
-#[derive(Deserialize)]
+/// `?state=&name=&limit=`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TaskQuery {
     state: Option<String>,
     name: Option<String>,
     limit: Option<usize>,
 }
 
+/// Tasks, newest first, by state and name.
+#[utoipa::path(
+    get,
+    path = "/api/admin/tasks",
+    tag = "admin",
+    params(TaskQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The tasks", body = super::openapi::TaskList),
+        (status = 422, description = "Unknown state", body = super::openapi::Error),
+    )
+)]
 async fn list_tasks(
     State(state): State<AppState>,
     _admin: Admin,
@@ -152,6 +202,19 @@ fn task_json(state: &AppState, id: u64) -> ApiResult<Value> {
     Ok(serde_json::to_value(Task::from(&task)).unwrap_or(Value::Null))
 }
 
+/// Requeues a dead, cancelled or retrying task.
+#[utoipa::path(
+    post,
+    path = "/api/admin/tasks/{id}/retry",
+    tag = "admin",
+    params(("id" = u64, Path, description = "Task id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Requeued", body = super::openapi::TaskChange),
+        (status = 404, description = "Unknown task", body = super::openapi::Error),
+        (status = 409, description = "Not retryable in its state", body = super::openapi::Error),
+    )
+)]
 async fn retry(
     State(state): State<AppState>,
     _admin: Admin,
@@ -169,6 +232,19 @@ async fn retry(
     }
 }
 
+/// Cancels a waiting task, or asks a running one to stop.
+#[utoipa::path(
+    post,
+    path = "/api/admin/tasks/{id}/cancel",
+    tag = "admin",
+    params(("id" = u64, Path, description = "Task id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Cancelled or asked to stop", body = super::openapi::TaskChange),
+        (status = 404, description = "Unknown task", body = super::openapi::Error),
+        (status = 409, description = "Already finished", body = super::openapi::Error),
+    )
+)]
 async fn cancel(
     State(state): State<AppState>,
     _admin: Admin,
@@ -189,7 +265,8 @@ async fn cancel(
     }
 }
 
-#[derive(Deserialize)]
+/// A notification on behalf of an outside app.
+#[derive(Deserialize, ToSchema)]
 struct NewNotification {
     user_id: u64,
     text: String,
@@ -203,6 +280,20 @@ struct NewNotification {
     key: Option<String>,
 }
 
+/// Creates and pushes a notification on behalf of an outside app (idempotent by `key`).
+#[utoipa::path(
+    post,
+    path = "/api/admin/notifications",
+    tag = "admin",
+    request_body = NewNotification,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = Notification),
+        (status = 200, description = "Already created with this key", body = Notification),
+        (status = 404, description = "No such user", body = super::openapi::Error),
+        (status = 422, description = "Bad text or key", body = super::openapi::Error),
+    )
+)]
 async fn notify(
     State(state): State<AppState>,
     _admin: Admin,

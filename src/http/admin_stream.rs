@@ -15,12 +15,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::request::Parts;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
-use axum::Router;
 use futures_util::Stream;
 use serde::Deserialize;
 use tokio::time::{interval, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{admin_only, bearer_token, ApiQuery};
@@ -31,11 +31,13 @@ use crate::domain::Redeemed;
 const PERIOD: Duration = Duration::from_secs(1);
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/admin/stream", get(stream))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(stream))
 }
 
-#[derive(Deserialize)]
+/// `?ticket=` (an admin ticket) or `?token=` (the admin token).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StreamQuery {
     ticket: Option<String>,
     token: Option<String>,
@@ -85,6 +87,19 @@ struct Ticker {
     closing: CancellationToken,
 }
 
+/// Server-sent events: a `stats` event every second with what GET /api/admin/stats answers.
+#[utoipa::path(
+    get,
+    path = "/api/admin/stream",
+    tag = "admin",
+    params(StreamQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The event stream", body = String, content_type = "text/event-stream"),
+        (status = 401, description = "No admin credentials", body = super::openapi::Error),
+        (status = 403, description = "A user's token or ticket", body = super::openapi::Error),
+    )
+)]
 async fn stream(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<StreamQuery>,

@@ -13,11 +13,11 @@ use std::sync::OnceLock;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use rust_embed::RustEmbed;
 use sha2::{Digest, Sha256};
 use tower_http::compression::CompressionLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::ApiPath;
@@ -43,11 +43,11 @@ const ASSETS_PLACEHOLDER: &str = "%ASSETS%";
 const DEMO_PLACEHOLDER: &str = "%DEMO_USERS%";
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(demo_page))
-        .route("/dashboard", get(dashboard_page))
-        .route("/assets/{version}/{*path}", get(asset))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(demo_page))
+        .routes(routes!(dashboard_page))
+        .routes(routes!(asset))
         .layer(CompressionLayer::new())
 }
 
@@ -157,6 +157,16 @@ fn page(name: &str, state: &AppState, headers: &HeaderMap) -> Result<Response, A
     ))
 }
 
+/// The demo app.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "pages",
+    responses(
+        (status = 200, description = "The page", body = String, content_type = "text/html"),
+        (status = 304, description = "Not modified (If-None-Match)"),
+    )
+)]
 async fn demo_page(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -164,6 +174,16 @@ async fn demo_page(
     page("index.html", &state, &headers)
 }
 
+/// The ops dashboard.
+#[utoipa::path(
+    get,
+    path = "/dashboard",
+    tag = "pages",
+    responses(
+        (status = 200, description = "The page", body = String, content_type = "text/html"),
+        (status = 304, description = "Not modified (If-None-Match)"),
+    )
+)]
 async fn dashboard_page(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -171,6 +191,18 @@ async fn dashboard_page(
     page("dashboard.html", &state, &headers)
 }
 
+/// A script, style or icon of the pages; cacheable for a year at the current version.
+#[utoipa::path(
+    get,
+    path = "/assets/{version}/{*path}",
+    tag = "pages",
+    params(("version" = String, Path, description = "The asset version the pages name"), ("path" = String, Path, description = "File path, may contain slashes")),
+    responses(
+        (status = 200, description = "The file", body = String, content_type = "application/octet-stream"),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 404, description = "No such asset", body = super::openapi::Error),
+    )
+)]
 async fn asset(
     headers: HeaderMap,
     ApiPath((requested, path)): ApiPath<(String, String)>,

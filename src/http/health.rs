@@ -7,18 +7,29 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use crate::store::Health;
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(healthz))
 }
 
+/// Whether the store takes writes.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "ok", body = super::openapi::Health),
+        (status = 503, description = "degraded, with the reason", body = super::openapi::Health),
+    )
+)]
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.social.store().health() {
         Health::Ok => Json(json!({"status": "ok"})).into_response(),

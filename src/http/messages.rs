@@ -2,10 +2,12 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiResult;
 use super::extract::{ApiJson, ApiQuery, CurrentUser};
@@ -13,16 +15,30 @@ use super::AppState;
 use crate::domain::Message;
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/messages", post(send).get(conversation))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(send, conversation))
 }
 
-#[derive(Deserialize)]
+/// A private message.
+#[derive(Deserialize, ToSchema)]
 struct NewMessage {
     to_user_id: u64,
     body: String,
 }
 
+/// Sends a private message; notifies the receiver.
+#[utoipa::path(
+    post,
+    path = "/api/messages",
+    tag = "messages",
+    request_body = NewMessage,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The message", body = Message),
+        (status = 404, description = "No such user", body = super::openapi::Error),
+        (status = 422, description = "Empty or too long body, or to oneself", body = super::openapi::Error),
+    )
+)]
 async fn send(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -35,13 +51,26 @@ async fn send(
     Ok((StatusCode::CREATED, Json(message)))
 }
 
-#[derive(Deserialize)]
+/// `?with=USER_ID&limit=&before=`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct With {
     with: u64,
     limit: Option<usize>,
     before: Option<u64>,
 }
 
+/// The conversation with one user, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/messages",
+    tag = "messages",
+    params(With),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of messages", body = super::openapi::MessagePage),
+    )
+)]
 async fn conversation(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,

@@ -15,16 +15,25 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics_text))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics_text))
 }
 
+/// Prometheus text exposition of every metric.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The metrics", body = String, content_type = "text/plain"),
+    )
+)]
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     metrics::gauge!("likewise_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);

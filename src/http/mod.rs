@@ -5,6 +5,10 @@
 //! methods, bodies over the limit and panics. Connections reach the router through
 //! [`listener`], which enforces the connection caps and the header deadline. The
 //! request log names the path only: no token, ticket or password reaches it.
+//!
+//! Every route is documented where it is registered (`utoipa_axum::routes!` over
+//! handlers carrying `#[utoipa::path]`); [`openapi()`] is the document that
+//! `GET /api/openapi.json` serves.
 
 mod admin;
 mod admin_stream;
@@ -16,6 +20,7 @@ pub mod listener;
 mod messages;
 mod metrics;
 mod notifications;
+mod openapi;
 mod posts;
 mod presence;
 pub mod realtime;
@@ -29,6 +34,8 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Settings;
 use crate::domain::{AdminToken, Social};
@@ -65,10 +72,20 @@ pub struct AppState {
     pub demo_accounts: Arc<Vec<crate::demo::DemoUser>>,
 }
 
-/// The whole HTTP application.
-pub fn router(state: AppState) -> Router {
-    let max_body = state.settings.limits.max_body_bytes;
-    Router::new()
+/// Routes being assembled: a feature's router is merged whether it documents its
+/// routes (an [`OpenApiRouter`]) or not (a plain axum router, whose routes must then
+/// be listed in [`openapi::ApiDoc`]; the OpenAPI test names any that is not).
+struct Routes(OpenApiRouter<AppState>);
+
+impl Routes {
+    fn merge(self, router: impl Into<OpenApiRouter<AppState>>) -> Self {
+        Routes(self.0.merge(router.into()))
+    }
+}
+
+/// Every route, with its document entry.
+fn routes() -> OpenApiRouter<AppState> {
+    Routes(OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()))
         .merge(health::router())
         .merge(metrics::router())
         .merge(users::router())
@@ -81,6 +98,23 @@ pub fn router(state: AppState) -> Router {
         .merge(presence::router())
         .merge(admin_stream::router())
         .merge(assets::router())
+        .merge(openapi::router())
+        .0
+}
+
+/// The OpenAPI 3.1 document of every HTTP route, as `GET /api/openapi.json`
+/// serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut api) = routes().split_for_parts();
+    openapi::finish(&mut api);
+    api
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.settings.limits.max_body_bytes;
+    let (routes, _) = routes().split_for_parts();
+    routes
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not accept that method".into())

@@ -2,10 +2,12 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, CurrentUser};
@@ -13,29 +15,36 @@ use super::AppState;
 use crate::domain::{CollectOutcome, Comment, LikeOutcome, Post, ShareOutcome};
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/posts", post(create_post).get(list_posts))
-        .route("/api/posts/{id}", get(get_post))
-        .route(
-            "/api/posts/{id}/comments",
-            post(add_comment).get(list_comments),
-        )
-        .route("/api/posts/{id}/like", put(like_post).delete(unlike_post))
-        .route(
-            "/api/comments/{id}/like",
-            put(like_comment).delete(unlike_comment),
-        )
-        .route("/api/posts/{id}/collect", put(collect).delete(uncollect))
-        .route("/api/posts/{id}/shares", post(share))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_post, list_posts))
+        .routes(routes!(get_post))
+        .routes(routes!(add_comment, list_comments))
+        .routes(routes!(like_post, unlike_post))
+        .routes(routes!(like_comment, unlike_comment))
+        .routes(routes!(collect, uncollect))
+        .routes(routes!(share))
 }
 
-#[derive(Deserialize)]
+/// A new post.
+#[derive(Deserialize, ToSchema)]
 struct NewPost {
     title: String,
     body: String,
 }
 
+/// Publishes a post.
+#[utoipa::path(
+    post,
+    path = "/api/posts",
+    tag = "posts",
+    request_body = NewPost,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The post", body = Post),
+        (status = 422, description = "Empty or too long title or body", body = super::openapi::Error),
+    )
+)]
 async fn create_post(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -46,7 +55,8 @@ async fn create_post(
 }
 
 /// `?limit=&before=` of newest-first listings.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Paging {
     /// Page size.
     pub limit: Option<usize>,
@@ -65,6 +75,17 @@ fn post_for(state: &AppState, user: u64, post: Post) -> ApiResult<Value> {
     Ok(value)
 }
 
+/// Posts, newest first, with the caller's marks.
+#[utoipa::path(
+    get,
+    path = "/api/posts",
+    tag = "posts",
+    params(Paging),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of posts", body = super::openapi::PostPage),
+    )
+)]
 async fn list_posts(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -82,6 +103,18 @@ async fn list_posts(
     ))
 }
 
+/// One post with the caller's marks; counts one view.
+#[utoipa::path(
+    get,
+    path = "/api/posts/{id}",
+    tag = "posts",
+    params(("id" = u64, Path, description = "Post id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The post", body = super::openapi::MarkedPost),
+        (status = 404, description = "No such post", body = super::openapi::Error),
+    )
+)]
 async fn get_post(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -91,12 +124,27 @@ async fn get_post(
     Ok(Json(post_for(&state, user.id, post)?))
 }
 
-#[derive(Deserialize)]
+/// A comment, or a reply when `parent_id` names a comment of the same post.
+#[derive(Deserialize, ToSchema)]
 struct NewComment {
     body: String,
     parent_id: Option<u64>,
 }
 
+/// Comments on a post (or replies to a comment of it).
+#[utoipa::path(
+    post,
+    path = "/api/posts/{id}/comments",
+    tag = "posts",
+    params(("id" = u64, Path, description = "Post id")),
+    request_body = NewComment,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The comment", body = Comment),
+        (status = 404, description = "No such post", body = super::openapi::Error),
+        (status = 422, description = "Empty or too long body, or a parent of another post", body = super::openapi::Error),
+    )
+)]
 async fn add_comment(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -110,12 +158,26 @@ async fn add_comment(
     Ok((StatusCode::CREATED, Json(comment)))
 }
 
-#[derive(Deserialize)]
+/// `?limit=&after=` of oldest-first comment listings.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CommentPaging {
     limit: Option<usize>,
     after: Option<u64>,
 }
 
+/// A post's comments, oldest first, with the caller's marks.
+#[utoipa::path(
+    get,
+    path = "/api/posts/{id}/comments",
+    tag = "posts",
+    params(("id" = u64, Path, description = "Post id"), CommentPaging),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of comments", body = super::openapi::CommentPage),
+        (status = 404, description = "No such post", body = super::openapi::Error),
+    )
+)]
 async fn list_comments(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -143,6 +205,18 @@ async fn list_comments(
     ))
 }
 
+/// Likes a post (idempotent); the like, the count and the author's notification are one commit.
+#[utoipa::path(
+    put,
+    path = "/api/posts/{id}/like",
+    tag = "posts",
+    params(("id" = u64, Path, description = "Post id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Liked", body = LikeOutcome),
+        (status = 404, description = "No such post", body = super::openapi::Error),
+    )
+)]
 async fn like_post(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -151,6 +225,18 @@ async fn like_post(
     Ok(Json(state.social.like_post(user.id, id).await?))
 }
 
+/// Removes the caller's like (idempotent).
+#[utoipa::path(
+    delete,
+    path = "/api/posts/{id}/like",
+    tag = "posts",
+    params(("id" = u64, Path, description = "Post id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Not liked", body = LikeOutcome),
+        (status = 404, description = "No such post", body = super::openapi::Error),
+    )
+)]
 async fn unlike_post(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -159,6 +245,18 @@ async fn unlike_post(
     Ok(Json(state.social.unlike_post(user.id, id).await?))
 }
 
+/// Likes a comment (idempotent).
+#[utoipa::path(
+    put,
+    path = "/api/comments/{id}/like",
+    tag = "posts",
+    params(("id" = u64, Path, description = "Comment id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Liked", body = LikeOutcome),
+        (status = 404, description = "No such comment", body = super::openapi::Error),
+    )
+)]
 async fn like_comment(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -167,6 +265,18 @@ async fn like_comment(
     Ok(Json(state.social.like_comment(user.id, id).await?))
 }
 
+/// Removes the caller's like of a comment (idempotent).
+#[utoipa::path(
+    delete,
+    path = "/api/comments/{id}/like",
+    tag = "posts",
+    params(("id" = u64, Path, description = "Comment id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Not liked", body = LikeOutcome),
+        (status = 404, description = "No such comment", body = super::openapi::Error),
+    )
+)]
 async fn unlike_comment(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -175,6 +285,18 @@ async fn unlike_comment(
     Ok(Json(state.social.unlike_comment(user.id, id).await?))
 }
 
+/// Collects a post (idempotent).
+#[utoipa::path(
+    put,
+    path = "/api/posts/{id}/collect",
+    tag = "posts",
+    params(("id" = u64, Path, description = "Post id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Collected", body = CollectOutcome),
+        (status = 404, description = "No such post", body = super::openapi::Error),
+    )
+)]
 async fn collect(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -183,6 +305,18 @@ async fn collect(
     Ok(Json(state.social.collect(user.id, id).await?))
 }
 
+/// Removes a post from the caller's collection (idempotent).
+#[utoipa::path(
+    delete,
+    path = "/api/posts/{id}/collect",
+    tag = "posts",
+    params(("id" = u64, Path, description = "Post id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Not collected", body = CollectOutcome),
+        (status = 404, description = "No such post", body = super::openapi::Error),
+    )
+)]
 async fn uncollect(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -191,6 +325,18 @@ async fn uncollect(
     Ok(Json(state.social.uncollect(user.id, id).await?))
 }
 
+/// Shares a post.
+#[utoipa::path(
+    post,
+    path = "/api/posts/{id}/shares",
+    tag = "posts",
+    params(("id" = u64, Path, description = "Post id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Shared", body = ShareOutcome),
+        (status = 404, description = "No such post", body = super::openapi::Error),
+    )
+)]
 async fn share(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,

@@ -7,25 +7,54 @@
 //! connected.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiQuery, CurrentUser, SessionOrAdmin};
 use super::AppState;
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/presence", get(online))
-        .route("/api/me/presence", get(mine).put(set_mine))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(online))
+        .routes(routes!(mine, set_mine))
 }
 
-#[derive(Deserialize)]
+/// `?user_ids=1,2,3`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Query {
+    /// Decimal user ids separated by commas, at most `limits.max_presence_ids`.
+    #[param(example = "1,2,3")]
     user_ids: Option<String>,
+}
+
+/// `GET /api/presence`.
+#[derive(Serialize, ToSchema)]
+struct Online {
+    /// The listed users who are online and shown, in the order asked, each once.
+    online: Vec<u64>,
+}
+
+/// The caller's presence: their choice and whether they are shown online now.
+#[derive(Serialize, ToSchema)]
+struct MyPresence {
+    /// Whether others may see the caller online (default true).
+    visible: bool,
+    /// Whether the caller is shown online now.
+    online: bool,
+}
+
+/// Whether the caller may be shown online.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Visibility {
+    /// `false`: never reported online nor announced.
+    visible: bool,
 }
 
 /// Reads `user_ids`: decimal ids separated by commas, at most `max` of them.
@@ -58,43 +87,73 @@ fn parse_ids(list: Option<&str>, max: usize) -> Result<Vec<u64>, ApiError> {
         .collect()
 }
 
-/// `GET /api/presence?user_ids=1,2,3`: `{"online":[ids]}`, the ids of those users
-/// who have a realtime connection open and let others see it, in the order asked.
+/// Which of the listed users are online: those with a realtime connection open
+/// who let others see it, in the order asked. A user's token or the admin token.
+#[utoipa::path(
+    get,
+    path = "/api/presence",
+    tag = "presence",
+    params(Query),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The listed users who are online", body = Online),
+        (status = 400, description = "user_ids missing, not decimal ids, or over the limit", body = super::openapi::Error),
+        (status = 401, description = "No valid token", body = super::openapi::Error),
+    )
+)]
 async fn online(
     State(state): State<AppState>,
     _caller: SessionOrAdmin,
     ApiQuery(q): ApiQuery<Query>,
-) -> ApiResult<Json<Value>> {
-    let ids = parse_ids(
-        q.user_ids.as_deref(),
-        state.settings.limits.max_presence_ids,
-    )?;
-    Ok(Json(json!({"online": state.hub.online(&ids)})))
+) -> ApiResult<Json<Online>> {
+    let max = state.settings.limits.max_presence_ids;
+    let ids = parse_ids(q.user_ids.as_deref(), max)?;
+    Ok(Json(Online {
+        online: state.hub.online(&ids),
+    }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Visibility {
-    visible: bool,
+fn my_presence(state: &AppState, user: u64, visible: bool) -> MyPresence {
+    MyPresence {
+        visible,
+        online: !state.hub.online(&[user]).is_empty(),
+    }
 }
 
-/// `GET /api/me/presence`: `{"visible": bool, "online": bool}`.
+/// The caller's choice to be shown online, and whether they are now.
+#[utoipa::path(
+    get,
+    path = "/api/me/presence",
+    tag = "presence",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The caller's presence", body = MyPresence))
+)]
 async fn mine(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<MyPresence>> {
     let visible = state.social.presence_visible(user.id)?;
-    let online = !state.hub.online(&[user.id]).is_empty();
-    Ok(Json(json!({"visible": visible, "online": online})))
+    Ok(Json(my_presence(&state, user.id, visible)))
 }
 
-/// `PUT /api/me/presence {"visible": bool}`: stores the choice, then shows or hides
-/// the user at once (announced to `presence:{id}` if they are connected).
+/// Stores whether the caller may be shown online, then shows or hides them at once
+/// (announced to `presence:{id}` if they are connected).
+#[utoipa::path(
+    put,
+    path = "/api/me/presence",
+    tag = "presence",
+    request_body = Visibility,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The choice is stored", body = MyPresence),
+        (status = 400, description = "Not a JSON object {\"visible\": bool}", body = super::openapi::Error),
+    )
+)]
 async fn set_mine(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ApiJson(v): ApiJson<Visibility>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<MyPresence>> {
     let hub = state.hub.clone();
     let visible = state
         .social
@@ -102,8 +161,7 @@ async fn set_mine(
             hub.set_presence_visible(user.id, visible)
         })
         .await?;
-    let online = !state.hub.online(&[user.id]).is_empty();
-    Ok(Json(json!({"visible": visible, "online": online})))
+    Ok(Json(my_presence(&state, user.id, visible)))
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! `GET /api/tasks/{id}`: a task's state, for its owner or the admin.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiPath, Caller};
@@ -10,10 +11,22 @@ use super::AppState;
 use crate::queue::Task;
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/tasks/{id}", get(task))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(task))
 }
 
+/// A task: for the user whose action caused it, or the admin.
+#[utoipa::path(
+    get,
+    path = "/api/tasks/{id}",
+    tag = "tasks",
+    params(("id" = u64, Path, description = "Task id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The task", body = Task),
+        (status = 404, description = "Unknown, expired, or not the caller's", body = super::openapi::Error),
+    )
+)]
 async fn task(
     State(state): State<AppState>,
     caller: Caller,

@@ -4,9 +4,11 @@
 //! `GET /api/users`, `GET /api/users/{id}`.
 
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
-use axum::{extract::State, Json, Router};
+use axum::{extract::State, Json};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use serde_json::{json, Value};
 
@@ -17,21 +19,34 @@ use super::AppState;
 use crate::domain::{Session, User};
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/users", post(register).get(list))
-        .route("/api/users/{id}", get(one))
-        .route("/api/sessions", post(login).delete(logout))
-        .route("/api/me", get(me))
-        .route("/api/me/password", put(change_password))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register, list))
+        .routes(routes!(one))
+        .routes(routes!(login, logout))
+        .routes(routes!(me))
+        .routes(routes!(change_password))
 }
 
-#[derive(Deserialize)]
+/// A name and a password.
+#[derive(Deserialize, ToSchema)]
 struct Credentials {
     name: String,
     password: String,
 }
 
+/// Registers a user and signs them in.
+#[utoipa::path(
+    post,
+    path = "/api/users",
+    tag = "accounts",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "Registered and signed in", body = Session),
+        (status = 409, description = "The name is taken", body = super::openapi::Error),
+        (status = 429, description = "Too many registrations from this address", body = super::openapi::Error),
+    )
+)]
 async fn register(
     State(state): State<AppState>,
     ClientAddr(from): ClientAddr,
@@ -41,6 +56,18 @@ async fn register(
     Ok((StatusCode::CREATED, Json(session)))
 }
 
+/// Signs in.
+#[utoipa::path(
+    post,
+    path = "/api/sessions",
+    tag = "accounts",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "Signed in", body = Session),
+        (status = 401, description = "Bad credentials", body = super::openapi::Error),
+        (status = 429, description = "Throttled; see Retry-After", body = super::openapi::Error),
+    )
+)]
 async fn login(
     State(state): State<AppState>,
     ClientAddr(from): ClientAddr,
@@ -49,12 +76,24 @@ async fn login(
     Ok(Json(state.social.login(c.name, c.password, from).await?))
 }
 
-#[derive(Deserialize)]
+/// `?all=true` signs out everywhere.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogoutQuery {
     #[serde(default)]
     all: bool,
 }
 
+/// Signs out: the presented token (or, with `all=true`, every token of the user)
+/// stops working.
+#[utoipa::path(
+    delete,
+    path = "/api/sessions",
+    tag = "accounts",
+    params(LogoutQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Signed out", body = super::openapi::SignedOut))
+)]
 async fn logout(
     State(state): State<AppState>,
     CurrentSession(session): CurrentSession,
@@ -64,12 +103,26 @@ async fn logout(
     Ok(Json(json!({"signed_out": true, "all": q.all})))
 }
 
-#[derive(Deserialize)]
+/// The old password and the new one.
+#[derive(Deserialize, ToSchema)]
 struct PasswordChange {
     old_password: String,
     new_password: String,
 }
 
+/// Changes the password; every other session of the user is revoked.
+#[utoipa::path(
+    put,
+    path = "/api/me/password",
+    tag = "accounts",
+    request_body = PasswordChange,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Changed", body = super::openapi::PasswordChanged),
+        (status = 403, description = "The old password is wrong", body = super::openapi::Error),
+        (status = 422, description = "The new password breaks the rules", body = super::openapi::Error),
+    )
+)]
 async fn change_password(
     State(state): State<AppState>,
     ClientAddr(from): ClientAddr,
@@ -83,10 +136,21 @@ async fn change_password(
     Ok(Json(json!({"changed": true})))
 }
 
+/// The signed-in user.
+#[utoipa::path(get, path = "/api/me", tag = "accounts", security(("bearer" = [])), responses((status = 200, description = "The caller", body = User)))]
 async fn me(CurrentUser(user): CurrentUser) -> Json<User> {
     Json(user)
 }
 
+/// Users, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/users",
+    tag = "accounts",
+    params(Paging),
+    security(("bearer" = [])),
+    responses((status = 200, description = "A page of users", body = super::openapi::UserPage))
+)]
 async fn list(
     State(state): State<AppState>,
     _user: CurrentUser,
@@ -99,6 +163,18 @@ async fn list(
     ))
 }
 
+/// One user.
+#[utoipa::path(
+    get,
+    path = "/api/users/{id}",
+    tag = "accounts",
+    params(("id" = u64, Path, description = "User id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 404, description = "Unknown", body = super::openapi::Error),
+    )
+)]
 async fn one(
     State(state): State<AppState>,
     _user: CurrentUser,

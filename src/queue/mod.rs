@@ -96,7 +96,7 @@ impl TaskState {
 }
 
 /// A task as rendered (API.md `Task`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Task {
     /// Id.
     pub id: u64,
@@ -113,6 +113,7 @@ pub struct Task {
     /// Last error.
     pub last_error: Option<String>,
     /// Handler result.
+    #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     /// Creation time.
     pub created_at: Timestamp,

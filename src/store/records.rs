@@ -98,7 +98,7 @@ pub struct MessageRecord {
 /// What a notification is about, as stored (and named in the API: the JSON names
 /// are the snake_case variant names). The variant order is the stored format: new
 /// kinds go at the end.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NotificationKind {
     /// Someone liked your post.
@@ -145,7 +145,7 @@ pub struct NotificationRecord {
 
 /// Where a task is in its life (API.md `Task.state`). The variant order is the
 /// format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// Waiting for its first run.

@@ -25,9 +25,9 @@ const KILLS: usize = 20;
 const CONCURRENCY: usize = 32;
 
 /// The `likewise serve` child process.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 /// Starts the binary on `data` and waits for its `listening http=` line.
@@ -36,7 +36,7 @@ async fn start(data: &Path) -> Server {
 }
 
 /// [`start`] with more command-line arguments.
-async fn start_with(data: &Path, extra: &[&str]) -> Server {
+pub(crate) async fn start_with(data: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_likewise"))
         .args(["serve", "--data"])
         .arg(data)
@@ -72,7 +72,7 @@ async fn start_with(data: &Path, extra: &[&str]) -> Server {
 }
 
 impl Server {
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reaped");
     }

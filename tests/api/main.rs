@@ -17,6 +17,8 @@ mod matrix;
 mod messages;
 mod metrics;
 mod notifications;
+mod offline;
+mod openapi;
 mod outbox;
 mod polling;
 mod posts;

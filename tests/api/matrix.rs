@@ -125,6 +125,12 @@ fn table() -> Vec<Row> {
     vec![
         row(M::GET, "/healthz", "/healthz", public(200)),
         row(M::GET, "/metrics", "/metrics", public(200)),
+        row(
+            M::GET,
+            "/api/openapi.json",
+            "/api/openapi.json",
+            public(200),
+        ),
         with_body(
             row(M::POST, "/api/users", "/api/users", public(201)),
             |_, n| json!({"name": format!("newcomer{n}"), "password": "password123"}),
@@ -305,6 +311,14 @@ fn table() -> Vec<Row> {
                 [K(101), UNAUTH, UNAUTH, K(101), K(101), FORBID],
             ),
             Carry::QueryUpgrade,
+        ),
+        // A long-polling POST is authorized by its session (signed in at the
+        // handshake): one that names no live session is refused whoever sends it.
+        row(
+            M::POST,
+            "/socket.io/",
+            "/socket.io/?EIO=4&transport=polling&sid=unknown",
+            public(400),
         ),
         row(
             M::GET,
@@ -591,7 +605,7 @@ async fn every_route_answers_every_kind_of_caller_exactly_as_documented() {
 }
 
 /// `GET /api/users/{id}` → `GET /api/users/{}`: parameters are compared by place.
-fn normalize(route: &str) -> String {
+pub(crate) fn normalize(route: &str) -> String {
     let route = route.split('?').next().unwrap_or(route);
     let mut out = String::new();
     let mut depth = 0;
@@ -613,7 +627,7 @@ fn normalize(route: &str) -> String {
 
 /// Every `METHOD /path` of API.md's route tables (HTTP API, admin, web pages) and
 /// the websocket endpoints.
-fn documented_routes() -> BTreeSet<String> {
+pub(crate) fn documented_routes() -> BTreeSet<String> {
     let api =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/API.md")).expect("API.md");
     let mut routes = BTreeSet::new();

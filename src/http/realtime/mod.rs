@@ -59,6 +59,7 @@ pub fn router() -> Router<AppState> {
 /// `POST /api/realtime/tickets`: a one-use ticket for `/ws?ticket=` and Socket.IO
 /// `auth: {ticket}` (with a user's token), or for `/api/admin/stream?ticket=` (with
 /// the admin token), so that browsers need not put a token in a URL.
+#[utoipa::path(post, path = "/api/realtime/tickets", tag = "realtime", security(("bearer" = [])), responses((status = 200, description = "A ticket, good once within expires_in_ms", body = crate::domain::Ticket), (status = 401, description = "No valid token", body = crate::http::openapi::Error)))]
 async fn issue_ticket(
     State(state): State<AppState>,
     caller: SessionOrAdmin,

@@ -24,6 +24,7 @@ use crate::http::AppState;
 use crate::hub::{Delivery, Transport};
 
 /// `GET /ws`: checks the origin and the token or ticket, then upgrades.
+#[utoipa::path(get, path = "/ws", tag = "realtime", operation_id = "ws_upgrade", description = "The native websocket (API.md \"Native websocket\"): a websocket upgrade request, signed in with `?token=`, `?ticket=` (from POST /api/realtime/tickets) or `Authorization: Bearer`; `?since=N` replays notifications after id N.", params(("token" = Option<String>, Query, description = "A session token"), ("ticket" = Option<String>, Query, description = "A one-use ticket"), ("since" = Option<u64>, Query, description = "Replay notifications with ids above this")), responses((status = 101, description = "Switched to the websocket protocol"), (status = 401, description = "No valid token or ticket", body = crate::http::openapi::Error), (status = 403, description = "Origin not allowed, or the ticket is spent", body = crate::http::openapi::Error)))]
 pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Response {
     let query = match preflight(&parts, &state) {
         Ok(q) => q,

@@ -192,6 +192,7 @@ fn origin_refused(parts: &Parts, state: &AppState) -> Option<Response> {
 }
 
 /// `OPTIONS /socket.io/`: the CORS preflight of a cross-origin polling client.
+#[utoipa::path(options, path = "/socket.io/", tag = "realtime", operation_id = "socketio_preflight", responses((status = 204, description = "CORS preflight answered for an allowed Origin"), (status = 403, description = "Origin not allowed", body = crate::http::openapi::EngineError)))]
 pub(crate) async fn preflight(
     axum::extract::State(state): axum::extract::State<AppState>,
     parts: Parts,

@@ -51,6 +51,7 @@ fn event_packet(p: &Publication) -> Bytes {
 /// `GET /socket.io/`: the websocket transport (`transport=websocket`, a new
 /// session, or with `sid=` the upgrade of a long-polling one), or long-polling
 /// (`transport=polling`: the handshake, or with `sid=` a poll).
+#[utoipa::path(get, path = "/socket.io/", tag = "realtime", operation_id = "socketio_get", description = "Socket.IO (Engine.IO v4, API.md \"Socket.IO compatibility\"): `transport=websocket` upgrades (a new session, or with `sid` the upgrade of a long-polling one); `transport=polling` without `sid` is the long-polling handshake, with `sid` a poll that answers the packets waiting (record-separated). Signed in with `auth: {token}` or `auth: {ticket}` in the CONNECT packet, or `?token=` / `?ticket=`.", params(("EIO" = String, Query, description = "Engine.IO protocol version: 4"), ("transport" = String, Query, description = "websocket or polling"), ("sid" = Option<String>, Query, description = "The session id from the handshake"), ("token" = Option<String>, Query, description = "A session token"), ("ticket" = Option<String>, Query, description = "A one-use ticket")), responses((status = 101, description = "Switched to the websocket protocol"), (status = 200, description = "Engine.IO packets (the handshake's open packet, or those waiting)", body = String, content_type = "text/plain"), (status = 400, description = "Not an Engine.IO v4 request; over polling, an unknown session (Engine.IO's error shape)", body = crate::http::openapi::EngineError), (status = 401, description = "No valid token or ticket", body = crate::http::openapi::Error)))]
 pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Response {
     if let Ok(q) = polling::upgrade_query(&parts) {
         if q.transport.as_deref() == Some("polling") {
@@ -97,6 +98,7 @@ pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Resp
 }
 
 /// `POST /socket.io/?EIO=4&transport=polling&sid=`: a long-polling client's packets.
+#[utoipa::path(post, path = "/socket.io/", tag = "realtime", operation_id = "socketio_post", description = "Engine.IO long-polling: a client's packets for its session, record-separated, at most `maxHttpBufferSize` bytes.", params(("EIO" = String, Query, description = "Engine.IO protocol version: 4"), ("transport" = String, Query, description = "polling"), ("sid" = String, Query, description = "The session id from the handshake")), request_body(content = String, content_type = "text/plain", description = "Engine.IO packets separated by the record separator (0x1e)"), responses((status = 200, description = "Taken: `ok`", body = String, content_type = "text/html"), (status = 400, description = "Unknown session or malformed payload", body = crate::http::openapi::EngineError), (status = 403, description = "Origin not allowed", body = crate::http::openapi::EngineError), (status = 413, description = "Larger than maxHttpBufferSize", body = crate::http::openapi::EngineError)))]
 pub(crate) async fn post(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     polling::post(&state, &parts, body).await
