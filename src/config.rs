@@ -41,6 +41,8 @@ pub struct Limits {
     pub max_body_chars: usize,
     /// Largest page a listing returns.
     pub max_page: usize,
+    /// Most user ids one `GET /api/presence` may ask about.
+    pub max_presence_ids: usize,
     /// Failed sign-ins for one name within `login_window_s` after which the
     /// addresses that failed on it get 429 for that name (others still get in).
     pub login_failures: u32,
@@ -119,6 +121,7 @@ impl Default for Limits {
             max_title_chars: 200,
             max_body_chars: 20_000,
             max_page: 100,
+            max_presence_ids: 256,
             login_failures: 10,
             login_window_s: 300,
             max_ws_message_bytes: 64 * 1024,
@@ -343,6 +346,11 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "limits: max_page and outbound_queue must be positive, max_body_bytes at least 1024"
                     .into(),
+            ));
+        }
+        if l.max_presence_ids == 0 {
+            return Err(ConfigError::Invalid(
+                "limits: max_presence_ids must be positive".into(),
             ));
         }
         if l.output_soft_limit_bytes > l.output_hard_limit_bytes

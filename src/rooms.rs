@@ -1,10 +1,13 @@
 //! Room names and who may join them: the one place that spells `user:{id}`,
-//! `post:{id}`, `public:…` and `broadcast`, and decides which rooms a websocket or
-//! Socket.IO client may join.
+//! `post:{id}`, `presence:{id}`, `feed`, `public:…` and `broadcast`, and decides
+//! which rooms a websocket or Socket.IO client may join.
 //!
 //! Rooms live in explicit namespaces. A client may join only
 //! - its own `user:{id}` (it is always in it),
 //! - `post:{id}` of an existing post,
+//! - `presence:{id}` of any user id (whether that user exists is not checked: the
+//!   room says nothing until a user with that id connects),
+//! - `feed`, where every new post is announced,
 //! - `broadcast`, the room of everyone (it is always in it),
 //! - any room under the public prefix `public:` (chat rooms, lobbies…).
 //!
@@ -24,6 +27,9 @@ pub const PUBLIC_PREFIX: &str = "public:";
 /// The room for events addressed to everyone (a Flask-SocketIO emit without a
 /// room); every websocket and Socket.IO connection is in it.
 pub const BROADCAST: &str = crate::hub::BROADCAST_ROOM;
+
+/// The room where every new post is announced (`new_post`).
+pub const FEED: &str = "feed";
 
 /// Longest room name, in bytes: for joining (`/ws`, Socket.IO) and for the admin
 /// publish route alike.
@@ -46,6 +52,11 @@ pub fn post(id: u64) -> String {
     format!("post:{id}")
 }
 
+/// The room announcing user `id`'s presence changes (`presence` events).
+pub fn presence(id: u64) -> String {
+    crate::hub::presence_room(id)
+}
+
 /// What a room name means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Room<'a> {
@@ -53,6 +64,10 @@ pub enum Room<'a> {
     User(u64),
     /// `post:{id}`.
     Post(u64),
+    /// `presence:{id}`.
+    Presence(u64),
+    /// `feed`.
+    Feed,
     /// `public:{name}`; holds the whole name.
     Public(&'a str),
     /// `broadcast`.
@@ -84,7 +99,8 @@ fn id(digits: &str) -> Option<u64> {
 }
 
 /// Reads a room name. Names are 1 to [`MAX_ROOM_BYTES`] bytes without spaces or
-/// control characters; `user:` and `post:` must be followed by a canonical id and
+/// control characters; `user:`, `post:` and `presence:` must be followed by a
+/// canonical id and
 /// `public:` by at least one character.
 pub fn parse(name: &str) -> Result<Room<'_>, InvalidRoom> {
     if name.is_empty() || name.len() > MAX_ROOM_BYTES {
@@ -106,6 +122,14 @@ pub fn parse(name: &str) -> Result<Room<'_>, InvalidRoom> {
         return id(rest)
             .map(Room::Post)
             .ok_or_else(|| InvalidRoom(format!("{name} is not post:{{id}}")));
+    }
+    if let Some(rest) = name.strip_prefix(crate::hub::PRESENCE_ROOM_PREFIX) {
+        return id(rest)
+            .map(Room::Presence)
+            .ok_or_else(|| InvalidRoom(format!("{name} is not presence:{{id}}")));
+    }
+    if name == FEED {
+        return Ok(Room::Feed);
     }
     if let Some(rest) = name.strip_prefix(PUBLIC_PREFIX) {
         if rest.is_empty() {
@@ -185,12 +209,12 @@ pub fn may_join<'a>(
                 "the server cannot check this room right now; try again",
             )),
         },
-        Room::Public(_) | Room::Broadcast => Ok(room),
+        Room::Public(_) | Room::Broadcast | Room::Presence(_) | Room::Feed => Ok(room),
         Room::Other(_) => Err(Refusal::new(
             "forbidden",
             format!(
                 "room {name} is not public: clients may join rooms named {PUBLIC_PREFIX}…, \
-                 post:{{id}}, their own user:{{id}} and {BROADCAST}"
+                 post:{{id}}, presence:{{id}}, {FEED}, their own user:{{id}} and {BROADCAST}"
             ),
         )),
     }
@@ -239,9 +263,22 @@ mod tests {
         assert_eq!(parse(&post(7)), Ok(Room::Post(7)));
         assert_eq!(parse("public:lobby"), Ok(Room::Public("public:lobby")));
         assert_eq!(parse("broadcast"), Ok(Room::Broadcast));
+        assert_eq!(parse(&presence(5)), Ok(Room::Presence(5)));
+        assert_eq!(parse("feed"), Ok(Room::Feed));
         assert_eq!(parse("news"), Ok(Room::Other("news")));
         for bad in [
-            "", "user:", "user:x", "user:07", "user:-1", "post:1 ", "public:", "a b", "a\u{0}",
+            "",
+            "user:",
+            "user:x",
+            "user:07",
+            "user:-1",
+            "post:1 ",
+            "public:",
+            "a b",
+            "a\u{0}",
+            "presence:",
+            "presence:01",
+            "presence:x",
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
@@ -304,6 +341,19 @@ mod tests {
         );
         assert!(may_join("public:x", 3, exists).is_ok());
         assert!(may_join("broadcast", 3, exists).is_ok());
+        assert_eq!(
+            may_join("presence:4", 3, |_| panic!("no post lookup")),
+            Ok(Room::Presence(4))
+        );
+        assert_eq!(may_join("presence:3", 3, exists), Ok(Room::Presence(3)));
+        assert_eq!(may_join("feed", 3, exists), Ok(Room::Feed));
+        assert_eq!(may_join("Feed", 3, exists).unwrap_err().code, "forbidden");
+        assert_eq!(
+            may_join("presence:4x", 3, exists).unwrap_err().code,
+            "invalid"
+        );
+        assert!(may_leave("presence:4", 3).is_ok());
+        assert!(may_leave("feed", 3).is_ok());
         assert_eq!(may_join("public:", 3, exists).unwrap_err().code, "invalid");
         assert!(may_leave("user:3", 3).is_err());
         assert!(may_leave("broadcast", 3).is_ok());

@@ -90,6 +90,14 @@ pub fn event_sink(social: &Social, hub: &Hub) -> EventSink {
                 hub.publish(Publication::event(&room, "comment_updated", data));
             }
         }
+        Event::PostCreated(post) => {
+            // Rendering costs more than asking whether anyone listens.
+            if !hub.has_audience(crate::rooms::FEED) {
+                return;
+            }
+            let data = serde_json::to_value(&post).unwrap_or_default();
+            hub.publish(Publication::event(crate::rooms::FEED, "new_post", data));
+        }
     })
 }
 

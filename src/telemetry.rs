@@ -178,6 +178,12 @@ pub const METRICS: &[Metric] = &[
         "Realtime subscribers by transport (ws, socketio, resp).",
     ),
     m(
+        "likewise_users_online",
+        Kind::Gauge,
+        &[],
+        "Users with at least one realtime connection open (those hidden from presence included).",
+    ),
+    m(
         "likewise_socketio_awaiting_connect",
         Kind::Gauge,
         &[],

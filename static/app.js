@@ -1,11 +1,16 @@
-// The likewise demo app: accounts, a live feed, comments, private messages and a
-// notification bell fed by the native websocket.
+// The likewise demo app: accounts, a live feed, comments, private messages, who is
+// online, and a notification bell, fed by the native websocket.
 
 import { api, ApiError, Realtime, timeAgo, h, icon, ICONS, avatar } from "./api.js";
 
 const TOKEN_KEY = "likewise.token";
 const PAGE_SIZE = 10;
 const NOTIFICATION_PAGE = 30;
+// Users whose online dot is followed (one `presence:{id}` room each); the server
+// allows 256 rooms per connection, and post rooms need some too.
+const MAX_WATCHED = 120;
+// User ids asked per GET /api/presence (the server's default limit is 256).
+const PRESENCE_BATCH = 100;
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -21,6 +26,10 @@ const state = {
   realtime: null,
   thread: null, // the user whose conversation is open
   mode: "signin",
+  watched: new Set(), // user ids whose presence room is joined
+  online: new Set(), // user ids shown online
+  presenceToAsk: new Set(), // joined (again) and not yet asked
+  presenceTimer: null,
 };
 
 // ---------- small helpers ----------
@@ -156,6 +165,11 @@ function signOut(message) {
   });
   state.users.clear();
   state.posts.clear();
+  state.watched.clear();
+  state.online.clear();
+  state.presenceToAsk.clear();
+  clearTimeout(state.presenceTimer);
+  $("presence-toggle").hidden = true;
   $("feed").replaceChildren();
   $("notif-list").replaceChildren();
   closePanel();
@@ -197,8 +211,13 @@ async function startApp(me) {
     onUnauthorized: () => signOut("Your session ended. Please sign in again."),
   });
   state.realtime.markSeen(list.notifications);
+  // Joined before the first page is read: a post committed in between arrives live,
+  // or is found when the join is confirmed (see catchUpFeed).
+  state.realtime.subscribe("feed");
   await loadFeed();
+  watchPresence([...state.users.keys()]);
   state.realtime.start();
+  loadPresenceChoice();
 }
 
 function setStatus(s) {
@@ -255,7 +274,7 @@ function renderPost(post) {
     : h("button", { type: "button", class: "link", onclick: () => openThread(author) }, "Message");
 
   entry.el = h("article", { class: "card post", dataset: { postId: post.id }, "aria-labelledby": `post-title-${post.id}` },
-    h("div", { class: "post-head" }, avatar(author),
+    h("div", { class: "post-head" }, avatarWithDot(author),
       h("div", {}, h("div", { class: "who" }, author.name),
         h("span", { class: "hint" }, timeEl(post.created_at), " · ", entry.viewCount, " views")),
       h("span", { class: "spacer" }), messageAuthor),
@@ -266,7 +285,51 @@ function renderPost(post) {
   );
   state.posts.set(post.id, entry);
   if (state.realtime) state.realtime.subscribe(`post:${post.id}`);
+  watchPresence([post.author_id]);
   return entry;
+}
+
+/** Puts a post that arrived live (or was found missing) in its place, newest first. */
+function insertPost(post) {
+  if (state.posts.has(post.id)) return;
+  const empty = $("feed-empty");
+  if (empty) empty.remove();
+  const el = renderPost(post).el;
+  // Posts are shown newest (highest id) first.
+  const later = [...$("feed").children].find((c) => Number(c.dataset.postId) < post.id);
+  if (later) later.before(el);
+  else $("feed").append(el);
+}
+
+/** A new post from the `feed` room. */
+async function receivePost(post) {
+  if (!state.me || state.posts.has(post.id)) return;
+  await ensureUsers([post.author_id]);
+  if (!state.me || state.posts.has(post.id)) return;
+  insertPost(post);
+  if (post.author_id !== state.me.id) {
+    $("unread-live").textContent = `New post by ${userName(post.author_id)}: ${post.title}`;
+  }
+}
+
+/**
+ * Once the `feed` room is joined (again, after a reconnect), the newest posts are
+ * read and those not shown yet are added: posts made while the page was loading or
+ * offline are not missed.
+ */
+async function catchUpFeed() {
+  if (!state.me) return;
+  const token = state.token;
+  try {
+    const page = await call("GET", `/api/posts?limit=${PAGE_SIZE}`);
+    if (state.token !== token) return;
+    const fresh = page.posts.filter((p) => !state.posts.has(p.id));
+    await ensureUsers(fresh.map((p) => p.author_id));
+    if (state.token !== token) return;
+    for (const post of fresh.reverse()) insertPost(post);
+  } catch (err) {
+    reportError(err);
+  }
 }
 
 function applyPost(post) {
@@ -334,9 +397,7 @@ async function createPost(event) {
     const post = await call("POST", "/api/posts", { title, body });
     $("post-title").value = "";
     $("post-body").value = "";
-    const empty = $("feed-empty");
-    if (empty) empty.remove();
-    $("feed").prepend(renderPost(post).el);
+    insertPost(post);
   } catch (err) {
     if (err instanceof ApiError && err.status !== 401) $("post-error").textContent = err.message;
     else reportError(err);
@@ -463,6 +524,95 @@ function applyComment(comment) {
 function receiveEvent(name, data) {
   if (name === "post_updated" && data) applyPost(data);
   else if (name === "comment_updated" && data) applyComment(data);
+  else if (name === "new_post" && data) receivePost(data);
+  else if (name === "presence" && data) setOnline(data.user_id, data.online);
+  else if (name === "subscribed" && data) joined(data.room);
+}
+
+function joined(room) {
+  if (room === "feed") {
+    catchUpFeed();
+    return;
+  }
+  const m = /^presence:(\d+)$/.exec(room || "");
+  if (m) {
+    // Joined first, asked second: a change after the answer arrives as an event.
+    state.presenceToAsk.add(Number(m[1]));
+    clearTimeout(state.presenceTimer);
+    state.presenceTimer = setTimeout(askPresence, 30);
+  }
+}
+
+// ---------- presence ----------
+
+/** An avatar with the dot that says whether its user is online. */
+function avatarWithDot(user, small = false) {
+  const dot = h("span", {
+    class: "presence-dot", role: "img", "aria-label": `${user.name} is online`, title: "Online",
+    dataset: { presenceUser: user.id }, hidden: !state.online.has(user.id),
+  });
+  return h("span", { class: "avatar-wrap" }, avatar(user, small), dot);
+}
+
+/** Follows the presence of these users (up to MAX_WATCHED in all). */
+function watchPresence(ids) {
+  if (!state.realtime) return;
+  for (const id of ids) {
+    if (id == null || state.watched.has(id) || state.watched.size >= MAX_WATCHED) continue;
+    state.watched.add(id);
+    state.realtime.subscribe(`presence:${id}`);
+  }
+}
+
+async function askPresence() {
+  const ids = [...state.presenceToAsk];
+  state.presenceToAsk.clear();
+  const token = state.token;
+  for (let i = 0; i < ids.length; i += PRESENCE_BATCH) {
+    const batch = ids.slice(i, i + PRESENCE_BATCH);
+    try {
+      const { online } = await call("GET", `/api/presence?user_ids=${batch.join(",")}`);
+      if (state.token !== token) return;
+      const now = new Set(online);
+      for (const id of batch) setOnline(id, now.has(id));
+    } catch (err) {
+      reportError(err);
+      return;
+    }
+  }
+}
+
+function setOnline(id, online) {
+  if (online) state.online.add(id);
+  else state.online.delete(id);
+  for (const dot of document.querySelectorAll(`.presence-dot[data-presence-user="${id}"]`)) dot.hidden = !online;
+}
+
+/** The "Show me online" switch reflects the stored choice. */
+async function loadPresenceChoice() {
+  try {
+    const { visible } = await call("GET", "/api/me/presence");
+    $("show-online").checked = visible;
+    $("presence-toggle").hidden = false;
+  } catch (err) {
+    reportError(err);
+  }
+}
+
+async function changePresenceChoice() {
+  const box = $("show-online");
+  const visible = box.checked;
+  box.disabled = true;
+  try {
+    const answer = await call("PUT", "/api/me/presence", { visible });
+    box.checked = answer.visible;
+    toast(answer.visible ? "Others can see when you are online." : "You appear offline to others.");
+  } catch (err) {
+    box.checked = !visible;
+    reportError(err);
+  } finally {
+    box.disabled = false;
+  }
 }
 
 async function receiveNotification(n) {
@@ -470,6 +620,7 @@ async function receiveNotification(n) {
   if (n.actor_id != null && !state.users.has(n.actor_id)) {
     await ensureUsers([n.actor_id]);
     renderPeople();
+    watchPresence([n.actor_id]);
   }
   state.notifications.unshift(n);
   state.notifications.sort((a, b) => b.id - a.id);
@@ -596,7 +747,7 @@ function renderPeople() {
     list.append(h("li", {}, h("button", {
       type: "button", "aria-current": String(state.thread && state.thread.id === u.id),
       onclick: () => openThread(u),
-    }, avatar(u, true), h("span", {}, u.name))));
+    }, avatarWithDot(u, true), h("span", {}, u.name))));
   }
 }
 
@@ -662,6 +813,7 @@ function wire() {
   $("message-form").addEventListener("submit", sendMessage);
   $("thread-back").addEventListener("click", closeThread);
   $("mark-all").addEventListener("click", () => markRead(null));
+  $("show-online").addEventListener("change", changePresenceChoice);
   $("notif-list").addEventListener("scroll", notificationsScrolled, { passive: true });
   $("bell").addEventListener("click", () => ($("notif-panel").hidden ? openPanel() : closePanel()));
   document.addEventListener("keydown", (e) => {

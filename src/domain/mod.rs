@@ -13,6 +13,7 @@ mod messages;
 mod notifications;
 pub mod offline;
 mod posts;
+mod presence;
 pub mod records;
 mod sessions;
 mod throttle;
@@ -283,6 +284,8 @@ pub enum Event {
         /// Its post.
         post: u64,
     },
+    /// A new post (`new_post` to the `feed` room).
+    PostCreated(Post),
 }
 
 /// Where committed events go (the realtime hub, wired at start-up). Runs on the

@@ -5,9 +5,7 @@ use std::ops::Bound;
 use serde::Serialize;
 
 use super::effects::{self, Caused};
-use super::{
-    check_text, commit, into_page, Comment, DomainError, DomainResult, Page, Post, Social,
-};
+use super::{check_text, into_page, Comment, DomainError, DomainResult, Event, Page, Post, Social};
 use crate::store::records::{CommentRecord, PostCounts, PostRecord};
 use crate::store::{now_ms, Tables};
 
@@ -71,7 +69,8 @@ pub fn read_comment(t: &Tables, id: u64) -> DomainResult<Option<Comment>> {
 }
 
 impl Social {
-    /// Creates a post.
+    /// Creates a post; once it is durable it is handed to the event sink
+    /// ([`Event::PostCreated`]), in commit order.
     pub async fn create_post(
         &self,
         author: u64,
@@ -81,7 +80,7 @@ impl Social {
         let l = self.limits();
         check_text("title", &title, l.max_title_chars)?;
         check_text("body", &body, l.max_body_chars)?;
-        commit(self.store(), move |tx| {
+        self.commit_with_events(move |tx| {
             let t = tx.t();
             let id = tx.next_id()?;
             let post = PostRecord {
@@ -92,7 +91,8 @@ impl Social {
             };
             tx.insert(&t.posts, &id, &post)?;
             tx.insert(&t.post_counts, &id, &PostCounts::default())?;
-            Ok(Ok(Post::from_record(id, &post, &PostCounts::default())))
+            let post = Post::from_record(id, &post, &PostCounts::default());
+            Ok(Ok((post.clone(), vec![Event::PostCreated(post)])))
         })
         .await
     }

@@ -22,6 +22,7 @@ mod metrics;
 mod notifications;
 mod openapi;
 mod posts;
+mod presence;
 pub mod realtime;
 mod tasks;
 mod users;
@@ -94,6 +95,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(tasks::router())
         .merge(admin::router())
         .merge(realtime::router())
+        .merge(presence::router())
         .merge(admin_stream::router())
         .merge(assets::router())
         .merge(openapi::router())

@@ -17,9 +17,13 @@
 //! distinct pattern subscribed to; the glob tests run outside the registry lock,
 //! so that patterns never hold up subscribing and leaving.
 //!
+//! The hub also keeps presence ([`presence`]): which users have a connection open,
+//! announced in `presence:{id}` rooms.
+//!
 //! The hub knows no transport and no storage: it moves publications, nothing more.
 
 mod glob;
+pub mod presence;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -32,6 +36,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use glob::matches as glob_matches;
+pub use presence::{presence_room, PresenceGuard, PRESENCE_EVENT, PRESENCE_ROOM_PREFIX};
 
 /// The room for events addressed to everyone (a Flask-SocketIO emit without a
 /// room): transports that serve "everyone" join it for each connection.
@@ -458,6 +463,7 @@ struct HubInner {
     closing: CancellationToken,
     stats: HubStats,
     connections: [AtomicU64; 3],
+    presence: presence::Registry,
 }
 
 impl Hub {
@@ -484,6 +490,7 @@ impl Hub {
                 closing: CancellationToken::new(),
                 stats: HubStats::default(),
                 connections: Default::default(),
+                presence: presence::Registry::default(),
             }),
         }
     }
@@ -536,6 +543,7 @@ impl Hub {
             outbox,
             kicked,
             closed: None,
+            presence: None,
         }
     }
 
@@ -709,6 +717,21 @@ impl Hub {
         self.read().rooms.get(room).map_or(0, HashMap::len)
     }
 
+    /// Whether a publication to `room` would reach anyone, room members or pattern
+    /// subscribers: lets a publisher skip rendering what nobody receives.
+    pub fn has_audience(&self, room: &str) -> bool {
+        let patterns = {
+            let reg = self.read();
+            if reg.rooms.get(room).is_some_and(|m| !m.is_empty()) {
+                return true;
+            }
+            reg.pattern_list.clone()
+        };
+        patterns
+            .iter()
+            .any(|p| glob::matches(p.as_bytes(), room.as_bytes()))
+    }
+
     /// Rooms with at least one subscriber whose name matches `pattern` (all rooms
     /// when `None`), as `PUBSUB CHANNELS`.
     pub fn rooms(&self, pattern: Option<&[u8]>) -> Vec<String> {
@@ -758,7 +781,8 @@ fn remove_from(map: &mut HashMap<Arc<str>, Members>, key: &str, id: u64) {
     }
 }
 
-/// One subscriber's membership and inbox. Dropping it leaves every room.
+/// One subscriber's membership and inbox. Dropping it leaves every room, and
+/// closes the connection for presence when it tracks one.
 pub struct Subscription {
     hub: Hub,
     id: u64,
@@ -766,12 +790,22 @@ pub struct Subscription {
     outbox: Arc<Outbox>,
     kicked: CancellationToken,
     closed: Option<Closed>,
+    /// Dropped with the subscription, just before it leaves its rooms.
+    presence: Option<PresenceGuard>,
 }
 
 impl Subscription {
     /// Its id, unique for the life of the process.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Counts this subscription as an open connection of `user` for presence
+    /// until it is dropped (see [`Hub::connect_user`]; `visible` says whether the
+    /// user may be shown online). A subscription tracks one user; a later call
+    /// replaces the earlier one.
+    pub fn track_presence(&mut self, user: u64, visible: impl FnMut() -> bool) {
+        self.presence = Some(self.hub.connect_user(user, visible));
     }
 
     /// Joins `room`; `false` if already in it.
@@ -880,6 +914,9 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        // Presence first: once the connection no longer counts (in the hub's
+        // statistics), its presence change has been announced.
+        drop(self.presence.take());
         self.hub.remove(self.id);
     }
 }
@@ -912,6 +949,9 @@ mod tests {
         assert_eq!(hub.rooms(Some(b"*2")), vec!["user:2"]);
         assert_eq!(hub.pattern_count(), 1);
         assert_eq!(hub.connections(Transport::Resp), 2);
+        assert!(hub.has_audience("user:1") && hub.has_audience("user:2"));
+        assert!(hub.has_audience("user:3"), "through the pattern");
+        assert!(!hub.has_audience("post:1"));
         drop(c);
         assert_eq!(hub.room_size("user:2"), 0);
         assert_eq!(hub.connections(Transport::Resp), 1);

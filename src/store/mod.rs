@@ -315,6 +315,8 @@ tables! {
     /// the time are revoked, except the kept one (sign-out everywhere, password
     /// change).
     session_cutoffs: u64 => (i64, Option<[u8; 32]>),
+    /// user id → () for users who chose not to be shown online.
+    presence_hidden: u64 => (),
 }
 
 /// A cheap handle to the database; clone freely.

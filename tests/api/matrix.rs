@@ -320,6 +320,17 @@ fn table() -> Vec<Row> {
             "/socket.io/?EIO=4&transport=polling&sid=unknown",
             public(400),
         ),
+        row(
+            M::GET,
+            "/api/presence",
+            "/api/presence?user_ids={user},{friend}",
+            [UNAUTH, UNAUTH, UNAUTH, K(200), K(200), K(200)],
+        ),
+        row(M::GET, "/api/me/presence", "/api/me/presence", users(200)),
+        with_body(
+            row(M::PUT, "/api/me/presence", "/api/me/presence", users(200)),
+            |_, _| json!({"visible": true}),
+        ),
         // Last: these end sessions. Each user cell signs in for itself first.
         fresh(row(M::DELETE, "/api/sessions", "/api/sessions", users(200))),
         fresh(row(

@@ -1,7 +1,8 @@
 // Drives the bundled demo page and the ops dashboard in Chromium against the real
 // binary: two users in two browser contexts, a like that reaches the other's bell
 // without a reload, mark-as-read, a dropped connection that resumes without gaps or
-// doubles, and the dashboard showing completed tasks; avatar colours that follow the
+// doubles, and the dashboard showing completed tasks; a new post and its author's
+// online dot reaching another user's page live; avatar colours that follow the
 // user, a long notification list scrolled to its oldest item, and the dashboard's
 // started / running / busy figures adding up under load. Saves screenshots to out/.
 
@@ -284,6 +285,65 @@ test("sockets and the admin stream open with tickets, and signing out ends the s
   assert.ok(dashUrls.some((u) => u.includes("/api/admin/stream?ticket=")), dashUrls.join("\n"));
   assert.deepEqual(dashUrls.filter((u) => u.includes(ADMIN_TOKEN)), []);
   assert.deepEqual(consoleErrors, [], "no console errors on either page");
+});
+
+/** A page signed in as a new account made through the API. */
+async function signedInPage(name) {
+  const session = await apiCall("POST", "/api/users", null, { name, password: `${name}-password` });
+  const p = await newPage(name);
+  await p.page.goto(base + "/");
+  await p.page.evaluate((token) => localStorage.setItem("likewise.token", token), session.token);
+  await p.page.reload();
+  await p.page.locator("#status[data-state=live]").waitFor();
+  return { ...p, user: session.user };
+}
+
+test("a post by another user and that user's online dot appear without a reload", async () => {
+  const b = await signedInPage("frank");
+  // Set on B's page now: a reload would lose it.
+  await b.page.evaluate(() => { window.__sameDocument = true; });
+  const a = await signedInPage("dana");
+  const danaDot = (page) => page.locator(`.presence-dot[data-presence-user="${a.user.id}"]`);
+  const visibleDot = (page, shown) => page.waitForFunction(
+    ([id, want]) => {
+      const dots = [...document.querySelectorAll(`article.post .presence-dot[data-presence-user="${id}"]`)];
+      return dots.length > 0 && dots.every((d) => d.hidden === !want);
+    },
+    [a.user.id, shown],
+    { timeout: TIMEOUT },
+  );
+
+  // A writes a post through the page; B's feed shows it, and A online.
+  await a.page.locator("#post-title").fill("Fresh from dana");
+  await a.page.locator("#post-body").fill("Posted while frank was looking.");
+  await a.page.locator("#post-form button[type=submit]").click();
+  await a.page.locator("article.post", { hasText: "Fresh from dana" }).waitFor();
+  const fresh = b.page.locator("article.post", { hasText: "Fresh from dana" });
+  await fresh.waitFor();
+  assert.equal(await fresh.count(), 1, "the post is shown once");
+  assert.equal(await fresh.locator(".post-head .who").textContent(), "dana");
+  const first = await b.page.locator("#feed article.post").first().getAttribute("data-post-id");
+  assert.equal(first, await fresh.getAttribute("data-post-id"), "the new post is at the top");
+  await visibleDot(b.page, true);
+  assert.ok(await danaDot(b.page).first().isVisible());
+  assert.equal(await b.page.evaluate(() => window.__sameDocument), true, "no reload");
+
+  // A hides; B's dot goes out; A shows again; it comes back.
+  const toggle = a.page.locator("#show-online");
+  assert.equal(await toggle.isChecked(), true);
+  await toggle.uncheck();
+  await visibleDot(b.page, false);
+  await a.page.waitForFunction(() => !document.getElementById("show-online").disabled);
+  await toggle.check();
+  await visibleDot(b.page, true);
+  await b.page.screenshot({ path: join(out, "presence.png") });
+
+  // A's page closes: the dot goes out on B's page.
+  await a.context.close();
+  await visibleDot(b.page, false);
+  assert.equal(await b.page.evaluate(() => window.__sameDocument), true, "no reload");
+  await b.context.close();
+  assert.deepEqual(consoleErrors, [], "no console errors");
 });
 
 test("the notification list scrolls to its oldest notification, on a laptop and on phones", async () => {

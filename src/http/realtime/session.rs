@@ -23,11 +23,21 @@ use crate::rooms::{self, PostLookup, Refusal};
 pub(crate) const REPLAY_PAGE: usize = 200;
 
 /// Subscribes a newly authenticated connection to the rooms it is always in: its
-/// user's own room and the broadcast room.
+/// user's own room and the broadcast room; and counts it for the user's presence
+/// for as long as the subscription lives, whatever carries it.
 pub(crate) fn subscribe_user(ctx: &mut Ctx<'_>, transport: Transport, user: u64) {
-    let sub = ctx.hub.subscribe(transport);
+    let mut sub = ctx.hub.subscribe(transport);
     sub.join(&rooms::user(user));
     sub.join(rooms::BROADCAST);
+    let social = ctx.social;
+    sub.track_presence(user, || {
+        social.presence_visible(user).unwrap_or_else(|e| {
+            // Shown online only when the user's choice is known: a store that
+            // cannot say must not reveal a user who opted out.
+            tracing::warn!(error = %e, user, "reading a user's presence choice failed");
+            false
+        })
+    });
     *ctx.sub = Some(sub);
 }
 
