@@ -22,8 +22,13 @@ pub use crate::store::Durability;
 
 // The subsystems own their settings; `Settings` composes them, and they are
 // re-exported here so that a config file's whole shape can be named from one place.
+pub use crate::cluster::ClusterSettings;
 pub use crate::domain::effects::WebhookSettings;
 pub use crate::queue::{QueueSettings, ScheduleSettings};
+
+/// The environment variable naming the cluster bus's Redis URL (it may carry a
+/// password, so it is read like the other secrets, never from a flag).
+pub const CLUSTER_REDIS_ENV: &str = "LIKEWISE_CLUSTER_REDIS";
 
 /// Size and rate limits; every input the server accepts is bounded by one of these.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -191,6 +196,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Sessions, tickets, sign-in throttles, password hashing (`[accounts]`).
     pub accounts: AccountSettings,
+    /// The cluster bus (`[cluster]`); without a `redis` URL, a single node.
+    pub cluster: ClusterSettings,
 }
 
 /// Default `offline_after_s`: a minute.
@@ -223,6 +230,7 @@ impl Default for Settings {
             schedules: Vec::new(),
             limits: Limits::default(),
             accounts: AccountSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -321,6 +329,7 @@ impl Settings {
             }
         }
         self.accounts.validate().map_err(ConfigError::Invalid)?;
+        self.cluster.validate().map_err(ConfigError::Invalid)?;
         let l = &self.limits;
         if l.ping_interval_ms < 10 || l.ping_timeout_ms < 10 {
             return Err(ConfigError::Invalid(
@@ -448,6 +457,8 @@ pub struct FileSettings {
     limits: Option<Limits>,
     #[serde(default)]
     accounts: Option<AccountSettings>,
+    #[serde(default)]
+    cluster: Option<ClusterSettings>,
 }
 
 impl FileSettings {
@@ -510,6 +521,15 @@ fn parse_resp(value: &str) -> Result<Option<SocketAddr>, ConfigError> {
 /// Builds the settings from the layers: overrides (flags, then env) beat the file,
 /// which beats the defaults. Empty strings from the environment count as unset.
 pub fn resolve(file: FileSettings, over: Overrides) -> Result<Settings, ConfigError> {
+    resolve_with_cluster_env(file, over, std::env::var(CLUSTER_REDIS_ENV).ok())
+}
+
+/// [`resolve`], with the value of [`CLUSTER_REDIS_ENV`] given rather than read.
+pub fn resolve_with_cluster_env(
+    file: FileSettings,
+    over: Overrides,
+    cluster_redis: Option<String>,
+) -> Result<Settings, ConfigError> {
     let d = Settings::default();
     let nonempty = |s: Option<String>| s.filter(|v| !v.is_empty());
     let http = match nonempty(over.http).or(file.http) {
@@ -546,6 +566,13 @@ pub fn resolve(file: FileSettings, over: Overrides) -> Result<Settings, ConfigEr
         schedules: file.schedules,
         limits: file.limits.unwrap_or_default(),
         accounts: file.accounts.unwrap_or_default(),
+        cluster: {
+            let mut cluster = file.cluster.unwrap_or_default();
+            if let Some(url) = nonempty(cluster_redis) {
+                cluster.redis = Some(url);
+            }
+            cluster
+        },
     };
     settings.validate()?;
     Ok(settings)
@@ -681,6 +708,42 @@ mod tests {
         let err = resolve(file, Overrides::default()).unwrap_err().to_string();
         assert!(err.contains("session_ttl_s"), "{err}");
         assert!(FileSettings::parse("[accounts]\nsesion_ttl_s = 3600").is_err());
+    }
+
+    #[test]
+    fn the_cluster_bus_comes_from_its_section_or_the_environment_and_is_checked() {
+        let s =
+            resolve_with_cluster_env(FileSettings::default(), Overrides::default(), None).unwrap();
+        assert!(s.cluster.redis.is_none(), "a single node by default");
+        let file = FileSettings::parse("[cluster]\nredis = \"redis://127.0.0.1:6380/2\"").unwrap();
+        let s = resolve_with_cluster_env(file, Overrides::default(), None).unwrap();
+        assert_eq!(s.cluster.redis.as_deref(), Some("redis://127.0.0.1:6380/2"));
+        assert_eq!(s.cluster.channel(), "likewise:events");
+        let file = FileSettings::parse("[cluster]\nredis = \"redis://127.0.0.1:6380/2\"").unwrap();
+        let s = resolve_with_cluster_env(
+            file,
+            Overrides::default(),
+            Some("redis://:pw@10.0.0.5:6379/0".into()),
+        )
+        .unwrap();
+        assert_eq!(
+            s.cluster.redis.as_deref(),
+            Some("redis://:pw@10.0.0.5:6379/0"),
+            "the environment beats the file"
+        );
+        let err = resolve_with_cluster_env(
+            FileSettings::default(),
+            Overrides::default(),
+            Some("http://:secret@host:6379".into()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cluster.redis"), "{err}");
+        assert!(
+            !err.contains("secret"),
+            "the password is never echoed: {err}"
+        );
+        assert!(FileSettings::parse("[cluster]\nredis_url = \"x\"").is_err());
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! - [`demo`]: the demo accounts and content of `serve --demo`.
 //! - [`resp`]: the Redis-protocol (RESP2/RESP3) pub/sub listener over the hub, and
 //!   the Flask-SocketIO message-queue bridge.
+//! - [`cluster`]: the cluster bus: hub events shared between nodes through a real
+//!   Redis (or Valkey) server.
 //! - [`startup`]: building, running and draining the whole server.
 //! - [`backup`]: the snapshot format, `likewise backup` and `likewise restore`.
 //! - [`control`]: the unix socket through which `likewise backup` reaches a running
@@ -22,6 +24,7 @@
 
 pub mod backup;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod demo;

@@ -152,6 +152,11 @@ impl Application {
         // Every listener is bound before anything is generated or announced: a start
         // that fails here has printed no admin token and no `listening` line.
         let hub = Hub::with_limits(crate::hub::OutputLimits::from(&settings.limits));
+        // Tapped before anything publishes; it connects once the server runs.
+        let cluster = match settings.cluster.redis {
+            Some(_) => Some(crate::cluster::Bus::new(&settings.cluster, hub.clone())?),
+            None => None,
+        };
         let http_listener = TcpListener::bind(settings.http)
             .await
             .map_err(|e| bind_error("HTTP", settings.http, &e))?;
@@ -244,6 +249,7 @@ impl Application {
             realtime: Arc::default(),
             polling: Arc::default(),
             demo_accounts: Arc::new(demo_accounts),
+            cluster,
         };
         Ok(Application {
             http_listener,
@@ -294,6 +300,11 @@ impl Application {
             });
         }
         let resp = resp.map(|listener| tokio::spawn(listener.run(shutdown.clone())));
+        let bus_tasks = tokio_util::task::TaskTracker::new();
+        if let Some(bus) = &state.cluster {
+            bus.start(shutdown.clone(), &bus_tasks);
+        }
+        bus_tasks.close();
         let dispatcher = pool.start();
         let beat = tokio::spawn(beat.run(shutdown.clone()));
         let control = control.map(|c| {
@@ -347,6 +358,7 @@ impl Application {
         if let Some(control) = control {
             let _ = control.await;
         }
+        bus_tasks.wait().await;
         if let Err(e) = social.flush_views().await {
             tracing::warn!(error = %e, "writing the last views failed");
         }

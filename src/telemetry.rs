@@ -226,6 +226,30 @@ pub const METRICS: &[Metric] = &[
         "Subscribers disconnected for staying over their output budget.",
     ),
     m(
+        "likewise_cluster_bus_up",
+        Kind::Gauge,
+        &[],
+        "1 while both connections of the cluster bus to Redis are up, else 0 (absent without [cluster]).",
+    ),
+    m(
+        "likewise_cluster_published_total",
+        Kind::Counter,
+        &[],
+        "Publications this node sent to the other nodes through Redis.",
+    ),
+    m(
+        "likewise_cluster_received_total",
+        Kind::Counter,
+        &[],
+        "Publications from other nodes delivered to this node's subscribers.",
+    ),
+    m(
+        "likewise_cluster_dropped_total",
+        Kind::Counter,
+        &["reason"],
+        "Bus publications dropped (bus_down, queue_full, too_large, publish_failed, malformed, received_too_large).",
+    ),
+    m(
         "likewise_store_transactions_total",
         Kind::Counter,
         &[],

@@ -70,6 +70,8 @@ pub struct AppState {
     pub polling: Arc<realtime::PollingSessions>,
     /// The demo accounts a visitor can sign in with (empty without `--demo`).
     pub demo_accounts: Arc<Vec<crate::demo::DemoUser>>,
+    /// The cluster bus, when `[cluster] redis` is set.
+    pub cluster: Option<crate::cluster::Bus>,
 }
 
 /// Routes being assembled: a feature's router is merged whether it documents its

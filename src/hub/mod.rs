@@ -20,6 +20,12 @@
 //! The hub also keeps presence ([`presence`]): which users have a connection open,
 //! announced in `presence:{id}` rooms.
 //!
+//! A [`Tap`] (the cluster bus, when one is configured) is handed every publication
+//! made on this node, after local delivery; publications that arrive from the tap's
+//! side go through [`Hub::publish_from_bus`], which delivers them locally and never
+//! hands them back, so an event crosses the bus once. Without a tap, publishing
+//! costs one extra branch.
+//!
 //! The hub knows no transport and no storage: it moves publications, nothing more.
 
 mod glob;
@@ -223,6 +229,30 @@ impl Publication {
     /// The notification id, when this publication is a `new_notification`.
     pub fn notification_id(&self) -> Option<u64> {
         self.body.notification_id
+    }
+
+    /// The only transport it is delivered to, when [`Publication::only_for`] said so.
+    pub fn audience(&self) -> Option<Transport> {
+        self.body.audience
+    }
+
+    /// The event, when the payload alone would not reproduce it: an event with
+    /// no argument or several (its envelope carries them as one list). A
+    /// publication rebuilt elsewhere from its payload needs it to render the same.
+    pub fn explicit_event(&self) -> Option<&Event> {
+        self.body.event.get().filter(|e| e.args.len() != 1)
+    }
+
+    /// A publication rebuilt from its parts (as [`Publication::payload`] and
+    /// [`Publication::explicit_event`] gave them): the event, when given, is
+    /// what websocket clients receive instead of the payload's decoding.
+    pub fn from_parts(room: &str, payload: Bytes, event: Option<Event>) -> Self {
+        let p = Self::raw(room, payload);
+        if let Some(event) = event {
+            let _ = p.body.envelope.set(p.body.payload.clone());
+            let _ = p.body.event.set(event);
+        }
+        p
     }
 
     /// The event websocket clients receive.
@@ -449,6 +479,14 @@ pub struct HubStats {
     pub dropped_slow: AtomicU64,
 }
 
+/// Receives every publication made on this node, once local subscribers have
+/// been offered it (the cluster bus). `offer` runs on the publisher's thread:
+/// it must not block, and must not publish to the hub.
+pub trait Tap: Send + Sync + 'static {
+    /// A publication made on this node.
+    fn offer(&self, publication: &Arc<Publication>);
+}
+
 /// The hub; cheap to clone.
 #[derive(Clone)]
 pub struct Hub {
@@ -464,6 +502,8 @@ struct HubInner {
     stats: HubStats,
     connections: [AtomicU64; 3],
     presence: presence::Registry,
+    /// Set once, at start-up, when a cluster bus is configured.
+    tap: OnceLock<Arc<dyn Tap>>,
 }
 
 impl Hub {
@@ -491,6 +531,7 @@ impl Hub {
                 stats: HubStats::default(),
                 connections: Default::default(),
                 presence: presence::Registry::default(),
+                tap: OnceLock::new(),
             }),
         }
     }
@@ -547,10 +588,31 @@ impl Hub {
         }
     }
 
+    /// Hands every later local publication to `tap` too; `false` (and nothing
+    /// changes) when a tap is already set.
+    pub fn set_tap(&self, tap: Arc<dyn Tap>) -> bool {
+        self.inner.tap.set(tap).is_ok()
+    }
+
     /// Publishes to `publication.room()`; returns how many subscribers it was queued
-    /// for (room members plus matching pattern subscriptions, as Redis counts).
+    /// for (room members plus matching pattern subscriptions, as Redis counts), on
+    /// this node. The tap, when set, is offered it too.
     pub fn publish(&self, publication: Publication) -> usize {
         let publication = Arc::new(publication);
+        let delivered = self.deliver(&publication);
+        if let Some(tap) = self.inner.tap.get() {
+            tap.offer(&publication);
+        }
+        delivered
+    }
+
+    /// Delivers a publication that came from the cluster bus to this node's
+    /// subscribers only: it is never offered to the tap, so it cannot loop.
+    pub fn publish_from_bus(&self, publication: Publication) -> usize {
+        self.deliver(&Arc::new(publication))
+    }
+
+    fn deliver(&self, publication: &Arc<Publication>) -> usize {
         let room = publication.room();
         let mut reg = self.read();
         let patterns = reg.pattern_list.clone();

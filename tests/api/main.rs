@@ -7,6 +7,7 @@ mod accounts;
 mod attack_realtime;
 mod attack_resp;
 mod backup;
+mod cluster;
 mod comments;
 mod crash;
 mod durability;

@@ -1,0 +1,277 @@
+//! The cluster bus: every node publishes its hub events to one real Redis (or
+//! Valkey) server and subscribes to them, so that a client on any node receives
+//! what any node publishes — the way Flask-SocketIO servers share a
+//! `message_queue`.
+//!
+//! It owns the `[cluster]` settings ([`ClusterSettings`]), the message format
+//! ([`wire`]) and the two connections to Redis: one for `PUBLISH`, one for
+//! `SUBSCRIBE` (a subscribed connection can send nothing else). It taps the hub
+//! ([`crate::hub::Tap`]): every publication made on this node is queued for
+//! Redis after local delivery; every message from Redis carrying another node's
+//! id is delivered locally with [`Hub::publish_from_bus`], which never hands it
+//! back to the bus. A node ignores its own messages, so nothing loops and
+//! nothing arrives twice.
+//!
+//! What the bus guarantees, and what not:
+//! - **At most once across nodes.** A publication reaches another node's
+//!   subscribers at most once, and only if both nodes are connected to Redis
+//!   when it passes (Redis pub/sub keeps nothing). Local delivery never depends
+//!   on the bus.
+//! - **Publishers never wait.** Publications wait for Redis in a queue with a
+//!   byte budget (`queue_bytes`); over it, while Redis is unreachable, or for a
+//!   message over `max_message_bytes`, the publication is dropped for the other
+//!   nodes, counted in `likewise_cluster_dropped_total{reason}` and logged
+//!   (once per episode, not once per message).
+//! - **Durable notifications are not lost**, because they are stored: a client
+//!   that resumes with `since` receives whatever the bus dropped.
+//! - Order is kept per publishing node while the connections stay up.
+//!
+//! Faults: both connections have deadlines on connect and on every command, a
+//! heartbeat `PING` finds a silent Redis, and a lost connection is reopened with
+//! exponential backoff and jitter. While either connection is down the node keeps
+//! delivering locally, `/healthz` says `degraded` with the reason, and
+//! `likewise_cluster_bus_up` is 0. State changes are logged once each.
+//!
+//! The bus never touches the store, and knows the hub only through its
+//! publish/tap interface.
+
+mod link;
+mod settings;
+pub mod wire;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::hub::{Hub, Publication, Tap};
+pub use settings::{redact, ClusterSettings};
+
+/// The two connections to Redis, for health and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Publish,
+    Subscribe,
+}
+
+impl Side {
+    fn as_str(self) -> &'static str {
+        match self {
+            Side::Publish => "publish",
+            Side::Subscribe => "subscribe",
+        }
+    }
+}
+
+/// Bus counters (also exported as metrics).
+#[derive(Debug, Default)]
+pub struct BusStats {
+    /// Publications sent to Redis.
+    pub published: AtomicU64,
+    /// Publications from other nodes delivered locally.
+    pub received: AtomicU64,
+    /// Publications dropped, outgoing or incoming, whatever the reason.
+    pub dropped: AtomicU64,
+}
+
+/// The cluster bus of one node; cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    settings: ClusterSettings,
+    client: redis::Client,
+    /// Where the bus connects, without the password.
+    shown: String,
+    channel: String,
+    node: u64,
+    hub: Hub,
+    tx: mpsc::UnboundedSender<Arc<Publication>>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Arc<Publication>>>>,
+    /// Bytes charged for the publications waiting in `tx`.
+    queued: AtomicUsize,
+    /// Set while over budget, so that an episode of drops is logged once.
+    overflowing: AtomicBool,
+    publish_up: AtomicBool,
+    subscribe_up: AtomicBool,
+    /// Why each side is down (`None` while up or not yet tried).
+    down: Mutex<[Option<String>; 2]>,
+    stats: BusStats,
+}
+
+impl Bus {
+    /// A bus for `hub` from `settings` (whose `redis` must be set), tapping the
+    /// hub at once; connections open when [`Bus::start`] runs.
+    pub fn new(settings: &ClusterSettings, hub: Hub) -> anyhow::Result<Bus> {
+        settings.validate().map_err(anyhow::Error::msg)?;
+        let url = settings
+            .redis
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("the cluster bus needs cluster.redis"))?;
+        let client = redis::Client::open(url).map_err(|_| {
+            anyhow::anyhow!("cluster.redis {} is not a valid Redis URL", redact(url))
+        })?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            settings: settings.clone(),
+            client,
+            shown: redact(url),
+            channel: settings.channel(),
+            // Random, so that restarted or cloned nodes never share an id.
+            node: rand::random::<u64>() | 1,
+            hub: hub.clone(),
+            tx,
+            rx: Mutex::new(Some(rx)),
+            queued: AtomicUsize::new(0),
+            overflowing: AtomicBool::new(false),
+            publish_up: AtomicBool::new(false),
+            subscribe_up: AtomicBool::new(false),
+            down: Mutex::new([
+                Some("not connected yet".to_owned()),
+                Some("not connected yet".to_owned()),
+            ]),
+            stats: BusStats::default(),
+        });
+        metrics::gauge!("likewise_cluster_bus_up").set(0.0);
+        if !hub.set_tap(shared.clone()) {
+            anyhow::bail!("the hub already has a tap: one cluster bus per hub");
+        }
+        Ok(Bus { shared })
+    }
+
+    /// This node's id on the bus.
+    pub fn node_id(&self) -> u64 {
+        self.shared.node
+    }
+
+    /// The Redis channel the bus uses.
+    pub fn channel(&self) -> &str {
+        &self.shared.channel
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &BusStats {
+        &self.shared.stats
+    }
+
+    /// Whether both connections to Redis are up.
+    pub fn is_up(&self) -> bool {
+        self.shared.publish_up.load(Ordering::Acquire)
+            && self.shared.subscribe_up.load(Ordering::Acquire)
+    }
+
+    /// Why the bus is degraded, `None` while both connections are up.
+    pub fn degraded(&self) -> Option<String> {
+        if self.is_up() {
+            return None;
+        }
+        let down = self.shared.down.lock().unwrap_or_else(|p| p.into_inner());
+        let why: Vec<String> = [Side::Publish, Side::Subscribe]
+            .into_iter()
+            .filter_map(|side| {
+                down[side as usize]
+                    .as_ref()
+                    .map(|e| format!("{} connection: {e}", side.as_str()))
+            })
+            .collect();
+        Some(format!(
+            "cluster bus: Redis at {} unreachable ({}); events are delivered on this node only",
+            self.shared.shown,
+            why.join("; ")
+        ))
+    }
+
+    /// Opens the connections and serves until `shutdown`; the tasks are tracked by
+    /// `tracker`. A second call does nothing.
+    pub fn start(&self, shutdown: CancellationToken, tracker: &TaskTracker) {
+        let rx = self
+            .shared
+            .rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(rx) = rx else { return };
+        tracker.spawn(link::publish_loop(
+            self.shared.clone(),
+            rx,
+            shutdown.clone(),
+        ));
+        tracker.spawn(link::subscribe_loop(self.shared.clone(), shutdown));
+    }
+}
+
+impl Shared {
+    fn drop_publication(&self, reason: &'static str) {
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("likewise_cluster_dropped_total", "reason" => reason).increment(1);
+    }
+
+    /// Records a side's state; logs only when it changes.
+    fn set_state(&self, side: Side, result: Result<(), String>) {
+        let flag = match side {
+            Side::Publish => &self.publish_up,
+            Side::Subscribe => &self.subscribe_up,
+        };
+        let up = result.is_ok();
+        let was = flag.swap(up, Ordering::AcqRel);
+        let first = {
+            let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+            let first = down[side as usize].as_deref() == Some("not connected yet");
+            down[side as usize] = result.as_ref().err().cloned();
+            first
+        };
+        let both =
+            self.publish_up.load(Ordering::Acquire) && self.subscribe_up.load(Ordering::Acquire);
+        metrics::gauge!("likewise_cluster_bus_up").set(if both { 1.0 } else { 0.0 });
+        match result {
+            Ok(()) if !was => tracing::info!(
+                redis = %self.shown,
+                channel = %self.channel,
+                side = side.as_str(),
+                "cluster bus connected"
+            ),
+            Err(e) if was || first => tracing::warn!(
+                redis = %self.shown,
+                side = side.as_str(),
+                error = %e,
+                "cluster bus down: events reach this node's clients only until Redis is back; \
+                 reconnecting with backoff"
+            ),
+            _ => {}
+        }
+    }
+}
+
+impl Tap for Shared {
+    fn offer(&self, publication: &Arc<Publication>) {
+        if !self.publish_up.load(Ordering::Acquire) {
+            // Nothing would drain the queue; what it held would arrive late and
+            // stale. Clients that missed a notification recover it with `since`.
+            self.drop_publication("bus_down");
+            return;
+        }
+        let cost = publication.cost();
+        let queued = self.queued.fetch_add(cost, Ordering::AcqRel) + cost;
+        if queued > self.settings.queue_bytes {
+            self.queued.fetch_sub(cost, Ordering::AcqRel);
+            self.drop_publication("queue_full");
+            if !self.overflowing.swap(true, Ordering::AcqRel) {
+                tracing::warn!(
+                    queue_bytes = self.settings.queue_bytes,
+                    "cluster bus: Redis does not keep up; dropping publications for the other \
+                     nodes until the queue drains"
+                );
+            }
+            return;
+        }
+        if self.tx.send(publication.clone()).is_err() {
+            // The publishing task is gone (shutting down).
+            self.queued.fetch_sub(cost, Ordering::AcqRel);
+            self.drop_publication("bus_down");
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The cluster bus between two nodes through a real `redis-server` on loopback:
+//! cross-node delivery, exactly once on each node, and what happens while Redis
+//! is down and once it is back.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::helpers::{spawn_app_with, TestApp, ADMIN_TOKEN};
+use crate::realtime::{connect_user, next_event, send, Ws};
+
+/// How long a node gets to notice Redis going or coming back.
+const RECONNECT: Duration = Duration::from_secs(20);
+
+/// A `redis-server` on a loopback port, without persistence, killed on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts one on `port` (a free one when `None`) and waits until it says it
+    /// accepts connections; `None` when redis-server is not installed.
+    async fn start(dir: &Path, port: Option<u16>) -> Option<RedisServer> {
+        let port = port.unwrap_or_else(|| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            l.local_addr().unwrap().port()
+        });
+        let spawned = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
+                return None;
+            }
+            Err(e) => panic!("cannot start redis-server: {e}"),
+        };
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(line) = lines.next_line().await.expect("redis-server output") {
+                if line.contains("Ready to accept connections") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(ready, Ok(true), "redis-server did not become ready");
+        // Keep draining its output so that it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Some(RedisServer { child, port })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    async fn kill(mut self) {
+        self.child.kill().await.expect("redis-server killed");
+    }
+}
+
+async fn node(redis_url: &str) -> TestApp {
+    let url = redis_url.to_owned();
+    spawn_app_with(move |s| {
+        s.cluster.redis = Some(url);
+        s.cluster.reconnect_min_ms = 20;
+        s.cluster.reconnect_max_ms = 200;
+        s.cluster.heartbeat_ms = 100;
+    })
+    .await
+}
+
+async fn health(app: &TestApp) -> (StatusCode, Value) {
+    let resp = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    (resp.status(), resp.json().await.expect("JSON"))
+}
+
+/// Waits until `/healthz` says `status` (the bus connects and reconnects in the
+/// background; this is the state it exposes).
+async fn await_health(app: &TestApp, status: &'static str) -> Value {
+    app.eventually(RECONNECT, || async {
+        let (code, body) = health(app).await;
+        assert_eq!(code, StatusCode::OK, "a bus fault is not a 503: {body}");
+        (body["status"] == status).then_some(body)
+    })
+    .await
+}
+
+async fn announce(app: &TestApp, room: &str, text: &str) {
+    let (status, body) = app
+        .post(
+            "/api/admin/publish",
+            ADMIN_TOKEN,
+            json!({"room": room, "event": "announcement", "data": {"text": text}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn join(ws: &mut Ws, room: &str) {
+    send(ws, json!({"op": "subscribe", "room": room})).await;
+    loop {
+        if next_event(ws).await["event"] == "subscribed" {
+            return;
+        }
+    }
+}
+
+/// The announcements (and notifications) `ws` receives up to the announcement
+/// `marker`, which must come after them: what arrives twice shows up here.
+async fn received_until(ws: &mut Ws, marker: &str) -> Vec<Value> {
+    let mut got = Vec::new();
+    loop {
+        let e = next_event(ws).await;
+        match e["event"].as_str() {
+            Some("announcement") if e["data"]["text"] == marker => return got,
+            Some("announcement") | Some("new_notification") => got.push(e),
+            _ => {}
+        }
+    }
+}
+
+fn texts(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match e["event"].as_str() {
+            Some("announcement") => e["data"]["text"].as_str().unwrap_or("").to_owned(),
+            _ => format!("notification {}", e["data"]["id"]),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn two_nodes_share_events_through_redis_once_each_and_survive_its_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), None).await else {
+        return;
+    };
+    let a = node(&redis.url()).await;
+    let b = node(&redis.url()).await;
+    await_health(&a, "ok").await;
+    await_health(&b, "ok").await;
+
+    // The same accounts on both nodes (each has its own store): the ids match.
+    let author_a = a.register("author").await;
+    let fan = a.register("fan").await;
+    let author_b = b.register("author").await;
+    assert_eq!(author_a.id, author_b.id);
+    let post = a.create_post(&author_a, "Hello").await;
+
+    let mut on_a = connect_user(&a, &author_a).await;
+    let mut on_b = connect_user(&b, &author_b).await;
+    join(&mut on_a, "public:lobby").await;
+    join(&mut on_b, "public:lobby").await;
+
+    // An admin publish on A and a like on A reach the author's socket on B.
+    announce(&a, "public:lobby", "from A").await;
+    let (status, _) = a.put(&format!("/api/posts/{post}/like"), &fan.token).await;
+    assert_eq!(status, StatusCode::OK);
+    // Up to the notification, B's client has each of A's events, in order.
+    let mut on_b_got = Vec::new();
+    let notification = loop {
+        let e = next_event(&mut on_b).await;
+        match e["event"].as_str() {
+            Some("new_notification") => break e,
+            Some("announcement") => on_b_got.push(e),
+            _ => {}
+        }
+    };
+    assert_eq!(texts(&on_b_got), ["from A"]);
+    assert_eq!(notification["data"]["kind"], "like_post");
+    assert_eq!(notification["data"]["actor_id"], fan.id);
+    // Redis orders its channel: a marker published after the events closes the
+    // window in which a duplicate of them (or A's own echo) would have shown.
+    announce(&a, "public:lobby", "marker 1").await;
+    assert_eq!(
+        texts(&received_until(&mut on_b, "marker 1").await),
+        Vec::<String>::new(),
+        "nothing twice on B"
+    );
+    announce(&b, "public:lobby", "marker 1b").await;
+    assert_eq!(
+        texts(&received_until(&mut on_a, "marker 1b").await),
+        vec![
+            "from A".to_owned(),
+            format!("notification {}", notification["data"]["id"]),
+            "marker 1".to_owned(),
+        ],
+        "A's own client got each event once, none echoed back by the bus"
+    );
+    assert_eq!(
+        texts(&received_until(&mut on_b, "marker 1b").await),
+        Vec::<String>::new()
+    );
+    let bus_a = a.state.cluster.as_ref().expect("A has a bus");
+    let bus_b = b.state.cluster.as_ref().expect("B has a bus");
+    assert_ne!(bus_a.node_id(), bus_b.node_id());
+
+    // Redis goes away: both nodes say so, and keep delivering locally.
+    let port = redis.port;
+    redis.kill().await;
+    for app in [&a, &b] {
+        let body = await_health(app, "degraded").await;
+        let reason = body["reason"].as_str().unwrap();
+        assert!(reason.contains("cluster bus"), "{reason}");
+        assert!(reason.contains("127.0.0.1"), "{reason}");
+    }
+    announce(&a, "public:lobby", "A alone").await;
+    announce(&b, "public:lobby", "B alone").await;
+    announce(&a, "public:lobby", "marker 2").await;
+    announce(&b, "public:lobby", "marker 2").await;
+    assert_eq!(
+        texts(&received_until(&mut on_a, "marker 2").await),
+        ["A alone"]
+    );
+    assert_eq!(
+        texts(&received_until(&mut on_b, "marker 2").await),
+        ["B alone"]
+    );
+    assert!(
+        bus_a
+            .stats()
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+    );
+    let metrics = a.text("/metrics").await;
+    assert!(metrics.contains("likewise_cluster_dropped_total{reason=\"bus_down\"}"));
+
+    // Redis is back on the same address: both reconnect, and cross-node delivery
+    // works again.
+    let redis = RedisServer::start(dir.path(), Some(port))
+        .await
+        .expect("redis-server restarts");
+    await_health(&a, "ok").await;
+    await_health(&b, "ok").await;
+    announce(&a, "public:lobby", "A again").await;
+    announce(&a, "public:lobby", "marker 3").await;
+    assert_eq!(
+        texts(&received_until(&mut on_b, "marker 3").await),
+        ["A again"]
+    );
+    assert_eq!(
+        texts(&received_until(&mut on_a, "marker 3").await),
+        ["A again"]
+    );
+    announce(&b, "public:lobby", "B again").await;
+    announce(&b, "public:lobby", "marker 4").await;
+    assert_eq!(
+        texts(&received_until(&mut on_a, "marker 4").await),
+        ["B again"]
+    );
+    assert_eq!(
+        texts(&received_until(&mut on_b, "marker 4").await),
+        ["B again"]
+    );
+
+    a.stop().await;
+    b.stop().await;
+    redis.kill().await;
+}
+
+#[tokio::test]
+async fn a_bad_cluster_url_is_refused_at_start_without_showing_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = likewise::config::Settings::for_tests(dir.path());
+    settings.resp = None;
+    settings.cluster.redis = Some("http://:hunter2@127.0.0.1:6379".into());
+    let err = likewise::startup::Application::build(settings)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("cluster.redis"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
