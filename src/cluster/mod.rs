@@ -275,3 +275,70 @@ impl Tap for Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn bus(queue_bytes: usize) -> Bus {
+        let settings = ClusterSettings {
+            // Never connected in these tests.
+            redis: Some("redis://127.0.0.1:1/0".into()),
+            queue_bytes,
+            max_message_bytes: 1024,
+            ..ClusterSettings::default()
+        };
+        Bus::new(&settings, Hub::new(8)).unwrap()
+    }
+
+    fn kib() -> Arc<Publication> {
+        Arc::new(Publication::raw("r", Bytes::from(vec![b'x'; 900])))
+    }
+
+    #[test]
+    fn offers_are_dropped_while_redis_is_down_and_over_the_byte_budget() {
+        let bus = bus(2048);
+        let shared = &bus.shared;
+        shared.offer(&kib());
+        assert_eq!(shared.stats.dropped.load(Ordering::Relaxed), 1, "bus down");
+        shared.publish_up.store(true, Ordering::Release);
+        shared.offer(&kib());
+        shared.offer(&kib());
+        assert_eq!(shared.stats.dropped.load(Ordering::Relaxed), 1);
+        shared.offer(&kib());
+        assert_eq!(
+            shared.stats.dropped.load(Ordering::Relaxed),
+            2,
+            "over budget"
+        );
+        assert!(shared.queued.load(Ordering::Acquire) <= 2048);
+        assert!(shared.overflowing.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn the_bus_is_degraded_until_both_connections_are_up_and_says_where_without_the_password() {
+        let settings = ClusterSettings {
+            redis: Some("redis://:hunter2@127.0.0.1:1/0".into()),
+            ..ClusterSettings::default()
+        };
+        let bus = Bus::new(&settings, Hub::new(8)).unwrap();
+        let why = bus.degraded().unwrap();
+        assert!(
+            why.contains("127.0.0.1:1") && !why.contains("hunter2"),
+            "{why}"
+        );
+        bus.shared.set_state(Side::Publish, Ok(()));
+        assert!(bus.degraded().is_some());
+        bus.shared.set_state(Side::Subscribe, Ok(()));
+        assert!(bus.degraded().is_none() && bus.is_up());
+        bus.shared
+            .set_state(Side::Subscribe, Err("the connection closed".into()));
+        let why = bus.degraded().unwrap();
+        assert!(
+            why.contains("subscribe connection: the connection closed"),
+            "{why}"
+        );
+        assert!(!why.contains("publish connection"), "{why}");
+    }
+}

@@ -1153,6 +1153,44 @@ mod tests {
         assert_eq!(hub.publish(Publication::raw("user:1", Bytes::new())), 0);
     }
 
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<String>>);
+
+    impl Tap for Recorder {
+        fn offer(&self, publication: &Arc<Publication>) {
+            self.0.lock().unwrap().push(publication.room().to_owned());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_tap_sees_local_publications_but_never_those_from_the_bus() {
+        let hub = Hub::new(8);
+        let tap = Arc::new(Recorder::default());
+        assert!(hub.set_tap(tap.clone()));
+        assert!(!hub.set_tap(Arc::new(Recorder::default())), "one tap");
+        let mut s = hub.subscribe(Transport::Ws);
+        s.join("r");
+        assert_eq!(hub.publish(Publication::raw("r", Bytes::from("local"))), 1);
+        assert_eq!(hub.publish(Publication::raw("empty", Bytes::new())), 0);
+        assert_eq!(
+            hub.publish_from_bus(Publication::raw("r", Bytes::from("remote"))),
+            1
+        );
+        assert_eq!(
+            *tap.0.lock().unwrap(),
+            ["r", "empty"],
+            "rooms nobody is in too"
+        );
+        assert_eq!(
+            s.recv().await.unwrap().publication.payload().as_ref(),
+            b"local"
+        );
+        assert_eq!(
+            s.recv().await.unwrap().publication.payload().as_ref(),
+            b"remote"
+        );
+    }
+
     #[tokio::test]
     async fn closing_the_hub_ends_every_subscription() {
         let hub = Hub::new(4);

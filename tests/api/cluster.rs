@@ -293,3 +293,52 @@ async fn a_bad_cluster_url_is_refused_at_start_without_showing_the_password() {
     assert!(err.contains("cluster.redis"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[tokio::test]
+async fn garbage_on_the_bus_channel_is_counted_and_dropped_and_the_node_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), None).await else {
+        return;
+    };
+    let app = node(&redis.url()).await;
+    await_health(&app, "ok").await;
+    let user = app.register("reader").await;
+    let mut ws = connect_user(&app, &user).await;
+    join(&mut ws, "public:lobby").await;
+
+    // Anyone who reaches the Redis can publish on the channel.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut oversized = vec![1u8];
+    oversized.resize(2 * 1024 * 1024, 0xff);
+    let garbage: [&[u8]; 5] = [b"", b"hello", b"\x01", b"\x02\x00\x00", &oversized];
+    for message in garbage {
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg("likewise:events")
+            .arg(message)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(receivers, 1, "the node is subscribed");
+    }
+    let bus = app.state.cluster.as_ref().unwrap();
+    let dropped = || {
+        bus.stats()
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    app.eventually(RECONNECT, || async { (dropped() == 5).then_some(()) })
+        .await;
+    // None of it reached the client before this.
+    announce(&app, "public:lobby", "after").await;
+    assert_eq!(
+        texts(&received_until(&mut ws, "after").await),
+        Vec::<String>::new()
+    );
+    assert_eq!(health(&app).await.1["status"], "ok");
+    let metrics = app.text("/metrics").await;
+    assert!(metrics.contains("likewise_cluster_dropped_total{reason=\"malformed\"}"));
+    assert!(metrics.contains("likewise_cluster_dropped_total{reason=\"received_too_large\"}"));
+    app.stop().await;
+    redis.kill().await;
+}
