@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use futures::StreamExt;
+
 use crate::helpers::{spawn_app_with, TestApp, ADMIN_TOKEN};
 use crate::realtime::{connect_user, next_event, send, Ws};
 
@@ -74,8 +76,16 @@ impl RedisServer {
 }
 
 async fn node(redis_url: &str) -> TestApp {
+    node_with(redis_url, |_| {}).await
+}
+
+async fn node_with(
+    redis_url: &str,
+    tweak: impl FnOnce(&mut likewise::config::Settings),
+) -> TestApp {
     let url = redis_url.to_owned();
     spawn_app_with(move |s| {
+        tweak(s);
         s.cluster.redis = Some(url);
         s.cluster.reconnect_min_ms = 20;
         s.cluster.reconnect_max_ms = 200;
@@ -340,5 +350,59 @@ async fn garbage_on_the_bus_channel_is_counted_and_dropped_and_the_node_carries_
     assert!(metrics.contains("likewise_cluster_dropped_total{reason=\"malformed\"}"));
     assert!(metrics.contains("likewise_cluster_dropped_total{reason=\"received_too_large\"}"));
     app.stop().await;
+    redis.kill().await;
+}
+
+#[tokio::test]
+async fn a_resp_publish_on_one_node_reaches_resp_and_socket_clients_on_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), None).await else {
+        return;
+    };
+    let with_resp = |s: &mut likewise::config::Settings| {
+        s.resp = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    };
+    let a = node_with(&redis.url(), with_resp).await;
+    let b = node_with(&redis.url(), with_resp).await;
+    await_health(&a, "ok").await;
+    await_health(&b, "ok").await;
+    let user = b.register("reader").await;
+    let mut ws = connect_user(&b, &user).await;
+    join(&mut ws, "public:lobby").await;
+
+    let mut sub = redis::Client::open(b.resp_url(""))
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    sub.subscribe("public:lobby").await.unwrap();
+    let mut messages = sub.on_message();
+    let mut publisher = redis::Client::open(a.resp_url(""))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let payload = r#"{"event":"announcement","data":{"text":"from a RESP client on A"}}"#;
+    let local: i64 = redis::cmd("PUBLISH")
+        .arg("public:lobby")
+        .arg(payload)
+        .query_async(&mut publisher)
+        .await
+        .unwrap();
+    assert_eq!(local, 0, "PUBLISH counts this node's receivers only");
+    let got = tokio::time::timeout(RECONNECT, messages.next())
+        .await
+        .expect("in time")
+        .expect("a message");
+    assert_eq!(got.get_channel_name(), "public:lobby");
+    assert_eq!(got.get_payload_bytes(), payload.as_bytes());
+    announce(&a, "public:lobby", "marker").await;
+    assert_eq!(
+        texts(&received_until(&mut ws, "marker").await),
+        ["from a RESP client on A"]
+    );
+    drop(messages);
+    a.stop().await;
+    b.stop().await;
     redis.kill().await;
 }
