@@ -14,6 +14,7 @@
 //! - [`demo`]: the demo accounts and content of `serve --demo`.
 //! - [`resp`]: the Redis-protocol (RESP2/RESP3) pub/sub listener over the hub, and
 //!   the Flask-SocketIO message-queue bridge.
+//! - [`edge`]: `likewise edge`, a node that forwards the API to the primary.
 //! - [`startup`]: building, running and draining the whole server.
 //! - [`backup`]: the snapshot format, `likewise backup` and `likewise restore`.
 //! - [`control`]: the unix socket through which `likewise backup` reaches a running
@@ -26,6 +27,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod domain;
+pub mod edge;
 pub mod http;
 pub mod hub;
 pub mod queue;

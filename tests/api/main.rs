@@ -10,6 +10,7 @@ mod backup;
 mod comments;
 mod crash;
 mod durability;
+mod edge;
 mod errors;
 mod faults;
 mod feed;
