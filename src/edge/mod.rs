@@ -25,6 +25,14 @@
 //! For the primary to count each client under its own address (the sign-in and
 //! registration throttles), it must list the edges in `[limits] trusted_proxies`;
 //! the edge appends the address of each client to `X-Forwarded-For`.
+//!
+//! Not here yet, and needed before an edge can stand in for the primary's
+//! realtime side: `/ws` and `/socket.io/` on the edge (hub events from the cluster
+//! bus, tokens and tickets checked through the primary with a short cache, `since`
+//! replay read from the primary), presence across nodes, the edge's own
+//! `/metrics`, and a `[cluster]` section in the edge's config file. Long-polling
+//! sessions on the primary still count the connection's peer against
+//! `max_connections_per_ip`, not the forwarded client: nothing forwards them yet.
 
 pub mod proxy;
 

@@ -14,8 +14,10 @@
 //! Deadlines: connecting to the primary (`connect_timeout_ms`) and the start of
 //! its answer (`answer_timeout_ms`). Past either, or when the primary refuses the
 //! connection, the edge answers 503 `unavailable` in the API's error shape; it
-//! never hangs on a dead primary. The answer's body then streams without a
-//! deadline (the admin event stream is a long-lived answer).
+//! never hangs on a dead primary. The answer deadline runs from the start of
+//! forwarding, so it also bounds a client that uploads its body too slowly. The
+//! answer's body then streams without a deadline (the admin event stream is a
+//! long-lived answer).
 //!
 //! The pool closes idle connections after `pool_idle_ms`, before the primary's own
 //! idle limit does; a request sent on a connection the primary closed at that very
