@@ -23,6 +23,20 @@ Environment:
 Flags override environment variables, which override the config file, which overrides
 the defaults. SIGINT and SIGTERM shut down gracefully.";
 
+/// What `edge --help` adds.
+const EDGE_HELP: &str = "\
+An edge owns no data: /api/, / , /dashboard and /assets/ are forwarded to the primary
+(which must list the edge in [limits] trusted_proxies to see each client's address);
+/healthz is the edge's own. The config file holds `http`, an [edge] section
+(primary, connect_timeout_ms, answer_timeout_ms, pool_idle_ms, pool_max_idle) and
+[limits] for the edge's own listener.
+
+Environment:
+  RUST_LOG                 log filter, e.g. info (default) or debug
+
+Flags override environment variables, which override the config file, which overrides
+the defaults. SIGINT and SIGTERM shut down gracefully.";
+
 /// The whole command line.
 #[derive(Parser, Debug)]
 #[command(
@@ -42,6 +56,9 @@ pub enum Command {
     /// Run the server.
     #[command(after_help = SERVE_ENV_HELP)]
     Serve(ServeArgs),
+    /// Run an edge: serve clients' connections and forward the API to the primary.
+    #[command(after_help = EDGE_HELP)]
+    Edge(EdgeArgs),
     /// Write a consistent snapshot of a data directory to a file, also while the
     /// server runs.
     Backup(BackupArgs),
@@ -138,6 +155,20 @@ pub struct ServeArgs {
     pub demo: bool,
 }
 
+/// `likewise edge`.
+#[derive(Args, Debug)]
+pub struct EdgeArgs {
+    /// TOML config file of the edge (flags and environment variables override it).
+    #[arg(long, env = "LIKEWISE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The primary's base URL, e.g. http://10.0.0.1:8080 [default: the config file's `[edge] primary`].
+    #[arg(long, env = "LIKEWISE_PRIMARY", value_name = "URL")]
+    pub primary: Option<String>,
+    /// HTTP listen address of the edge [default: 127.0.0.1:8080].
+    #[arg(long, env = "LIKEWISE_HTTP", value_name = "ADDR")]
+    pub http: Option<String>,
+}
+
 /// Renders the manual page of the command and of each visible subcommand into `dir`,
 /// one roff file each (`likewise.1`, `likewise-serve.1`, ...); returns the paths written.
 pub fn write_man_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -204,6 +235,7 @@ mod tests {
             names,
             [
                 "likewise-serve.1",
+                "likewise-edge.1",
                 "likewise-backup.1",
                 "likewise-restore.1",
                 "likewise-admin-token.1",

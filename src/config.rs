@@ -73,6 +73,10 @@ pub struct Limits {
     /// Most simultaneous HTTP connections from one IP address; `0` for no
     /// per-address cap (e.g. behind a reverse proxy on the same host).
     pub max_connections_per_ip: usize,
+    /// Peers (addresses or CIDR blocks: the edges, a reverse proxy) whose
+    /// `X-Forwarded-For` names the client for the per-address throttles; they are
+    /// exempt from `max_connections_per_ip`. Empty: the header is never believed.
+    pub trusted_proxies: crate::http::extract::TrustedProxies,
     /// Outbound bytes waiting for one subscriber (any transport) that drop it at
     /// once (Redis's pubsub hard limit: 32 MiB).
     pub output_hard_limit_bytes: usize,
@@ -135,6 +139,7 @@ impl Default for Limits {
             http_header_timeout_ms: 10_000,
             max_connections: 0,
             max_connections_per_ip: 1_000,
+            trusted_proxies: crate::http::extract::TrustedProxies::default(),
             outbound_queue: 65_536,
             output_hard_limit_bytes: 32 * 1024 * 1024,
             output_soft_limit_bytes: 8 * 1024 * 1024,

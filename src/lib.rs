@@ -16,6 +16,7 @@
 //!   the Flask-SocketIO message-queue bridge.
 //! - [`cluster`]: the cluster bus: hub events shared between nodes through a real
 //!   Redis (or Valkey) server.
+//! - [`edge`]: `likewise edge`, a node that forwards the API to the primary.
 //! - [`startup`]: building, running and draining the whole server.
 //! - [`backup`]: the snapshot format, `likewise backup` and `likewise restore`.
 //! - [`control`]: the unix socket through which `likewise backup` reaches a running
@@ -29,6 +30,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod domain;
+pub mod edge;
 pub mod http;
 pub mod hub;
 pub mod queue;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use likewise::cli::{
-    AdminTokenArgs, BackupArgs, Cli, Command, DataDir, ManArgs, RestoreArgs, ServeArgs,
+    AdminTokenArgs, BackupArgs, Cli, Command, DataDir, EdgeArgs, ManArgs, RestoreArgs, ServeArgs,
 };
 use likewise::config::{self, FileSettings, Overrides};
 use likewise::startup::Application;
@@ -35,6 +35,7 @@ fn main() -> ExitCode {
     likewise::telemetry::init_logging();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Edge(args) => edge(args),
         Command::Backup(args) => backup(args),
         Command::Restore(args) => restore(args),
         Command::AdminToken(args) => admin_token(args),
@@ -285,6 +286,56 @@ fn serve(args: ServeArgs) -> ExitCode {
             // One line on stderr, which is where the log goes too: not both. Not
             // eprintln!, which panics when stderr is gone: the exit status must still
             // say that the server failed.
+            let _ = writeln!(std::io::stderr(), "likewise: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn edge(args: EdgeArgs) -> ExitCode {
+    use likewise::edge::{self, EdgeFile, EdgeOverrides};
+    let file = match &args.config {
+        Some(path) => match EdgeFile::load(path) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("likewise: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => EdgeFile::default(),
+    };
+    let overrides = EdgeOverrides {
+        primary: args.primary,
+        http: args.http,
+    };
+    let settings = match edge::resolve(file, overrides) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("likewise: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("likewise: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        // As for `serve`: the handlers are in place before `listening` is logged.
+        let shutdown = CancellationToken::new();
+        let signals = Signals::install()?;
+        tokio::spawn(signals.wait(shutdown.clone()));
+        let edge = edge::Edge::build(settings).await?;
+        edge.run_until_stopped(shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
             let _ = writeln!(std::io::stderr(), "likewise: {e:#}");
             ExitCode::FAILURE
         }

@@ -15,6 +15,12 @@
 //! closes slowloris and idle keep-alive connections alike. Upgraded websockets
 //! leave hyper and have their own deadlines.
 //!
+//! The client's address of each request is resolved here, once, from the peer and
+//! (only when the peer is one of `trusted_proxies`) its `X-Forwarded-For`, and
+//! handed to the handlers as [`ClientIp`]. A trusted proxy multiplexes many clients
+//! over its connections, so it is exempt from the per-address cap (the global cap
+//! still counts it); it enforces the per-address cap on its own listener.
+//!
 //! Accept errors (out of descriptors above all) back off up to one second and are
 //! logged at most every ten seconds with a count, never once per failed accept.
 
@@ -34,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Limits;
+use crate::http::extract::{ClientIp, TrustedProxies};
 
 /// Descriptors kept for everything but HTTP connections (the store, the RESP
 /// listener, logs) when the cap is derived from the open-file limit: a tenth of
@@ -148,7 +155,7 @@ pub struct Permit {
 
 /// IPv4 clients of a dual-stack listener arrive as IPv4-mapped IPv6 addresses;
 /// they are the same client.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -174,13 +181,23 @@ impl Admission {
 
     /// Admits a connection from `ip`, or says which cap refuses it (and counts it).
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refusal> {
+        self.admit_capped(ip, true)
+    }
+
+    /// Admits a connection from a trusted proxy: under the global cap only, since
+    /// it carries many clients (each one counted by the proxy's own caps).
+    pub fn admit_proxy(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refusal> {
+        self.admit_capped(ip, false)
+    }
+
+    fn admit_capped(self: &Arc<Self>, ip: IpAddr, per_ip_cap: bool) -> Result<Permit, Refusal> {
         let ip = canonical(ip);
         let refusal = {
             let mut state = self.lock();
             let from_ip = state.by_ip.get(&ip).copied().unwrap_or(0);
             if state.open >= self.max {
                 Some(Refusal::Global)
-            } else if self.per_ip > 0 && from_ip >= self.per_ip {
+            } else if per_ip_cap && self.per_ip > 0 && from_ip >= self.per_ip {
                 Some(Refusal::PerIp)
             } else {
                 state.open += 1;
@@ -323,7 +340,10 @@ pub async fn serve(
     stats: Arc<ConnectionStats>,
     shutdown: CancellationToken,
 ) {
-    let header_timeout = Duration::from_millis(limits.http_header_timeout_ms.max(1));
+    let rules = Arc::new(ConnectionRules {
+        header_timeout: Duration::from_millis(limits.http_header_timeout_ms.max(1)),
+        trusted: limits.trusted_proxies.clone(),
+    });
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
     let tracker = TaskTracker::new();
     let mut errors = AcceptErrors {
@@ -351,7 +371,12 @@ pub async fn serve(
                 }
             }
         };
-        let permit = match admission.admit(peer.ip()) {
+        let admitted = if rules.trusted.contains(peer.ip()) {
+            admission.admit_proxy(peer.ip())
+        } else {
+            admission.admit(peer.ip())
+        };
+        let permit = match admitted {
             Ok(p) => p,
             Err(r) => {
                 tracing::debug!(%peer, reason = r.reason(), "refusing a connection over the cap");
@@ -373,7 +398,7 @@ pub async fn serve(
             tcp,
             peer,
             app.clone(),
-            header_timeout,
+            rules.clone(),
             permit,
             stats.clone(),
             shutdown.clone(),
@@ -384,22 +409,33 @@ pub async fn serve(
     tracker.wait().await;
 }
 
+/// What every connection of one listener is held to.
+struct ConnectionRules {
+    /// The deadline for a request head.
+    header_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` is believed.
+    trusted: TrustedProxies,
+}
+
 async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     app: Router,
-    header_timeout: Duration,
+    rules: Arc<ConnectionRules>,
     permit: Permit,
     stats: Arc<ConnectionStats>,
     shutdown: CancellationToken,
 ) {
-    // Handlers read the client's address as axum's `ConnectInfo` (the sign-in and
-    // registration throttles count per address).
+    // Handlers read the peer as axum's `ConnectInfo` and the client it speaks for
+    // as `ClientIp` (the sign-in and registration throttles count per client).
+    let header_timeout = rules.header_timeout;
     let app = tower::ServiceExt::map_request(
         app,
         move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut()
-                .insert(axum::extract::ConnectInfo(peer));
+            let client = rules.trusted.client_ip(peer.ip(), req.headers());
+            let extensions = req.extensions_mut();
+            extensions.insert(axum::extract::ConnectInfo(peer));
+            extensions.insert(ClientIp(client));
             req
         },
     );
@@ -516,6 +552,17 @@ mod tests {
         assert_eq!(stats.refused_per_ip.load(Ordering::Relaxed), 1);
         assert_eq!(stats.refused_global.load(Ordering::Relaxed), 1);
         assert_eq!(stats.open.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_held_to_the_global_cap_only() {
+        let a = Admission::new(3, 1, Arc::default());
+        let edge: IpAddr = "10.0.0.9".parse().unwrap();
+        let _p1 = a.admit_proxy(edge).unwrap();
+        let _p2 = a.admit_proxy(edge).unwrap();
+        assert_eq!(a.admit(edge).unwrap_err(), Refusal::PerIp);
+        let _p3 = a.admit_proxy(edge).unwrap();
+        assert_eq!(a.admit_proxy(edge).unwrap_err(), Refusal::Global);
     }
 
     #[test]

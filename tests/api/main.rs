@@ -11,6 +11,7 @@ mod cluster;
 mod comments;
 mod crash;
 mod durability;
+mod edge;
 mod errors;
 mod faults;
 mod feed;
