@@ -37,10 +37,12 @@ echo "deb: $deb ($(stat -c %s "$deb") bytes)"
 echo "rpm: $rpm_file ($(stat -c %s "$rpm_file") bytes)"
 
 step "the .deb's contents"
+# Checks read whole pipelines: `grep -q` would stop at its first match, and the
+# writer it leaves behind dies of SIGPIPE, which pipefail counts as a failure.
 dpkg-deb --contents "$deb"
 dpkg-deb --field "$deb" Package Version Depends
-dpkg-deb --ctrl-tarfile "$deb" | tar -tf - | grep -qx './conffiles' || fail "no conffiles"
-dpkg-deb --info "$deb" conffiles | grep -qx '/etc/likewise/likewise.toml' \
+dpkg-deb --ctrl-tarfile "$deb" | tar -tf - | grep -x './conffiles' || fail "no conffiles"
+dpkg-deb --info "$deb" conffiles | grep -x '/etc/likewise/likewise.toml' \
   || fail "the config file is not a conffile"
 
 step "lintian (only the overrides in packaging/debian/lintian-overrides are accepted)"
@@ -104,7 +106,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 [ -n "$addr" ] || { cat "$log"; fail "no 'listening http=' line"; }
-curl -fsS "http://$addr/healthz" | grep -q '"ok"' || fail "/healthz"
+curl -fsS "http://$addr/healthz" | grep '"ok"' || fail "/healthz"
 echo "healthz ok on $addr"
 test -S /var/lib/likewise/control.sock || fail "no control socket"
 [ "$(stat -c %a /var/lib/likewise/control.sock)" = 600 ] || fail "control socket mode"
@@ -142,8 +144,8 @@ echo "$rpm_files"
 grep -qx /usr/bin/likewise <<<"$rpm_files" || fail "rpm lacks the binary"
 grep -qx /usr/share/man/man1/likewise.1.gz <<<"$rpm_files" || fail "rpm lacks the manual page"
 grep -qx /usr/lib/systemd/system/likewise.service <<<"$rpm_files" || fail "rpm lacks the unit"
-rpm -qcp "$rpm_file" | grep -qx /etc/likewise/likewise.toml || fail "rpm config file not marked"
-rpm -qp --scripts "$rpm_file" | grep -q useradd || fail "rpm lacks the user scriptlet"
+rpm -qcp "$rpm_file" | grep -x /etc/likewise/likewise.toml || fail "rpm config file not marked"
+rpm -qp --scripts "$rpm_file" | grep useradd || fail "rpm lacks the user scriptlet"
 
 step "the systemd unit"
 if command -v systemd-analyze >/dev/null; then

@@ -117,16 +117,22 @@ test("the browser's socket.io client connects with default options and receives 
   page.on("pageerror", (e) => errors.push(e.message));
   await page.goto(pageOrigin + "/");
 
-  // Connect with default options; record the transport of each step.
+  // Connect with default options. The transport is read when Engine.IO opens: the
+  // upgrade probe starts right after that, so by the time Socket.IO's CONNECT is
+  // answered the session may already have moved to the websocket.
   const first = await page.evaluate(
     ([url, token]) =>
       new Promise((resolve, reject) => {
         const socket = io(url, { auth: { token }, reconnection: false });
+        let opened = null;
+        socket.io.on("open", () => {
+          opened = socket.io.engine.transport.name;
+        });
         window.socket = socket;
         window.notifications = [];
         socket.on("new_notification", (n) => window.notifications.push(n));
         socket.on("connect_error", (e) => reject(new Error(e.message)));
-        socket.on("connect", () => resolve(socket.io.engine.transport.name));
+        socket.on("connect", () => resolve(opened));
       }),
     [base, author.token],
   );
