@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use likewise::cluster::{Bus, ClusterSettings};
 use likewise::hub::{Hub, Publication, Transport};
+use likewise::resp::bridge::Bounds;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -72,8 +73,13 @@ async fn run(port: u16) {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (hub_a, hub_b) = (Hub::new(1 << 20), Hub::new(1 << 20));
-    let bus_a = Bus::new(&settings, hub_a.clone()).expect("bus A");
-    let bus_b = Bus::new(&settings, hub_b.clone()).expect("bus B");
+    // The defaults of `limits.resp_bridge_max_rooms` and `resp_max_channel_bytes`.
+    let bridge = Bounds {
+        max_rooms: 256,
+        max_room_bytes: 1024,
+    };
+    let bus_a = Bus::new(&settings, hub_a.clone(), bridge).expect("bus A");
+    let bus_b = Bus::new(&settings, hub_b.clone(), bridge).expect("bus B");
     bus_a.start(shutdown.clone(), &tracker);
     bus_b.start(shutdown.clone(), &tracker);
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -154,7 +154,14 @@ impl Application {
         let hub = Hub::with_limits(crate::hub::OutputLimits::from(&settings.limits));
         // Tapped before anything publishes; it connects once the server runs.
         let cluster = match settings.cluster.redis {
-            Some(_) => Some(crate::cluster::Bus::new(&settings.cluster, hub.clone())?),
+            Some(_) => Some(crate::cluster::Bus::new(
+                &settings.cluster,
+                hub.clone(),
+                crate::resp::bridge::Bounds {
+                    max_rooms: settings.limits.resp_bridge_max_rooms,
+                    max_room_bytes: settings.limits.resp_max_channel_bytes,
+                },
+            )?),
             None => None,
         };
         let http_listener = TcpListener::bind(settings.http)

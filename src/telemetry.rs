@@ -244,6 +244,12 @@ pub const METRICS: &[Metric] = &[
         "Publications from other nodes delivered to this node's subscribers.",
     ),
     m(
+        "likewise_cluster_socketio_received_total",
+        Kind::Counter,
+        &[],
+        "Flask-SocketIO messages read from the cluster's Redis and handled on this node.",
+    ),
+    m(
         "likewise_cluster_dropped_total",
         Kind::Counter,
         &["reason"],

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{wire, Shared, Side};
 use crate::hub::Publication;
+use crate::resp::bridge;
 
 /// Most publications sent in one pipeline.
 const BATCH: usize = 256;
@@ -185,7 +186,12 @@ pub(super) async fn subscribe_loop(shared: Arc<Shared>, shutdown: CancellationTo
             .await
             .map_err(|_| deadline_error("connecting"))?
             .map_err(|e| e.to_string())?;
-            timeout(deadline, pubsub.subscribe(&shared.channel))
+            // The bus's channel, and Flask-SocketIO's: emitters pointed at the
+            // same Redis reach this node's clients directly.
+            let channels: Vec<&str> = std::iter::once(shared.channel.as_str())
+                .chain(bridge::CHANNELS)
+                .collect();
+            timeout(deadline, pubsub.subscribe(channels))
                 .await
                 .map_err(|_| deadline_error("SUBSCRIBE"))?
                 .map_err(|e| e.to_string())?;
@@ -210,7 +216,7 @@ pub(super) async fn subscribe_loop(shared: Arc<Shared>, shutdown: CancellationTo
                 biased;
                 _ = shutdown.cancelled() => return,
                 msg = stream.next() => match msg {
-                    Some(msg) => receive(&shared, msg.get_payload_bytes()),
+                    Some(msg) => receive(&shared, msg.get_channel_name(), msg.get_payload_bytes()),
                     None => break "the connection closed".to_owned(),
                 },
                 _ = tokio::time::sleep(heartbeat) => {
@@ -230,9 +236,16 @@ pub(super) async fn subscribe_loop(shared: Arc<Shared>, shutdown: CancellationTo
     }
 }
 
-/// One message from the channel: another node's publication is delivered
-/// locally; this node's own echo is ignored; anything malformed is counted.
-fn receive(shared: &Shared, message: &[u8]) {
+/// One message from Redis. On the bus's channel, another node's publication is
+/// delivered locally, this node's own echo is ignored, and anything malformed is
+/// counted. On a Flask-SocketIO channel, an emit is decoded by the bridge and
+/// delivered locally only: every node reads it from Redis itself, so handing it
+/// to the bus would deliver it twice.
+fn receive(shared: &Shared, channel: &str, message: &[u8]) {
+    if channel != shared.channel {
+        receive_emit(shared, channel, message);
+        return;
+    }
     match wire::decode(message, shared.settings.max_message_bytes) {
         Ok(got) if got.node == shared.node => {}
         Ok(got) => {
@@ -247,5 +260,23 @@ fn receive(shared: &Shared, message: &[u8]) {
                 "cluster bus: dropped a message: {why}"
             );
         }
+    }
+}
+
+/// A Flask-SocketIO message read from Redis (see [`bridge`]).
+fn receive_emit(shared: &Shared, channel: &str, message: &[u8]) {
+    if message.len() > shared.settings.max_message_bytes {
+        shared.drop_publication("received_too_large");
+        return;
+    }
+    let hub = &shared.hub;
+    match bridge::relay_via(channel, message, &shared.bridge, |p| {
+        hub.publish_from_bus(p)
+    }) {
+        Ok(_) => {
+            shared.stats.bridged.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("likewise_cluster_socketio_received_total").increment(1);
+        }
+        Err(_) => shared.drop_publication("malformed"),
     }
 }

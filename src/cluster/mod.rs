@@ -32,6 +32,15 @@
 //! delivering locally, `/healthz` says `degraded` with the reason, and
 //! `likewise_cluster_bus_up` is 0. State changes are logged once each.
 //!
+//! Flask-SocketIO emitters pointed at the same Redis: the subscribe connection
+//! also subscribes to python-socketio's channels ([`crate::resp::bridge::CHANNELS`])
+//! and decodes their messages with the RESP listener's bridge
+//! ([`crate::resp::bridge::relay_via`]: same parsing, same room mapping, same
+//! [`Bounds`]). An emit is delivered with [`Hub::publish_from_bus`], to this
+//! node's clients only: every node reads it from Redis itself, so re-publishing
+//! it on the bus would deliver it twice. Refused messages are counted as
+//! `malformed` (`received_too_large` over `max_message_bytes`) and dropped.
+//!
 //! The bus never touches the store, and knows the hub only through its
 //! publish/tap interface.
 
@@ -47,6 +56,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::hub::{Hub, Publication, Tap};
+use crate::resp::bridge::Bounds;
 pub use settings::{redact, ClusterSettings};
 
 /// The two connections to Redis, for health and logs.
@@ -72,6 +82,9 @@ pub struct BusStats {
     pub published: AtomicU64,
     /// Publications from other nodes delivered locally.
     pub received: AtomicU64,
+    /// Flask-SocketIO messages read from Redis and handled locally (emits
+    /// delivered; methods that concern Python-side clients ignored).
+    pub bridged: AtomicU64,
     /// Publications dropped, outgoing or incoming, whatever the reason.
     pub dropped: AtomicU64,
 }
@@ -90,6 +103,8 @@ struct Shared {
     channel: String,
     node: u64,
     hub: Hub,
+    /// Bounds on the Flask-SocketIO emits read from Redis.
+    bridge: Bounds,
     tx: mpsc::UnboundedSender<Arc<Publication>>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<Arc<Publication>>>>,
     /// Bytes charged for the publications waiting in `tx`.
@@ -106,7 +121,8 @@ struct Shared {
 impl Bus {
     /// A bus for `hub` from `settings` (whose `redis` must be set), tapping the
     /// hub at once; connections open when [`Bus::start`] runs.
-    pub fn new(settings: &ClusterSettings, hub: Hub) -> anyhow::Result<Bus> {
+    /// Flask-SocketIO emits read from that Redis are refused beyond `bridge`.
+    pub fn new(settings: &ClusterSettings, hub: Hub, bridge: Bounds) -> anyhow::Result<Bus> {
         settings.validate().map_err(anyhow::Error::msg)?;
         let url = settings
             .redis
@@ -124,6 +140,7 @@ impl Bus {
             // Random, so that restarted or cloned nodes never share an id.
             node: rand::random::<u64>() | 1,
             hub: hub.clone(),
+            bridge,
             tx,
             rx: Mutex::new(Some(rx)),
             queued: AtomicUsize::new(0),
@@ -281,6 +298,11 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
+    const BOUNDS: Bounds = Bounds {
+        max_rooms: 4,
+        max_room_bytes: 64,
+    };
+
     fn bus(queue_bytes: usize) -> Bus {
         let settings = ClusterSettings {
             // Never connected in these tests.
@@ -289,7 +311,7 @@ mod tests {
             max_message_bytes: 1024,
             ..ClusterSettings::default()
         };
-        Bus::new(&settings, Hub::new(8)).unwrap()
+        Bus::new(&settings, Hub::new(8), BOUNDS).unwrap()
     }
 
     fn kib() -> Arc<Publication> {
@@ -322,7 +344,7 @@ mod tests {
             redis: Some("redis://:hunter2@127.0.0.1:1/0".into()),
             ..ClusterSettings::default()
         };
-        let bus = Bus::new(&settings, Hub::new(8)).unwrap();
+        let bus = Bus::new(&settings, Hub::new(8), BOUNDS).unwrap();
         let why = bus.degraded().unwrap();
         assert!(
             why.contains("127.0.0.1:1") && !why.contains("hunter2"),

@@ -206,21 +206,35 @@ pub fn decode(payload: &[u8], bounds: &Bounds) -> Result<Decoded, Refused> {
 /// Decodes `payload` (published on bridge channel `channel`) and emits it to its
 /// rooms; returns how many clients received it. Refused messages are logged.
 pub fn relay(hub: &Hub, channel: &str, payload: &[u8], bounds: &Bounds) -> usize {
+    relay_via(channel, payload, bounds, |p| hub.publish(p)).unwrap_or(0)
+}
+
+/// Like [`relay`], but hands each room's publication to `publish` (the cluster
+/// bus delivers with [`Hub::publish_from_bus`], since every node receives the
+/// emit from Redis itself), and says why a message was refused so that the
+/// caller can count it. Refused messages are logged; ignored methods are
+/// `Ok(0)`.
+pub fn relay_via(
+    channel: &str,
+    payload: &[u8],
+    bounds: &Bounds,
+    mut publish: impl FnMut(Publication) -> usize,
+) -> Result<usize, Refused> {
     match decode(payload, bounds) {
         Ok(Decoded::Emit(emit)) => {
             let Some((first, rest)) = emit.rooms.split_first() else {
-                return 0;
+                return Ok(0);
             };
             let event = Publication::event_args(first, &emit.event, emit.args);
             let mut received = 0;
             for room in rest {
-                received += hub.publish(event.for_room(room));
+                received += publish(event.for_room(room));
             }
-            received + hub.publish(event)
+            Ok(received + publish(event))
         }
         Ok(Decoded::Ignored(method)) => {
             tracing::debug!(channel, method, "Socket.IO pub/sub message ignored");
-            0
+            Ok(0)
         }
         Err(why) => {
             tracing::warn!(
@@ -228,7 +242,7 @@ pub fn relay(hub: &Hub, channel: &str, payload: &[u8], bounds: &Bounds) -> usize
                 bytes = payload.len(),
                 "Socket.IO pub/sub message dropped: {why}"
             );
-            0
+            Err(why)
         }
     }
 }

@@ -406,3 +406,98 @@ async fn a_resp_publish_on_one_node_reaches_resp_and_socket_clients_on_the_other
     b.stop().await;
     redis.kill().await;
 }
+
+#[tokio::test]
+async fn a_flask_socketio_emit_into_the_real_redis_reaches_clients_on_every_node_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), None).await else {
+        return;
+    };
+    let a = node(&redis.url()).await;
+    let b = node(&redis.url()).await;
+    await_health(&a, "ok").await;
+    await_health(&b, "ok").await;
+    let user_a = a.register("reader_a").await;
+    let user_b = b.register("reader_b").await;
+    let mut ws_a = connect_user(&a, &user_a).await;
+    let mut ws_b = connect_user(&b, &user_b).await;
+    join(&mut ws_a, "public:lobby").await;
+    join(&mut ws_b, "public:lobby").await;
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut publish = async |channel: &str, message: &[u8]| -> i64 {
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(message)
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    };
+    // Malformed messages are counted and dropped by each node.
+    assert_eq!(publish("socketio", b"not JSON").await, 2);
+    assert_eq!(publish("flask-socketio", b"\x80\x04pickle").await, 2);
+    let dropped = |app: &TestApp| {
+        app.state
+            .cluster
+            .as_ref()
+            .unwrap()
+            .stats()
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    a.eventually(RECONNECT, || async {
+        (dropped(&a) == 2 && dropped(&b) == 2).then_some(())
+    })
+    .await;
+
+    // What python-socketio's RedisManager publishes for
+    // `socketio.emit("announcement", {"text": ...}, to="public:lobby")`.
+    let emit = json!({
+        "method": "emit", "event": "announcement",
+        "data": [{"text": "from a Flask-SocketIO emitter"}],
+        "binary": false, "namespace": "/", "room": "public:lobby",
+        "skip_sid": null, "callback": null, "host_id": "0123456789abcdef",
+    });
+    let receivers = publish("flask-socketio", emit.to_string().as_bytes()).await;
+    assert_eq!(
+        receivers, 2,
+        "both nodes subscribe to the Flask-SocketIO channel"
+    );
+    for ws in [&mut ws_a, &mut ws_b] {
+        let got = loop {
+            let e = next_event(ws).await;
+            if e["event"] == "announcement" {
+                break e;
+            }
+        };
+        assert_eq!(got["data"]["text"], "from a Flask-SocketIO emitter");
+    }
+    // Exactly once: had a node handed the emit to the bus, the copy would come
+    // before the other node's next publication (the bus keeps each node's order).
+    announce(&b, "public:lobby", "from b").await;
+    assert_eq!(
+        texts(&received_until(&mut ws_a, "from b").await),
+        Vec::<String>::new()
+    );
+    announce(&a, "public:lobby", "from a").await;
+    assert_eq!(
+        texts(&received_until(&mut ws_b, "from a").await),
+        ["from b"]
+    );
+    for app in [&a, &b] {
+        let bus = app.state.cluster.as_ref().unwrap();
+        let bridged = bus
+            .stats()
+            .bridged
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(bridged, 1, "one emit handled on each node");
+    }
+    assert!(a
+        .text("/metrics")
+        .await
+        .contains("likewise_cluster_socketio_received_total"));
+    a.stop().await;
+    b.stop().await;
+    redis.kill().await;
+}
