@@ -45,14 +45,6 @@ fn stored_notifications(social: &likewise::domain::Social, users: &[u64]) -> u64
         .sum()
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .http1_only()
-        .pool_max_idle_per_host(1)
-        .build()
-        .expect("client")
-}
-
 async fn send(req: reqwest::RequestBuilder) -> Value {
     let resp = req.send().await.expect("request");
     assert!(resp.status().is_success(), "status {}", resp.status());
@@ -106,7 +98,7 @@ async fn run(durability: Durability) {
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
 
     // Users (argon2: a few at a time) and posts.
-    let setup = client();
+    let setup = common::client();
     let mut tokens = Vec::with_capacity(CONNECTIONS);
     let mut users = Vec::with_capacity(CONNECTIONS);
     for chunk in (0..CONNECTIONS).collect::<Vec<_>>().chunks(8) {
@@ -172,7 +164,7 @@ async fn run(durability: Durability) {
         let base = base.clone();
         let posts = posts.clone();
         connections.push(tokio::spawn(async move {
-            let client = client();
+            let client = common::client();
             let mut latencies = Vec::with_capacity(posts.len());
             for post in posts {
                 let t = Instant::now();

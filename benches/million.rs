@@ -125,14 +125,6 @@ impl Drop for Server {
     }
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .http1_only()
-        .pool_max_idle_per_host(1)
-        .build()
-        .expect("client")
-}
-
 async fn send(req: reqwest::RequestBuilder) -> Value {
     let resp = req.send().await.expect("request");
     let status = resp.status();
@@ -144,7 +136,7 @@ async fn send(req: reqwest::RequestBuilder) -> Value {
 /// Registers the users (a few at a time: passwords are hashed) and creates the
 /// posts, round-robin over the users as authors. Returns (tokens, post ids).
 async fn setup(base: &str, n_posts: usize) -> (Vec<String>, Vec<u64>) {
-    let http = client();
+    let http = common::client();
     let mut tokens = Vec::with_capacity(USERS);
     for chunk in (0..USERS).collect::<Vec<_>>().chunks(8) {
         let answers = futures::future::join_all(chunk.iter().map(|i| {
@@ -166,7 +158,7 @@ async fn setup(base: &str, n_posts: usize) -> (Vec<String>, Vec<u64>) {
     for _ in 0..8 {
         let (base, tokens, next) = (base.to_owned(), tokens.clone(), next.clone());
         writers.push(tokio::spawn(async move {
-            let http = client();
+            let http = common::client();
             let mut made = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
@@ -195,7 +187,7 @@ async fn setup(base: &str, n_posts: usize) -> (Vec<String>, Vec<u64>) {
 
 /// Waits until nothing is pending, started or retrying in the server's queue.
 async fn settle(base: &str) {
-    let http = client();
+    let http = common::client();
     loop {
         let stats = send(
             http.get(format!("{base}/api/admin/stats"))
@@ -245,7 +237,7 @@ async fn like_all(base: &str, tokens: &[String], posts: &[u64], likes: u64) {
         let posts = posts.to_vec();
         let done = done.clone();
         connections.push(tokio::spawn(async move {
-            let http = client();
+            let http = common::client();
             // Like k is user k % USERS on post k / USERS: every pair once.
             let mut k = c as u64;
             while k < likes {

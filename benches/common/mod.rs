@@ -1,5 +1,6 @@
-//! What several benches measure the same way: a data directory's size and a
-//! process's memory from `/proc`. Each bench includes this module with `mod common;`.
+//! What several benches measure the same way: a data directory's size, a process's
+//! memory from `/proc`, and the HTTP client they load the server with. Each bench
+//! includes this module with `mod common;`.
 
 #![allow(dead_code)] // not every bench uses every helper
 
@@ -27,4 +28,14 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
+/// An HTTP/1.1 client holding one keep-alive connection per host: each load task
+/// owns one, so that N tasks are N connections.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .build()
+        .expect("client")
 }

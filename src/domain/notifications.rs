@@ -4,8 +4,8 @@ use std::ops::Bound;
 
 use super::effects::NotifyArgs;
 use super::{commit, into_page, DomainError, DomainResult, Event, Notification, Page, Social};
-use crate::store::now_ms;
 use crate::store::records::NotificationRecord;
+use crate::store::{now_ms, Tx, TxResult};
 
 /// A page of notifications with the receiver's unread count.
 #[derive(Debug, Clone)]
@@ -70,15 +70,7 @@ impl Social {
                 let unread = tx.get(&t.unread_counts, &r.receiver)?.unwrap_or(0);
                 tx.insert(&t.unread_counts, &r.receiver, &(unread + 1))?;
                 tx.insert(&t.effects, &key, &id)?;
-                let actor = match r.actor {
-                    Some(a) => tx.get(&t.users, &a)?.map(|u| u.name),
-                    None => None,
-                };
-                let title = match r.post {
-                    Some(p) => tx.get(&t.posts, &p)?.map(|p| p.title),
-                    None => None,
-                };
-                let n = Notification::from_record(id, &r, |_, _| (actor, title));
+                let n = view_in(tx, id, &r)?;
                 super::effects::notification_stored(tx, &n, parts.policy())?;
                 Ok(Ok(((id, true), vec![Event::Notification(n)])))
             })
@@ -204,4 +196,19 @@ impl Social {
             self.mark_read(user, ids).await?;
         }
     }
+}
+
+/// The view of notification `id` read inside a transaction: its actor's name and its
+/// post's title as they are in that transaction.
+pub(crate) fn view_in(tx: &Tx<'_>, id: u64, r: &NotificationRecord) -> TxResult<Notification> {
+    let t = tx.t();
+    let actor = match r.actor {
+        Some(a) => tx.get(&t.users, &a)?.map(|u| u.name),
+        None => None,
+    };
+    let title = match r.post {
+        Some(p) => tx.get(&t.posts, &p)?.map(|p| p.title),
+        None => None,
+    };
+    Ok(Notification::from_record(id, r, |_, _| (actor, title)))
 }

@@ -304,15 +304,7 @@ impl Social {
                 if r.read {
                     continue;
                 }
-                let actor = match r.actor {
-                    Some(a) => tx.get(&t.users, &a)?.map(|u| u.name),
-                    None => None,
-                };
-                let title = match r.post {
-                    Some(p) => tx.get(&t.posts, &p)?.map(|p| p.title),
-                    None => None,
-                };
-                let n = Notification::from_record(*id, &r, |_, _| (actor, title));
+                let n = super::notifications::view_in(tx, *id, &r)?;
                 if effects::notification_undelivered(tx, &n, &parts.hooks, parts.max_attempts)? {
                     scheduled += 1;
                 }

@@ -575,12 +575,7 @@ where
         .perform(vec![Out::Text(Bytes::from_static(b"3probe"))])
         .await?;
     if entry.tx.send(Msg::Probed).await.is_err() {
-        link.writer
-            .perform(vec![Out::Close(
-                close::GOING_AWAY,
-                "the session has ended".into(),
-            )])
-            .await?;
+        session_ended(&mut link).await?;
         return Ok(());
     }
     match next_probe_text(&mut link, until).await? {
@@ -596,12 +591,7 @@ where
         Err(_) => None,
     };
     let Some(handoff) = handoff else {
-        link.writer
-            .perform(vec![Out::Close(
-                close::GOING_AWAY,
-                "the session has ended".into(),
-            )])
-            .await?;
+        session_ended(&mut link).await?;
         return Ok(());
     };
     stats.polling_upgrades.fetch_add(1, Ordering::Relaxed);
@@ -618,6 +608,19 @@ where
 {
     link.writer
         .perform(vec![Out::Close(close::POLICY, why.into())])
+        .await
+}
+
+/// Closes a probing websocket whose long-polling session ended meanwhile.
+async fn session_ended<W>(link: &mut socket::Link<W>) -> Result<bool, socket::Ended>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    link.writer
+        .perform(vec![Out::Close(
+            close::GOING_AWAY,
+            "the session has ended".into(),
+        )])
         .await
 }
 
