@@ -1,6 +1,6 @@
 //! What several benches measure the same way: a data directory's size, a process's
-//! memory from `/proc`, and the HTTP client they load the server with. Each bench
-//! includes this module with `mod common;`.
+//! memory from `/proc`, the open-file limit, and the HTTP client they load the
+//! server with. Each bench includes this module with `mod common;`.
 
 #![allow(dead_code)] // not every bench uses every helper
 
@@ -28,6 +28,31 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
+/// Raises this process's soft open-file limit to its hard limit (children
+/// inherit it): benches holding thousands of sockets need every descriptor.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// The load average over the last minute, from `/proc/loadavg`, printed next to
+/// figures that a busy machine moves.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
 }
 
 /// An HTTP/1.1 client holding one keep-alive connection per host: each load task
