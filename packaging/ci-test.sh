@@ -51,7 +51,7 @@ lintian --fail-on error,warning "$deb" >/dev/null 2>&1 || fail "lintian reports 
 deb_files=$(dpkg-deb --contents "$deb")
 for f in ./usr/share/doc/likewise/copyright ./usr/share/doc/likewise/changelog.Debian.gz \
   ./usr/share/doc/likewise/changelog.gz ./usr/share/man/man1/likewise.1.gz \
-  ./usr/share/man/man1/likewise-serve.1.gz ./usr/share/man/man1/likewise-backup.1.gz \
+  ./usr/share/man/man1/likewise-serve.1.gz ./usr/share/man/man1/likewise-edge.1.gz ./usr/share/man/man1/likewise-backup.1.gz \
   ./usr/share/man/man1/likewise-restore.1.gz ./usr/share/man/man1/likewise-admin-token.1.gz \
   ./usr/share/likewise/grafana/likewise.json; do
   grep -q " $f\$" <<<"$deb_files" || fail "the .deb lacks $f"

@@ -18,6 +18,8 @@ Environment:
                            start, printed once and stored hashed
   LIKEWISE_RESP_PASSWORD   the RESP (Redis protocol) password; without one the RESP
                            listener may only bind to a loopback address
+  LIKEWISE_CLUSTER_REDIS   the cluster bus's Redis, redis://[:PASSWORD@]HOST:PORT[/DB]:
+                           events are shared with the cluster's other nodes
   RUST_LOG                 log filter, e.g. info (default) or debug
 
 Flags override environment variables, which override the config file, which overrides
@@ -26,12 +28,17 @@ the defaults. SIGINT and SIGTERM shut down gracefully.";
 /// What `edge --help` adds.
 const EDGE_HELP: &str = "\
 An edge owns no data: /api/, / , /dashboard and /assets/ are forwarded to the primary
-(which must list the edge in [limits] trusted_proxies to see each client's address);
-/healthz is the edge's own. The config file holds `http`, an [edge] section
-(primary, connect_timeout_ms, answer_timeout_ms, pool_idle_ms, pool_max_idle) and
-[limits] for the edge's own listener.
+(which must list the edge in [limits] trusted_proxies to see each client's address).
+With the cluster's Redis and the primary's admin token it also serves /ws and
+/socket.io/ itself: events of every node reach it through Redis, tokens, tickets and
+replays are checked with the primary. /healthz and /metrics are the edge's own. The
+config file holds `http`, `admin_token`, `allowed_origins`, an [edge] section
+(primary, connect_timeout_ms, answer_timeout_ms, pool_idle_ms, pool_max_idle,
+auth_cache_ms, lookup_timeout_ms), [cluster] and [limits].
 
 Environment:
+  LIKEWISE_ADMIN_TOKEN     the primary's admin token (the edge asks the primary with it)
+  LIKEWISE_CLUSTER_REDIS   the cluster's Redis, redis://[:PASSWORD@]HOST:PORT[/DB]
   RUST_LOG                 log filter, e.g. info (default) or debug
 
 Flags override environment variables, which override the config file, which overrides
@@ -244,6 +251,7 @@ mod tests {
         );
         let serve = std::fs::read_to_string(dir.path().join("likewise-serve.1")).unwrap();
         assert!(serve.contains("LIKEWISE_ADMIN_TOKEN"));
+        assert!(serve.contains("LIKEWISE_CLUSTER_REDIS"));
         assert!(serve.starts_with(".ie") || serve.contains(".TH"));
         let top = std::fs::read_to_string(dir.path().join("likewise.1")).unwrap();
         assert!(

@@ -307,6 +307,8 @@ fn edge(args: EdgeArgs) -> ExitCode {
     let overrides = EdgeOverrides {
         primary: args.primary,
         http: args.http,
+        admin_token: env_secret("LIKEWISE_ADMIN_TOKEN"),
+        cluster_redis: env_secret(likewise::config::CLUSTER_REDIS_ENV),
     };
     let settings = match edge::resolve(file, overrides) {
         Ok(s) => s,

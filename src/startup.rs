@@ -243,6 +243,17 @@ impl Application {
 
         let connections = Arc::<http::listener::ConnectionStats>::default();
         let admission = http::listener::admission(&settings.limits, connections.clone());
+        let realtime = Arc::<http::realtime::RealtimeStats>::default();
+        let polling = Arc::<http::realtime::PollingSessions>::default();
+        let live = http::realtime::RealtimeState {
+            backend: Arc::new(http::realtime::Local::new(social.clone(), admin.clone())),
+            hub: hub.clone(),
+            limits: Arc::new(settings.limits.clone()),
+            allowed_origins: Arc::new(settings.allowed_origins.clone()),
+            admission: admission.clone(),
+            stats: realtime.clone(),
+            polling: polling.clone(),
+        };
         let state = AppState {
             social,
             queue: pool,
@@ -253,10 +264,11 @@ impl Application {
             started: std::time::Instant::now(),
             connections,
             admission,
-            realtime: Arc::default(),
-            polling: Arc::default(),
+            realtime,
+            polling,
             demo_accounts: Arc::new(demo_accounts),
             cluster,
+            live,
         };
         Ok(Application {
             http_listener,

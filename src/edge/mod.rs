@@ -1,45 +1,48 @@
-//! `likewise edge`: a node that owns no data and forwards the API to the primary.
+//! `likewise edge`: a node that owns no data. It holds clients' realtime
+//! connections and forwards the API to the primary.
 //!
 //! The primary (`likewise serve`) owns the store, the queue and the workers; an edge
 //! adds capacity for connections in front of it. This module owns the edge's
 //! settings ([`EdgeSettings`], its own small config file), its listener and its
-//! routes; [`proxy`] owns the forwarding itself. It must never open a store or
-//! decide anything about users: every answer about data comes from the primary.
+//! routes; [`proxy`] owns the forwarding, [`primary`] the questions the edge's
+//! connections ask the primary. It never opens a store or decides anything about
+//! users: every answer about data comes from the primary.
 //!
 //! What an edge serves:
 //! - `/api/…`, and the pages `/`, `/dashboard` and `/assets/…`, are forwarded to
 //!   the primary by a streaming reverse proxy (see [`proxy`]). The pages come from
 //!   the primary too, so they name the primary's demo accounts and asset version
 //!   even while nodes of two releases run side by side during an upgrade.
-//! - `/healthz` is answered by the edge itself (`{"status":"ok","role":"edge"}`):
-//!   a load balancer asks whether this node takes connections, and an edge whose
-//!   primary is down still does (its `/api/` answers are 503 until it is back).
-//! - `/ws` and `/socket.io/` answer 503 `unavailable` ("not served by this edge
-//!   yet"): serving them needs the cluster bus (events published on the primary
-//!   must reach this node) and token checks through the primary, which are not
-//!   part of the edge yet. Everything else is 404 in the API's error shape.
+//! - `/ws` and `/socket.io/` (websocket and long-polling), with the same contract
+//!   as on the primary: the very same endpoint code
+//!   ([`crate::http::realtime::connection_routes`]) runs here over this edge's own
+//!   hub, which the cluster bus ([`crate::cluster`]) fills with every event of
+//!   every node. Tokens, tickets, `since` replays, post rooms and presence choices
+//!   are asked of the primary ([`primary`]), tokens cached for `auth_cache_ms`.
+//!   This needs `[cluster] redis` and the primary's `admin_token`; an edge
+//!   started with neither forwards the API only and answers these paths 503.
+//! - `/healthz` is answered by the edge itself (`{"status":"ok","role":"edge"}`,
+//!   or 200 `degraded` while the bus cannot reach Redis): a load balancer asks
+//!   whether this node takes connections, and an edge whose primary is down still
+//!   does (its `/api/` answers are 503 until it is back, and open sockets stay).
+//! - `/metrics`: the edge's own Prometheus metrics (connections, bus, hub).
+//!   Everything else is 404 in the API's error shape.
 //!
 //! The listener is the primary's ([`crate::http::listener`]): the same connection
-//! caps, per-address cap and header deadline, from the edge's `[limits]`.
+//! caps, per-address cap and header deadline, from the edge's `[limits]`, which
+//! also bound its realtime connections as they do on the primary.
 //!
 //! For the primary to count each client under its own address (the sign-in and
 //! registration throttles), it must list the edges in `[limits] trusted_proxies`;
 //! the edge appends the address of each client to `X-Forwarded-For`.
-//!
-//! Not here yet, and needed before an edge can stand in for the primary's
-//! realtime side: `/ws` and `/socket.io/` on the edge (hub events from the cluster
-//! bus, tokens and tickets checked through the primary with a short cache, `since`
-//! replay read from the primary), presence across nodes, the edge's own
-//! `/metrics`, and a `[cluster]` section in the edge's config file. Long-polling
-//! sessions on the primary still count the connection's peer against
-//! `max_connections_per_ip`, not the forwarded client: nothing forwards them yet.
 
+pub mod primary;
 pub mod proxy;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::body::Body;
@@ -52,12 +55,18 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::cluster::{Bus, ClusterSettings};
 use crate::config::{ConfigError, Limits};
 use crate::http::error::ApiError;
 use crate::http::listener;
+use crate::http::realtime::{connection_routes, RealtimeState};
+use crate::hub::{Hub, OutputLimits};
+use crate::resp::bridge::Bounds;
+use primary::Primary;
 use proxy::Proxy;
 
 /// Default `[edge] connect_timeout_ms`: connecting to the primary on a LAN takes
@@ -72,6 +81,13 @@ pub const DEFAULT_ANSWER_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_POOL_IDLE_MS: u64 = 5_000;
 /// Default `[edge] pool_max_idle`: idle connections kept open to the primary.
 pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
+/// Default `[edge] auth_cache_ms`: how long the primary's answers about a token,
+/// a post's room or a user's presence choice are kept; a revoked token stops
+/// opening connections on an edge within this window.
+pub const DEFAULT_AUTH_CACHE_MS: u64 = 5_000;
+/// Default `[edge] lookup_timeout_ms`: the longest a connection waits for one
+/// answer of the primary (a token check, a replay page).
+pub const DEFAULT_LOOKUP_TIMEOUT_MS: u64 = 5_000;
 
 /// Everything an edge needs to start, fully resolved.
 #[derive(Debug, Clone)]
@@ -89,9 +105,23 @@ pub struct EdgeSettings {
     pub pool_idle_ms: u64,
     /// Most idle pooled connections to the primary.
     pub pool_max_idle: usize,
+    /// How long the primary's answers about tokens, post rooms and presence
+    /// choices are kept, in milliseconds (0: not at all).
+    pub auth_cache_ms: u64,
+    /// Deadline of each question to the primary, in milliseconds.
+    pub lookup_timeout_ms: u64,
+    /// The primary's admin token, which the edge asks the primary with; needed
+    /// (with `cluster.redis`) to serve realtime connections.
+    pub admin_token: Option<String>,
+    /// Origins allowed to open websockets and long-polling sessions here (empty:
+    /// any), as the primary's `allowed_origins`.
+    pub allowed_origins: Vec<String>,
+    /// `[cluster]`: the bus that brings every node's events to this edge.
+    pub cluster: ClusterSettings,
     /// The listener's limits (`max_body_bytes`, `max_connections`,
-    /// `max_connections_per_ip`, `http_header_timeout_ms`, `trusted_proxies`);
-    /// the rest of `[limits]` is the primary's business.
+    /// `max_connections_per_ip`, `http_header_timeout_ms`, `trusted_proxies`)
+    /// and those of its realtime connections (message sizes, output budgets,
+    /// heartbeats); the store's limits are the primary's business.
     pub limits: Limits,
 }
 
@@ -108,8 +138,19 @@ impl EdgeSettings {
             answer_timeout_ms: DEFAULT_ANSWER_TIMEOUT_MS,
             pool_idle_ms: DEFAULT_POOL_IDLE_MS,
             pool_max_idle: DEFAULT_POOL_MAX_IDLE,
+            auth_cache_ms: DEFAULT_AUTH_CACHE_MS,
+            lookup_timeout_ms: DEFAULT_LOOKUP_TIMEOUT_MS,
+            admin_token: None,
+            allowed_origins: Vec::new(),
+            cluster: ClusterSettings::default(),
             limits: Limits::default(),
         }
+    }
+
+    /// Whether this edge serves `/ws` and `/socket.io/`: it needs the bus and the
+    /// admin token.
+    pub fn serves_connections(&self) -> bool {
+        self.cluster.redis.is_some() && self.admin_token.is_some()
     }
 
     /// The primary's base URL, as logged.
@@ -119,12 +160,29 @@ impl EdgeSettings {
 
     /// Checks the values the edge uses; the edge refuses to start otherwise.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.connect_timeout_ms < 10 || self.answer_timeout_ms < 10 || self.pool_idle_ms < 10 {
+        if self.connect_timeout_ms < 10
+            || self.answer_timeout_ms < 10
+            || self.pool_idle_ms < 10
+            || self.lookup_timeout_ms < 10
+        {
             return Err(ConfigError::Invalid(
-                "edge: connect_timeout_ms, answer_timeout_ms and pool_idle_ms must be at least 10"
+                "edge: connect_timeout_ms, answer_timeout_ms, pool_idle_ms and \
+                 lookup_timeout_ms must be at least 10"
                     .into(),
             ));
         }
+        if self.cluster.redis.is_some() != self.admin_token.is_some() {
+            return Err(ConfigError::Invalid(
+                "an edge serving connections needs both [cluster] redis (or \
+                 LIKEWISE_CLUSTER_REDIS) and the primary's admin_token (or \
+                 LIKEWISE_ADMIN_TOKEN); set both, or neither for an edge that only \
+                 forwards the API"
+                    .into(),
+            ));
+        }
+        self.cluster
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("cluster: {e}")))?;
         let l = &self.limits;
         if l.max_body_bytes < 1024 || l.http_header_timeout_ms < 10 {
             return Err(ConfigError::Invalid(
@@ -147,12 +205,16 @@ impl EdgeSettings {
     }
 }
 
-/// The edge's config file: `http`, `[edge]` and `[limits]`, every field optional.
+/// The edge's config file: `http`, `admin_token`, `allowed_origins`, `[edge]`,
+/// `[cluster]` and `[limits]`, every field optional.
 ///
 /// ```toml
 /// http = "0.0.0.0:8080"
+/// admin_token = "the primary's admin token"
 /// [edge]
 /// primary = "http://10.0.0.1:8080"
+/// [cluster]
+/// redis = "redis://10.0.0.5:6379/0"
 /// [limits]
 /// max_connections_per_ip = 200
 /// ```
@@ -160,8 +222,12 @@ impl EdgeSettings {
 #[serde(deny_unknown_fields)]
 pub struct EdgeFile {
     http: Option<String>,
+    admin_token: Option<String>,
+    allowed_origins: Option<Vec<String>>,
     #[serde(default)]
     edge: EdgeSection,
+    #[serde(default)]
+    cluster: ClusterSettings,
     limits: Option<Limits>,
 }
 
@@ -174,6 +240,8 @@ struct EdgeSection {
     answer_timeout_ms: Option<u64>,
     pool_idle_ms: Option<u64>,
     pool_max_idle: Option<usize>,
+    auth_cache_ms: Option<u64>,
+    lookup_timeout_ms: Option<u64>,
 }
 
 impl EdgeFile {
@@ -202,6 +270,10 @@ pub struct EdgeOverrides {
     pub primary: Option<String>,
     /// `--http` / `LIKEWISE_HTTP`.
     pub http: Option<String>,
+    /// `LIKEWISE_ADMIN_TOKEN`: the primary's admin token.
+    pub admin_token: Option<String>,
+    /// `LIKEWISE_CLUSTER_REDIS`: the bus's Redis URL.
+    pub cluster_redis: Option<String>,
 }
 
 /// The primary's `host:port` from a URL such as `http://10.0.0.1:8080`.
@@ -253,6 +325,14 @@ pub fn resolve(file: EdgeFile, over: EdgeOverrides) -> Result<EdgeSettings, Conf
         answer_timeout_ms: e.answer_timeout_ms.unwrap_or(DEFAULT_ANSWER_TIMEOUT_MS),
         pool_idle_ms: e.pool_idle_ms.unwrap_or(DEFAULT_POOL_IDLE_MS),
         pool_max_idle: e.pool_max_idle.unwrap_or(DEFAULT_POOL_MAX_IDLE),
+        auth_cache_ms: e.auth_cache_ms.unwrap_or(DEFAULT_AUTH_CACHE_MS),
+        lookup_timeout_ms: e.lookup_timeout_ms.unwrap_or(DEFAULT_LOOKUP_TIMEOUT_MS),
+        admin_token: nonempty(over.admin_token).or(nonempty(file.admin_token)),
+        allowed_origins: file.allowed_origins.unwrap_or_default(),
+        cluster: ClusterSettings {
+            redis: nonempty(over.cluster_redis).or(nonempty(file.cluster.redis)),
+            ..file.cluster
+        },
         limits: file.limits.unwrap_or_default(),
     };
     settings.validate()?;
@@ -264,22 +344,62 @@ pub struct Edge {
     listener: TcpListener,
     addr: SocketAddr,
     settings: EdgeSettings,
+    node: Option<Node>,
+}
+
+/// What an edge serving connections holds besides its proxy.
+struct Node {
+    hub: Hub,
+    bus: Bus,
+    primary: Arc<Primary>,
 }
 
 impl Edge {
     /// Binds the listener and logs `listening http=ADDR`. Nothing is asked of the
-    /// primary: an edge starts (and answers 503) while its primary is down.
+    /// primary nor of Redis: an edge starts (and answers 503 to the API) while its
+    /// primary is down, and connects to the bus in the background.
     pub async fn build(settings: EdgeSettings) -> anyhow::Result<Edge> {
         settings.validate()?;
+        let node = match (&settings.admin_token, settings.cluster.redis.is_some()) {
+            (Some(token), true) => {
+                let hub = Hub::with_limits(OutputLimits::from(&settings.limits));
+                let bus = Bus::new(
+                    &settings.cluster,
+                    hub.clone(),
+                    Bounds {
+                        max_rooms: settings.limits.resp_bridge_max_rooms,
+                        max_room_bytes: settings.limits.resp_max_channel_bytes,
+                    },
+                )?;
+                let primary = Primary::new(
+                    settings.primary_url(),
+                    token.clone(),
+                    Duration::from_millis(settings.auth_cache_ms),
+                    settings.connect_timeout(),
+                    Duration::from_millis(settings.lookup_timeout_ms),
+                )?;
+                Some(Node {
+                    hub,
+                    bus,
+                    primary: Arc::new(primary),
+                })
+            }
+            _ => None,
+        };
         let listener = TcpListener::bind(settings.http)
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", settings.http))?;
         let addr = listener.local_addr()?;
-        tracing::info!(primary = %settings.primary_url(), "listening http={addr}");
+        tracing::info!(
+            primary = %settings.primary_url(),
+            connections = node.is_some(),
+            "listening http={addr}"
+        );
         Ok(Edge {
             listener,
             addr,
             settings,
+            node,
         })
     }
 
@@ -288,11 +408,43 @@ impl Edge {
         self.addr
     }
 
-    /// Serves until `shutdown`, then lets open exchanges finish.
+    /// This edge's hub, when it serves connections (for embedding and tests).
+    pub fn hub(&self) -> Option<&Hub> {
+        self.node.as_ref().map(|n| &n.hub)
+    }
+
+    /// This edge's cluster bus, when it serves connections.
+    pub fn bus(&self) -> Option<&Bus> {
+        self.node.as_ref().map(|n| &n.bus)
+    }
+
+    /// Serves until `shutdown`, then closes the realtime connections (with a
+    /// close frame) and lets open exchanges finish.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let stats = Arc::<listener::ConnectionStats>::default();
         let admission = listener::admission(&self.settings.limits, stats.clone());
-        let app = router(Arc::new(Proxy::new(&self.settings)));
+        let bus_tasks = TaskTracker::new();
+        let live = self.node.map(|node| {
+            let hub = node.hub.clone();
+            let closing = shutdown.clone();
+            tokio::spawn(async move {
+                closing.cancelled().await;
+                hub.close();
+            });
+            node.bus.start(shutdown.clone(), &bus_tasks);
+            let live = RealtimeState {
+                backend: node.primary,
+                hub: node.hub,
+                limits: Arc::new(self.settings.limits.clone()),
+                allowed_origins: Arc::new(self.settings.allowed_origins.clone()),
+                admission: admission.clone(),
+                stats: Arc::default(),
+                polling: Arc::default(),
+            };
+            (live, node.bus)
+        });
+        bus_tasks.close();
+        let app = router(Arc::new(Proxy::new(&self.settings)), live);
         listener::serve(
             self.listener,
             app,
@@ -302,21 +454,44 @@ impl Edge {
             shutdown,
         )
         .await;
+        bus_tasks.wait().await;
         tracing::info!("edge stopped");
         Ok(())
     }
 }
 
-/// The edge's routes over a proxy to the primary.
-pub fn router(proxy: Arc<Proxy>) -> Router {
-    Router::new()
+/// What the edge's own routes read.
+#[derive(Clone)]
+struct EdgeState {
+    proxy: Arc<Proxy>,
+    bus: Option<Bus>,
+    hub: Option<Hub>,
+    started: Instant,
+}
+
+/// The edge's routes: the realtime endpoints over `live` (this edge's hub and
+/// bus) when it serves connections, its own `/healthz` and `/metrics`, and the
+/// proxy to the primary for the rest.
+pub fn router(proxy: Arc<Proxy>, live: Option<(RealtimeState, Bus)>) -> Router {
+    let state = EdgeState {
+        proxy,
+        bus: live.as_ref().map(|(_, bus)| bus.clone()),
+        hub: live.as_ref().map(|(l, _)| l.hub.clone()),
+        started: Instant::now(),
+    };
+    let own = Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
         .fallback(dispatch)
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal("handler panicked".into()).into_response()
-        }))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .with_state(proxy)
+        .with_state(state);
+    let app = match live {
+        Some((live, _)) => own.merge(connection_routes::<RealtimeState>().with_state(live)),
+        None => own,
+    };
+    app.layer(CatchPanicLayer::custom(|_| {
+        ApiError::Internal("handler panicked".into()).into_response()
+    }))
+    .layer(TraceLayer::new_for_http().make_span_with(request_span))
 }
 
 /// The span of a request: method and path, never the query (it may carry a token).
@@ -324,16 +499,49 @@ fn request_span<B>(req: &Request<B>) -> tracing::Span {
     tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
 }
 
-async fn healthz() -> Response {
-    Json(serde_json::json!({"status": "ok", "role": "edge"})).into_response()
+/// 200 `ok`, or 200 `degraded` with the reason while the bus cannot reach Redis
+/// (every edge would be degraded at once: a 503 would empty the load balancer).
+async fn healthz(State(state): State<EdgeState>) -> Response {
+    match state.bus.as_ref().and_then(Bus::degraded) {
+        None => Json(serde_json::json!({"status": "ok", "role": "edge"})).into_response(),
+        Some(reason) => Json(serde_json::json!({
+            "status": "degraded",
+            "role": "edge",
+            "reason": reason,
+        }))
+        .into_response(),
+    }
 }
 
-/// Where a path goes on an edge.
+/// The edge's Prometheus metrics: its listener, realtime connections, hub and bus.
+async fn metrics_text(State(state): State<EdgeState>) -> Response {
+    use std::sync::atomic::Ordering;
+    metrics::gauge!("likewise_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!("likewise_uptime_seconds").set(state.started.elapsed().as_secs_f64());
+    if let Some(hub) = &state.hub {
+        let h = hub.stats();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        metrics::counter!("likewise_hub_published_total").absolute(load(&h.published));
+        metrics::counter!("likewise_hub_delivered_total").absolute(load(&h.delivered));
+        metrics::counter!("likewise_hub_dropped_slow_total").absolute(load(&h.dropped_slow));
+    }
+    let body = crate::telemetry::metrics_handle().render();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Where a path goes on an edge (when nothing else matched it).
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
     /// To the primary.
     Forward,
-    /// A realtime endpoint this edge does not serve yet.
+    /// A realtime endpoint, on an edge that serves no connections.
     Realtime,
     /// Nowhere.
     Unknown,
@@ -354,17 +562,18 @@ fn route_of(path: &str) -> Route {
 }
 
 async fn dispatch(
-    State(proxy): State<Arc<Proxy>>,
+    State(state): State<EdgeState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request<Body>,
 ) -> Response {
     match route_of(req.uri().path()) {
-        Route::Forward => match proxy.forward(peer.ip(), req).await {
+        Route::Forward => match state.proxy.forward(peer.ip(), req).await {
             Ok(response) => response,
             Err(e) => e.into_response(),
         },
         Route::Realtime => ApiError::Unavailable(
-            "websockets and Socket.IO are not served by this edge yet; connect to the primary"
+            "this edge forwards the API only (it has no [cluster] redis and admin_token): \
+             open websockets and Socket.IO on the primary or on an edge that serves them"
                 .into(),
         )
         .into_response(),
@@ -429,7 +638,7 @@ mod tests {
             file,
             EdgeOverrides {
                 primary: Some("http://10.0.0.2:8080".into()),
-                http: None,
+                ..EdgeOverrides::default()
             },
         )
         .unwrap();

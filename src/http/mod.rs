@@ -13,6 +13,7 @@
 mod admin;
 mod admin_stream;
 mod assets;
+pub mod cluster;
 pub mod error;
 pub mod extract;
 mod health;
@@ -72,6 +73,9 @@ pub struct AppState {
     pub demo_accounts: Arc<Vec<crate::demo::DemoUser>>,
     /// The cluster bus, when `[cluster] redis` is set.
     pub cluster: Option<crate::cluster::Bus>,
+    /// What the websocket and Socket.IO endpoints use (the same hub, caps and
+    /// counters as above, and the store as their backend).
+    pub live: realtime::RealtimeState,
 }
 
 /// Routes being assembled: a feature's router is merged whether it documents its
@@ -98,6 +102,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(admin::router())
         .merge(realtime::router())
         .merge(presence::router())
+        .merge(cluster::router())
         .merge(admin_stream::router())
         .merge(assets::router())
         .merge(openapi::router())

@@ -20,7 +20,7 @@ use crate::realtime::{connect_user, next_event, send, Ws};
 const RECONNECT: Duration = Duration::from_secs(20);
 
 /// A `redis-server` on a loopback port, without persistence, killed on drop.
-struct RedisServer {
+pub(crate) struct RedisServer {
     child: Child,
     port: u16,
 }
@@ -28,7 +28,7 @@ struct RedisServer {
 impl RedisServer {
     /// Starts one on `port` (a free one when `None`) and waits until it says it
     /// accepts connections; `None` when redis-server is not installed.
-    async fn start(dir: &Path, port: Option<u16>) -> Option<RedisServer> {
+    pub(crate) async fn start(dir: &Path, port: Option<u16>) -> Option<RedisServer> {
         let port = port.unwrap_or_else(|| {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
             l.local_addr().unwrap().port()
@@ -66,11 +66,15 @@ impl RedisServer {
         Some(RedisServer { child, port })
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    async fn kill(mut self) {
+    pub(crate) async fn kill(mut self) {
         self.child.kill().await.expect("redis-server killed");
     }
 }

@@ -110,6 +110,7 @@ async fn register_sign_in_like_and_notifications_work_through_the_edge() {
     assert!(api.asset_prefix().await.starts_with("/assets/"));
     let (status, body) = api.call(Method::GET, "/healthz", None, None).await;
     assert_eq!((status, &body["role"]), (StatusCode::OK, &json!("edge")));
+    // Without the cluster's Redis and the admin token, an edge holds no connections.
     for path in ["/ws", "/socket.io/?EIO=4&transport=polling"] {
         let (status, body) = api.call(Method::GET, path, None, None).await;
         assert_error(
@@ -121,7 +122,7 @@ async fn register_sign_in_like_and_notifications_work_through_the_edge() {
         assert!(body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("not served by this edge yet"));
+            .contains("forwards the API only"));
     }
     let (status, body) = api.call(Method::GET, "/nowhere", None, None).await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");

@@ -8,6 +8,7 @@ mod attack_realtime;
 mod attack_resp;
 mod backup;
 mod cluster;
+mod cluster_edges;
 mod comments;
 mod crash;
 mod durability;

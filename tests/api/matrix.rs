@@ -331,6 +331,34 @@ fn table() -> Vec<Row> {
             row(M::PUT, "/api/me/presence", "/api/me/presence", users(200)),
             |_, _| json!({"visible": true}),
         ),
+        // What edges ask the primary: the admin token only.
+        with_body(
+            row(
+                M::POST,
+                "/api/cluster/auth",
+                "/api/cluster/auth",
+                admin(200),
+            ),
+            |f, _| json!({"token": f.owner.token}),
+        ),
+        row(
+            M::GET,
+            "/api/cluster/notifications",
+            "/api/cluster/notifications?user_id={user}&after=0&limit=10",
+            admin(200),
+        ),
+        row(
+            M::GET,
+            "/api/cluster/posts/{id}",
+            "/api/cluster/posts/{post}",
+            admin(200),
+        ),
+        row(
+            M::GET,
+            "/api/cluster/users/{id}/presence",
+            "/api/cluster/users/{user}/presence",
+            admin(200),
+        ),
         // Last: these end sessions. Each user cell signs in for itself first.
         fresh(row(M::DELETE, "/api/sessions", "/api/sessions", users(200))),
         fresh(row(

@@ -70,16 +70,24 @@ class Likewise:
         assert code == 0, f"likewise exited with {code}; log:\n" + "\n".join(self.log[-50:])
 
 
-def start_likewise(env: dict | None = None, resp: bool = True) -> Likewise:
-    """Starts the binary on free ports; returns once both addresses are logged."""
+def start_likewise(env: dict | None = None, resp: bool = True,
+                   edge_of: "Likewise | None" = None) -> Likewise:
+    """Starts the binary on free ports; returns once both addresses are logged.
+
+    With `edge_of`, starts `likewise edge` in front of that primary instead (no data
+    directory, no RESP listener; `env` gives it the cluster's Redis)."""
     if not BINARY.exists():
         raise RuntimeError(f"no binary at {BINARY}: run `cargo build` first")
     data = tempfile.mkdtemp(prefix="likewise-py-")
     full_env = dict(os.environ)
     full_env.update({"LIKEWISE_ADMIN_TOKEN": ADMIN_TOKEN, "RUST_LOG": "info", "NO_COLOR": "1"})
     full_env.update(env or {})
-    args = [str(BINARY), "serve", "--data", data, "--http", "127.0.0.1:0",
-            "--resp", "127.0.0.1:0" if resp else "off"]
+    if edge_of is not None:
+        resp = False
+        args = [str(BINARY), "edge", "--primary", edge_of.base_url, "--http", "127.0.0.1:0"]
+    else:
+        args = [str(BINARY), "serve", "--data", data, "--http", "127.0.0.1:0",
+                "--resp", "127.0.0.1:0" if resp else "off"]
     proc = subprocess.Popen(args, env=full_env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     found: dict = {}

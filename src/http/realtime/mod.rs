@@ -20,6 +20,7 @@
 //!   replay in pages). They do no I/O: they turn inbound text and hub deliveries
 //!   into [`Out`] actions.
 
+pub mod backend;
 pub(crate) mod native;
 pub(crate) mod polling;
 pub(crate) mod session;
@@ -27,33 +28,71 @@ pub(crate) mod socket;
 pub(crate) mod socketio;
 pub(crate) mod upgrade;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 
 use super::error::ApiResult;
 use super::extract::SessionOrAdmin;
+use super::listener::Admission;
 use super::AppState;
-use crate::domain::{Social, Ticket};
+use crate::config::Limits;
+use crate::domain::Ticket;
 use crate::hub::{Delivery, Hub, Subscription};
 
+pub use backend::{Backend, Local};
 pub use polling::PollingSessions;
 
-/// Routes of this module.
+/// Everything the realtime endpoints use, whichever node serves them: the
+/// primary builds it over its store ([`Local`]), an edge over its primary.
+#[derive(Clone)]
+pub struct RealtimeState {
+    /// Where tokens, tickets, replays and room checks are answered.
+    pub backend: Arc<dyn Backend>,
+    /// This node's hub.
+    pub hub: Hub,
+    /// The node's limits (message sizes, budgets, heartbeats, deadlines).
+    pub limits: Arc<Limits>,
+    /// Origins allowed to open connections (empty: any).
+    pub allowed_origins: Arc<Vec<String>>,
+    /// The connection caps, shared with the accept loop.
+    pub admission: Arc<Admission>,
+    /// Websocket and Socket.IO counters.
+    pub stats: Arc<RealtimeStats>,
+    /// Socket.IO sessions on the long-polling transport, by `sid`.
+    pub polling: Arc<PollingSessions>,
+}
+
+impl FromRef<AppState> for RealtimeState {
+    fn from_ref(state: &AppState) -> RealtimeState {
+        state.live.clone()
+    }
+}
+
+/// The websocket and Socket.IO endpoints, for any router whose state can give a
+/// [`RealtimeState`] (the primary's and an edge's).
+pub fn connection_routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    RealtimeState: FromRef<S>,
+{
+    Router::new().route("/ws", get(native::upgrade)).route(
+        "/socket.io/",
+        get(socketio::upgrade)
+            .post(socketio::post)
+            .options(polling::preflight),
+    )
+}
+
+/// Routes of this module on the primary: the connections and the tickets.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ws", get(native::upgrade))
-        .route(
-            "/socket.io/",
-            get(socketio::upgrade)
-                .post(socketio::post)
-                .options(polling::preflight),
-        )
-        .route("/api/realtime/tickets", post(issue_ticket))
+    connection_routes::<AppState>().route("/api/realtime/tickets", post(issue_ticket))
 }
 
 /// `POST /api/realtime/tickets`: a one-use ticket for `/ws?ticket=` and Socket.IO
@@ -104,27 +143,28 @@ pub(crate) mod close {
 
 /// What a session may reach while it handles a message.
 pub(crate) struct Ctx<'a> {
-    /// The social operations (authentication, notification replay, post lookups).
-    pub social: &'a Social,
+    /// Authentication, notification replay, post lookups.
+    pub backend: &'a dyn Backend,
     /// The hub, to create the subscription.
     pub hub: &'a Hub,
     /// The connection's subscription, once it exists.
     pub sub: &'a mut Option<Subscription>,
 }
 
-/// A realtime protocol's state machine. Implementations do no I/O: they turn
-/// inbound text and hub deliveries into [`Out`] actions.
+/// A realtime protocol's state machine. Implementations do no socket I/O: they
+/// turn inbound text and hub deliveries into [`Out`] actions, asking the
+/// [`Backend`] (which may wait on the primary) when they need data.
 pub(crate) trait Session: Send {
     /// Actions right after the upgrade.
-    fn start(&mut self, ctx: &mut Ctx<'_>) -> Vec<Out>;
+    fn start(&mut self, ctx: &mut Ctx<'_>) -> impl Future<Output = Vec<Out>> + Send;
     /// An inbound text message.
-    fn on_text(&mut self, ctx: &mut Ctx<'_>, text: &str) -> Vec<Out>;
+    fn on_text(&mut self, ctx: &mut Ctx<'_>, text: &str) -> impl Future<Output = Vec<Out>> + Send;
     /// Whether a `since` replay is still being sent: live deliveries wait in the
     /// subscription's queue until it is over.
     fn replaying(&self) -> bool;
     /// The next page of the replay; the socket loop writes it before asking for
     /// another, so at most one page is in memory.
-    fn next_page(&mut self, ctx: &mut Ctx<'_>) -> Vec<Out>;
+    fn next_page(&mut self, ctx: &mut Ctx<'_>) -> impl Future<Output = Vec<Out>> + Send;
     /// A publication for this connection; `None` to skip it (a replayed duplicate).
     fn on_delivery(&mut self, delivery: &Delivery) -> Option<Bytes>;
     /// A heartbeat tick: `last_seen` is when the peer last sent anything.
@@ -147,8 +187,8 @@ pub(crate) struct Timing {
 }
 
 impl Timing {
-    fn from_state(state: &AppState) -> Timing {
-        let l = &state.settings.limits;
+    fn from_state(state: &RealtimeState) -> Timing {
+        let l = &state.limits;
         let ms = |v: u64| Duration::from_millis(v.max(1));
         Timing {
             ping_interval: ms(l.ping_interval_ms),

@@ -18,24 +18,23 @@ use serde_json::{json, Value};
 
 use super::session::{self, not_replayed, subscribe_user, Replay};
 use super::upgrade::{accept, preflight, token_user};
-use super::{close, Ctx, Out, Session, Timing};
+use super::{close, Ctx, Out, RealtimeState, Session, Timing};
 use crate::http::error::ApiError;
-use crate::http::AppState;
 use crate::hub::{Delivery, Transport};
 
 /// `GET /ws`: checks the origin and the token or ticket, then upgrades.
 #[utoipa::path(get, path = "/ws", tag = "realtime", operation_id = "ws_upgrade", description = "The native websocket (API.md \"Native websocket\"): a websocket upgrade request, signed in with `?token=`, `?ticket=` (from POST /api/realtime/tickets) or `Authorization: Bearer`; `?since=N` replays notifications after id N.", params(("token" = Option<String>, Query, description = "A session token"), ("ticket" = Option<String>, Query, description = "A one-use ticket"), ("since" = Option<u64>, Query, description = "Replay notifications with ids above this")), responses((status = 101, description = "Switched to the websocket protocol"), (status = 401, description = "No valid token or ticket", body = crate::http::openapi::Error), (status = 403, description = "Origin not allowed, or the ticket is spent", body = crate::http::openapi::Error)))]
-pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Response {
+pub(crate) async fn upgrade(State(state): State<RealtimeState>, parts: Parts) -> Response {
     let query = match preflight(&parts, &state) {
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
-    let user = match token_user(&parts, &query, &state) {
+    let user = match token_user(&parts, &query, &state).await {
         Ok(Some(user)) => user,
         Ok(None) => return ApiError::no_token().into_response(),
         Err(e) => return e.into_response(),
     };
-    let session = NativeSession::new(user.id, query.since, Timing::from_state(&state));
+    let session = NativeSession::new(user, query.since, Timing::from_state(&state));
     accept(parts, &state, session).await
 }
 
@@ -124,13 +123,13 @@ impl NativeSession {
         }
     }
 
-    fn handle(&mut self, ctx: &mut Ctx<'_>, command: Command) -> Vec<Out> {
+    async fn handle(&mut self, ctx: &mut Ctx<'_>, command: Command) -> Vec<Out> {
         if ctx.sub.is_none() {
             return vec![error("unavailable", "not subscribed yet")];
         }
         match command {
             Command::Ping => vec![event("pong", Value::Null)],
-            Command::Subscribe(room) => match session::join(ctx, self.user, &room) {
+            Command::Subscribe(room) => match session::join(ctx, self.user, &room).await {
                 Ok(()) => vec![event("subscribed", json!({"room": room}))],
                 Err(r) => vec![error(r.code, r.message)],
             },
@@ -143,15 +142,15 @@ impl NativeSession {
 }
 
 impl Session for NativeSession {
-    fn start(&mut self, ctx: &mut Ctx<'_>) -> Vec<Out> {
-        subscribe_user(ctx, Transport::Ws, self.user);
+    async fn start(&mut self, ctx: &mut Ctx<'_>) -> Vec<Out> {
+        subscribe_user(ctx, Transport::Ws, self.user).await;
         self.replay = self.since.map(|since| Replay::new(self.user, since));
         vec![event("ready", json!({"user_id": self.user}))]
     }
 
-    fn on_text(&mut self, ctx: &mut Ctx<'_>, text: &str) -> Vec<Out> {
+    async fn on_text(&mut self, ctx: &mut Ctx<'_>, text: &str) -> Vec<Out> {
         match Command::parse(text) {
-            Ok(command) => self.handle(ctx, command),
+            Ok(command) => self.handle(ctx, command).await,
             Err(CommandError(message)) => vec![error("bad_request", message)],
         }
     }
@@ -160,13 +159,15 @@ impl Session for NativeSession {
         self.replay.is_some()
     }
 
-    fn next_page(&mut self, ctx: &mut Ctx<'_>) -> Vec<Out> {
+    async fn next_page(&mut self, ctx: &mut Ctx<'_>) -> Vec<Out> {
         let Some(replay) = self.replay.as_mut() else {
             return Vec::new();
         };
-        let out = replay.next_page(ctx.social, |n| {
-            Bytes::from(json!({"event": "new_notification", "data": n}).to_string())
-        });
+        let out = replay
+            .next_page(ctx.backend, |n| {
+                Bytes::from(json!({"event": "new_notification", "data": n}).to_string())
+            })
+            .await;
         self.replayed_up_to = replay.replayed_up_to();
         if replay.done() {
             self.replay = None;

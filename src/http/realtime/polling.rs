@@ -48,11 +48,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::socket::{self, ended_close, Inbound};
 use super::socketio::SocketIoSession;
 use super::upgrade::{accept_with, check_origin, token_user, UpgradeQuery};
-use super::{close, Ctx, Out, RealtimeStats, Session, Timing};
-use crate::domain::Social;
+use super::{close, Backend, Ctx, Out, RealtimeState, RealtimeStats, Session, Timing};
 use crate::http::error::ApiError;
 use crate::http::listener::{Permit, Refusal};
-use crate::http::AppState;
 use crate::hub::{Delivery, Hub, Subscription};
 
 /// The record separator between packets of one long-polling payload.
@@ -185,8 +183,8 @@ fn with_cors(parts: &Parts, mut response: Response) -> Response {
 }
 
 /// Refuses a request whose `Origin` is not on the allow-list.
-fn origin_refused(parts: &Parts, state: &AppState) -> Option<Response> {
-    check_origin(parts, &state.settings.allowed_origins)
+fn origin_refused(parts: &Parts, state: &RealtimeState) -> Option<Response> {
+    check_origin(parts, &state.allowed_origins)
         .err()
         .map(|e| engine_error(StatusCode::FORBIDDEN, 4, Some(&e.to_string())))
 }
@@ -194,7 +192,7 @@ fn origin_refused(parts: &Parts, state: &AppState) -> Option<Response> {
 /// `OPTIONS /socket.io/`: the CORS preflight of a cross-origin polling client.
 #[utoipa::path(options, path = "/socket.io/", tag = "realtime", operation_id = "socketio_preflight", responses((status = 204, description = "CORS preflight answered for an allowed Origin"), (status = 403, description = "Origin not allowed", body = crate::http::openapi::EngineError)))]
 pub(crate) async fn preflight(
-    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::State(state): axum::extract::State<RealtimeState>,
     parts: Parts,
 ) -> Response {
     if let Some(refused) = origin_refused(&parts, &state) {
@@ -224,7 +222,11 @@ fn client_ip(parts: &Parts) -> IpAddr {
 }
 
 /// `GET /socket.io/?EIO=4&transport=polling` without a `sid`: a new session.
-pub(crate) fn handshake(state: &AppState, parts: &Parts, query: &UpgradeQuery) -> Response {
+pub(crate) async fn handshake(
+    state: &RealtimeState,
+    parts: &Parts,
+    query: &UpgradeQuery,
+) -> Response {
     if let Some(refused) = origin_refused(parts, state) {
         return refused;
     }
@@ -232,10 +234,7 @@ pub(crate) fn handshake(state: &AppState, parts: &Parts, query: &UpgradeQuery) -
     let permit = match state.admission.admit(client_ip(parts)) {
         Ok(p) => p,
         Err(r) => {
-            state
-                .realtime
-                .polling_refused
-                .fetch_add(1, Ordering::Relaxed);
+            state.stats.polling_refused.fetch_add(1, Ordering::Relaxed);
             let message = match r {
                 Refusal::Global => "the server has reached its connection limit; retry later",
                 Refusal::PerIp => "too many connections from your address; close some and retry",
@@ -243,8 +242,8 @@ pub(crate) fn handshake(state: &AppState, parts: &Parts, query: &UpgradeQuery) -
             return with_cors(parts, ApiError::Unavailable(message.into()).into_response());
         }
     };
-    let user = match token_user(parts, query, state) {
-        Ok(u) => u.map(|u| u.id),
+    let user = match token_user(parts, query, state).await {
+        Ok(u) => u,
         Err(e) => return with_cors(parts, e.into_response()),
     };
     let timing = Timing::from_state(state);
@@ -252,16 +251,18 @@ pub(crate) fn handshake(state: &AppState, parts: &Parts, query: &UpgradeQuery) -
         user,
         query.since,
         timing,
-        state.settings.limits.max_ws_message_bytes,
-        state.realtime.clone(),
+        state.limits.max_ws_message_bytes,
+        state.stats.clone(),
     )
     .offering_websocket();
     let mut sub = None;
-    let open = session.start(&mut Ctx {
-        social: &state.social,
-        hub: &state.hub,
-        sub: &mut sub,
-    });
+    let open = session
+        .start(&mut Ctx {
+            backend: state.backend.as_ref(),
+            hub: &state.hub,
+            sub: &mut sub,
+        })
+        .await;
     let sid = session.sid().to_owned();
     let (tx, rx) = mpsc::channel(4);
     state.polling.lock().insert(
@@ -273,13 +274,13 @@ pub(crate) fn handshake(state: &AppState, parts: &Parts, query: &UpgradeQuery) -
     );
     let driver = Driver {
         sid,
-        social: state.social.clone(),
+        backend: state.backend.clone(),
         hub: state.hub.clone(),
         sessions: state.polling.clone(),
-        max_pending: state.settings.limits.output_hard_limit_bytes,
-        batch_bytes: state.settings.limits.max_ws_message_bytes,
-        _open: OpenSession::new(state.realtime.clone()),
-        stats: state.realtime.clone(),
+        max_pending: state.limits.output_hard_limit_bytes,
+        batch_bytes: state.limits.max_ws_message_bytes,
+        _open: OpenSession::new(state.stats.clone()),
+        stats: state.stats.clone(),
         _permit: permit,
     };
     tokio::spawn(driver.run(session, sub, rx));
@@ -294,7 +295,7 @@ pub(crate) fn handshake(state: &AppState, parts: &Parts, query: &UpgradeQuery) -
 }
 
 /// `GET /socket.io/?EIO=4&transport=polling&sid=`: waits for the session's packets.
-pub(crate) async fn poll(state: &AppState, parts: &Parts, sid: &str) -> Response {
+pub(crate) async fn poll(state: &RealtimeState, parts: &Parts, sid: &str) -> Response {
     if let Some(refused) = origin_refused(parts, state) {
         return refused;
     }
@@ -353,7 +354,7 @@ pub(crate) fn split(payload: &str) -> Result<Vec<String>, String> {
 }
 
 /// `POST /socket.io/?EIO=4&transport=polling&sid=`: the client's packets.
-pub(crate) async fn post(state: &AppState, parts: &Parts, body: Body) -> Response {
+pub(crate) async fn post(state: &RealtimeState, parts: &Parts, body: Body) -> Response {
     if let Some(refused) = origin_refused(parts, state) {
         return refused;
     }
@@ -388,7 +389,7 @@ pub(crate) async fn post(state: &AppState, parts: &Parts, body: Body) -> Respons
         abort(why.clone()).await;
         return with_cors(parts, bad_request(&why));
     }
-    let max = state.settings.limits.max_ws_message_bytes;
+    let max = state.limits.max_ws_message_bytes;
     let too_big =
         || format!("a POST body is limited to {max} bytes (maxPayload); the session is closed");
     let declared = parts
@@ -485,14 +486,14 @@ pub(crate) fn check_engine(query: &UpgradeQuery) -> Option<Response> {
 /// `GET /socket.io/?EIO=4&transport=websocket&sid=`: the upgrade of a polling
 /// session. The probe runs on the new websocket while polling goes on; on `5`
 /// the session moves to the websocket.
-pub(crate) async fn upgrade(state: &AppState, parts: Parts, sid: &str) -> Response {
+pub(crate) async fn upgrade(state: &RealtimeState, parts: Parts, sid: &str) -> Response {
     let Some(entry) = state.polling.get(sid) else {
         return unknown_sid();
     };
     if entry.upgrading.swap(true, Ordering::AcqRel) {
         return bad_request("this session is already upgrading");
     }
-    let stats = state.realtime.clone();
+    let stats = state.stats.clone();
     let deadline = Timing::from_state(state).connect_timeout;
     let probing = entry.clone();
     // Dropped with the closure if the websocket never opens: the session may try again.
@@ -673,7 +674,7 @@ impl Drop for HeldCount {
 /// the next GET.
 struct Driver {
     sid: String,
-    social: Social,
+    backend: Arc<dyn Backend>,
     hub: Hub,
     sessions: Arc<PollingSessions>,
     /// Bytes the session may queue for GETs before it is dropped as too slow.
@@ -753,8 +754,8 @@ impl Driver {
                 }
                 // One replay page at a time: the next is read once a GET took this one.
                 () = std::future::ready(()), if replaying && pending.packets.is_empty() => {
-                    let mut ctx = Ctx { social: &self.social, hub: &self.hub, sub: &mut sub };
-                    Turn::Actions(session.next_page(&mut ctx))
+                    let mut ctx = Ctx { backend: self.backend.as_ref(), hub: &self.hub, sub: &mut sub };
+                    Turn::Actions(session.next_page(&mut ctx).await)
                 }
                 // Deliveries leave the hub's queue only for a waiting GET; without
                 // one, only the hub dropping this subscriber is noticed.
@@ -792,11 +793,11 @@ impl Driver {
                     let mut outcome = Ok(());
                     for packet in packets {
                         let mut ctx = Ctx {
-                            social: &self.social,
+                            backend: self.backend.as_ref(),
                             hub: &self.hub,
                             sub: &mut sub,
                         };
-                        let actions = session.on_text(&mut ctx, &packet);
+                        let actions = session.on_text(&mut ctx, &packet).await;
                         if let Some((code, why)) = queue(&mut pending, actions) {
                             if code != close::NORMAL {
                                 outcome = Err(why.clone());

@@ -14,10 +14,10 @@
 
 use bytes::Bytes;
 
-use super::{close, Ctx, Out};
-use crate::domain::{DomainError, Notification, Social};
+use super::{close, Backend, Ctx, Out};
+use crate::domain::Notification;
 use crate::hub::{Delivery, Transport};
-use crate::rooms::{self, PostLookup, Refusal};
+use crate::rooms::{self, PostLookup, Refusal, Room};
 
 /// Notifications read and sent per replay page.
 pub(crate) const REPLAY_PAGE: usize = 200;
@@ -25,33 +25,33 @@ pub(crate) const REPLAY_PAGE: usize = 200;
 /// Subscribes a newly authenticated connection to the rooms it is always in: its
 /// user's own room and the broadcast room; and counts it for the user's presence
 /// for as long as the subscription lives, whatever carries it.
-pub(crate) fn subscribe_user(ctx: &mut Ctx<'_>, transport: Transport, user: u64) {
+///
+/// The user's choice to be shown online is read by the hub when this is their
+/// first connection here, from the store where there is one (so a choice stored
+/// meanwhile is never missed); a node without a store asks the backend first.
+pub(crate) async fn subscribe_user(ctx: &mut Ctx<'_>, transport: Transport, user: u64) {
+    let backend = ctx.backend;
+    let asked = match backend.visible_now(user) {
+        Some(_) => None,
+        None => Some(backend.presence_visible(user).await),
+    };
     let mut sub = ctx.hub.subscribe(transport);
     sub.join(&rooms::user(user));
     sub.join(rooms::BROADCAST);
-    let social = ctx.social;
     sub.track_presence(user, || {
-        social.presence_visible(user).unwrap_or_else(|e| {
-            // Shown online only when the user's choice is known: a store that
-            // cannot say must not reveal a user who opted out.
-            tracing::warn!(error = %e, user, "reading a user's presence choice failed");
-            false
-        })
+        asked.unwrap_or_else(|| backend.visible_now(user).unwrap_or(false))
     });
     *ctx.sub = Some(sub);
 }
 
 /// Joins `room` for `user` if the policy allows it.
-pub(crate) fn join(ctx: &mut Ctx<'_>, user: u64, room: &str) -> Result<(), Refusal> {
-    let social = ctx.social;
-    rooms::may_join(room, user, |id| match social.post(id, false) {
-        Ok(_) => PostLookup::Exists,
-        Err(DomainError::NotFound(_)) => PostLookup::Missing,
-        Err(e) => {
-            tracing::warn!(error = %e, room, "checking a room's post failed");
-            PostLookup::Failed(e.to_string())
-        }
-    })?;
+pub(crate) async fn join(ctx: &mut Ctx<'_>, user: u64, room: &str) -> Result<(), Refusal> {
+    // Only a post's room needs the store; ask before applying the policy.
+    let lookup = match rooms::parse(room) {
+        Ok(Room::Post(id)) => Some(ctx.backend.post_lookup(id).await),
+        _ => None,
+    };
+    rooms::may_join(room, user, |_| lookup.unwrap_or(PostLookup::Missing))?;
     let Some(sub) = ctx.sub.as_ref() else {
         return Err(Refusal {
             code: "unavailable",
@@ -112,15 +112,18 @@ impl Replay {
 
     /// Reads the next page and renders it; a short page is the last. A store
     /// failure ends the replay and asks the client to reconnect.
-    pub(crate) fn next_page(
+    pub(crate) async fn next_page(
         &mut self,
-        social: &Social,
+        backend: &dyn Backend,
         render: impl Fn(&Notification) -> Bytes,
     ) -> Vec<Out> {
         if self.done {
             return Vec::new();
         }
-        let page = match social.notifications_since(self.user, self.after, REPLAY_PAGE) {
+        let page = match backend
+            .notifications_after(self.user, self.after, REPLAY_PAGE)
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "replaying notifications failed");

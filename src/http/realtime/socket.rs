@@ -21,14 +21,13 @@ use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use super::{close, Ctx, Out, RealtimeStats, Session, Timing};
-use crate::domain::Social;
+use super::{close, Backend, Ctx, Out, RealtimeStats, Session, Timing};
 use crate::hub::{Closed, Delivery, Hub, Subscription};
 
 /// What a connection needs besides its session.
 pub(crate) struct Conn {
-    /// The social operations.
-    pub social: Social,
+    /// Where the session's questions are answered.
+    pub backend: Arc<dyn Backend>,
     /// The hub.
     pub hub: Hub,
     /// Counters.
@@ -344,11 +343,11 @@ where
     let mut sub: Option<Subscription> = None;
     let first = {
         let mut ctx = Ctx {
-            social: &conn.social,
+            backend: conn.backend.as_ref(),
             hub: &conn.hub,
             sub: &mut sub,
         };
-        session.start(&mut ctx)
+        session.start(&mut ctx).await
     };
     drive(link, conn, session, sub, first).await
 }
@@ -366,7 +365,7 @@ pub(crate) async fn drive<W>(
 where
     W: AsyncWrite + Unpin,
 {
-    let Conn { social, hub, .. } = conn;
+    let Conn { backend, hub, .. } = conn;
     let mut link = link;
     let mut last_seen = Instant::now();
     let mut tick = tokio::time::interval(session.tick_every());
@@ -387,8 +386,8 @@ where
                     last_seen = Instant::now();
                     match msg {
                         Some(Inbound::Text(text)) => {
-                            let mut ctx = Ctx { social: &social, hub: &hub, sub: &mut sub };
-                            session.on_text(&mut ctx, &text)
+                            let mut ctx = Ctx { backend: backend.as_ref(), hub: &hub, sub: &mut sub };
+                            session.on_text(&mut ctx, &text).await
                         }
                         Some(Inbound::Binary) => vec![Out::Close(
                             close::UNSUPPORTED,
@@ -410,8 +409,8 @@ where
                 now = tick.tick() => session.on_tick(now.into_std(), last_seen),
                 // One replay page at a time: written before the next is read.
                 () = std::future::ready(()), if replaying => {
-                    let mut ctx = Ctx { social: &social, hub: &hub, sub: &mut sub };
-                    session.next_page(&mut ctx)
+                    let mut ctx = Ctx { backend: backend.as_ref(), hub: &hub, sub: &mut sub };
+                    session.next_page(&mut ctx).await
                 }
                 delivery = next_delivery(&mut sub), if !replaying => match delivery {
                     Some(d) => {

@@ -29,11 +29,10 @@ use serde_json::{json, Value};
 
 use super::polling;
 use super::session::{self, not_replayed, subscribe_user, Replay};
-use super::upgrade::{accept, preflight, ticket_user, token_user};
-use super::{close, Ctx, Out, RealtimeStats, Session, Timing};
+use super::upgrade::{accept, preflight, token_user};
+use super::{close, Ctx, Out, RealtimeState, RealtimeStats, Session, Timing};
 use crate::domain::new_token;
 use crate::http::error::ApiError;
-use crate::http::AppState;
 use crate::hub::{Delivery, FrameFormat, Publication, Transport};
 
 /// A publication as a Socket.IO EVENT packet on the default namespace,
@@ -52,14 +51,14 @@ fn event_packet(p: &Publication) -> Bytes {
 /// session, or with `sid=` the upgrade of a long-polling one), or long-polling
 /// (`transport=polling`: the handshake, or with `sid=` a poll).
 #[utoipa::path(get, path = "/socket.io/", tag = "realtime", operation_id = "socketio_get", description = "Socket.IO (Engine.IO v4, API.md \"Socket.IO compatibility\"): `transport=websocket` upgrades (a new session, or with `sid` the upgrade of a long-polling one); `transport=polling` without `sid` is the long-polling handshake, with `sid` a poll that answers the packets waiting (record-separated). Signed in with `auth: {token}` or `auth: {ticket}` in the CONNECT packet, or `?token=` / `?ticket=`.", params(("EIO" = String, Query, description = "Engine.IO protocol version: 4"), ("transport" = String, Query, description = "websocket or polling"), ("sid" = Option<String>, Query, description = "The session id from the handshake"), ("token" = Option<String>, Query, description = "A session token"), ("ticket" = Option<String>, Query, description = "A one-use ticket")), responses((status = 101, description = "Switched to the websocket protocol"), (status = 200, description = "Engine.IO packets (the handshake's open packet, or those waiting)", body = String, content_type = "text/plain"), (status = 400, description = "Not an Engine.IO v4 request; over polling, an unknown session (Engine.IO's error shape)", body = crate::http::openapi::EngineError), (status = 401, description = "No valid token or ticket", body = crate::http::openapi::Error)))]
-pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Response {
+pub(crate) async fn upgrade(State(state): State<RealtimeState>, parts: Parts) -> Response {
     if let Ok(q) = polling::upgrade_query(&parts) {
         if q.transport.as_deref() == Some("polling") {
             if let Some(refused) = polling::check_engine(&q) {
                 return refused;
             }
             return match &q.sid {
-                None => polling::handshake(&state, &parts, &q),
+                None => polling::handshake(&state, &parts, &q).await,
                 Some(sid) => polling::poll(&state, &parts, sid).await,
             };
         }
@@ -83,23 +82,23 @@ pub(crate) async fn upgrade(State(state): State<AppState>, parts: Parts) -> Resp
     }
     // A token in the query is checked before the upgrade; otherwise it comes in the
     // CONNECT packet's auth payload.
-    let user = match token_user(&parts, &query, &state) {
-        Ok(u) => u.map(|u| u.id),
+    let user = match token_user(&parts, &query, &state).await {
+        Ok(u) => u,
         Err(e) => return e.into_response(),
     };
     let session = SocketIoSession::new(
         user,
         query.since,
         Timing::from_state(&state),
-        state.settings.limits.max_ws_message_bytes,
-        state.realtime.clone(),
+        state.limits.max_ws_message_bytes,
+        state.stats.clone(),
     );
     accept(parts, &state, session).await
 }
 
 /// `POST /socket.io/?EIO=4&transport=polling&sid=`: a long-polling client's packets.
 #[utoipa::path(post, path = "/socket.io/", tag = "realtime", operation_id = "socketio_post", description = "Engine.IO long-polling: a client's packets for its session, record-separated, at most `maxHttpBufferSize` bytes.", params(("EIO" = String, Query, description = "Engine.IO protocol version: 4"), ("transport" = String, Query, description = "polling"), ("sid" = String, Query, description = "The session id from the handshake")), request_body(content = String, content_type = "text/plain", description = "Engine.IO packets separated by the record separator (0x1e)"), responses((status = 200, description = "Taken: `ok`", body = String, content_type = "text/html"), (status = 400, description = "Unknown session or malformed payload", body = crate::http::openapi::EngineError), (status = 403, description = "Origin not allowed", body = crate::http::openapi::EngineError), (status = 413, description = "Larger than maxHttpBufferSize", body = crate::http::openapi::EngineError)))]
-pub(crate) async fn post(State(state): State<AppState>, request: Request) -> Response {
+pub(crate) async fn post(State(state): State<RealtimeState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     polling::post(&state, &parts, body).await
 }
@@ -346,7 +345,7 @@ impl SocketIoSession {
         Self::send(4, nsp, None, json!({"message": message}))
     }
 
-    fn connect(&mut self, ctx: &mut Ctx<'_>, p: Packet) -> Vec<Out> {
+    async fn connect(&mut self, ctx: &mut Ctx<'_>, p: Packet) -> Vec<Out> {
         if p.nsp != "/" {
             return vec![Self::connect_error(&p.nsp, "Invalid namespace")];
         }
@@ -358,12 +357,12 @@ impl SocketIoSession {
             auth.get("ticket").and_then(Value::as_str),
             auth.get("token").and_then(Value::as_str),
         ) {
-            (Some(ticket), _) => Some(ticket_user(ctx.social, ticket)),
-            (None, Some(token)) => Some(ctx.social.authenticate(token).map_err(ApiError::from)),
+            (Some(ticket), _) => Some(ctx.backend.user_for_ticket(ticket).await),
+            (None, Some(token)) => Some(ctx.backend.user_for_token(token).await),
             (None, None) => None,
         };
         let user = match credential {
-            Some(Ok(u)) => u.id,
+            Some(Ok(id)) => id,
             Some(Err(e)) => return vec![Self::connect_error("/", &connect_refusal(&e))],
             None => match self.query_user {
                 Some(id) => id,
@@ -381,12 +380,12 @@ impl SocketIoSession {
             .or(self.query_since);
         self.user = Some(user);
         self.awaiting = None;
-        subscribe_user(ctx, Transport::SocketIo, user);
+        subscribe_user(ctx, Transport::SocketIo, user).await;
         self.replay = since.map(|since| Replay::new(user, since));
         vec![Self::send(0, "/", None, json!({"sid": self.sid}))]
     }
 
-    fn event(&mut self, ctx: &mut Ctx<'_>, p: Packet) -> Vec<Out> {
+    async fn event(&mut self, ctx: &mut Ctx<'_>, p: Packet) -> Vec<Out> {
         let Some(user) = self.user else {
             return Vec::new();
         };
@@ -402,7 +401,7 @@ impl SocketIoSession {
         let name = args[0].as_str().unwrap_or_default().to_owned();
         let room = args.get(1).and_then(Value::as_str).map(str::to_owned);
         let reply = match (name.as_str(), room) {
-            ("subscribe", Some(room)) => match session::join(ctx, user, &room) {
+            ("subscribe", Some(room)) => match session::join(ctx, user, &room).await {
                 Ok(()) => json!({"ok": true, "room": room}),
                 Err(r) => json!({"ok": false, "code": r.code, "message": r.message}),
             },
@@ -420,12 +419,12 @@ impl SocketIoSession {
         }
     }
 
-    fn message(&mut self, ctx: &mut Ctx<'_>, m: &str) -> Vec<Out> {
+    async fn message(&mut self, ctx: &mut Ctx<'_>, m: &str) -> Vec<Out> {
         match parse_packet(m) {
             Ok(p) => match p.kind {
-                0 => self.connect(ctx, p),
+                0 => self.connect(ctx, p).await,
                 1 => vec![Out::Close(close::NORMAL, "client disconnected".into())],
-                2 => self.event(ctx, p),
+                2 => self.event(ctx, p).await,
                 3 => Vec::new(),
                 _ => vec![Out::Close(
                     close::POLICY,
@@ -441,7 +440,7 @@ impl SocketIoSession {
 }
 
 impl Session for SocketIoSession {
-    fn start(&mut self, _ctx: &mut Ctx<'_>) -> Vec<Out> {
+    async fn start(&mut self, _ctx: &mut Ctx<'_>) -> Vec<Out> {
         self.last_ping = Instant::now();
         self.opened = self.last_ping;
         self.awaiting = Some(AwaitingConnect::new(self.stats.clone()));
@@ -455,7 +454,7 @@ impl Session for SocketIoSession {
         vec![text(format!("0{open}"))]
     }
 
-    fn on_text(&mut self, ctx: &mut Ctx<'_>, msg: &str) -> Vec<Out> {
+    async fn on_text(&mut self, ctx: &mut Ctx<'_>, msg: &str) -> Vec<Out> {
         match EnginePacket::parse(msg) {
             Ok(EnginePacket::Pong(_)) => {
                 self.ping_sent = None;
@@ -465,7 +464,7 @@ impl Session for SocketIoSession {
             Ok(EnginePacket::Ping(data)) => vec![text(EnginePacket::Pong(data).encode())],
             Ok(EnginePacket::Close) => vec![Out::Close(close::NORMAL, "client closed".into())],
             Ok(EnginePacket::Noop | EnginePacket::Upgrade) => Vec::new(),
-            Ok(EnginePacket::Message(m)) => self.message(ctx, &m),
+            Ok(EnginePacket::Message(m)) => self.message(ctx, &m).await,
             Err(e) => vec![Out::Close(close::POLICY, e)],
         }
     }
@@ -474,13 +473,15 @@ impl Session for SocketIoSession {
         self.replay.is_some()
     }
 
-    fn next_page(&mut self, ctx: &mut Ctx<'_>) -> Vec<Out> {
+    async fn next_page(&mut self, ctx: &mut Ctx<'_>) -> Vec<Out> {
         let Some(replay) = self.replay.as_mut() else {
             return Vec::new();
         };
-        let out = replay.next_page(ctx.social, |n| {
-            Bytes::from(format!("42{}", json!(["new_notification", n])))
-        });
+        let out = replay
+            .next_page(ctx.backend, |n| {
+                Bytes::from(format!("42{}", json!(["new_notification", n])))
+            })
+            .await;
         self.replayed_up_to = replay.replayed_up_to();
         if replay.done() {
             self.replay = None;

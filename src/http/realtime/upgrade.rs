@@ -16,11 +16,9 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
-use super::{socket, Session, Timing};
-use crate::domain::{Redeemed, Social, User};
+use super::{socket, RealtimeState, Session, Timing};
 use crate::http::error::ApiError;
-use crate::http::extract::{bearer_token, not_admin};
-use crate::http::AppState;
+use crate::http::extract::bearer_token;
 
 /// `?ticket=` or `?token=` (and, for resuming, `?since=`) of an upgrade request.
 #[derive(Debug, Default, Deserialize)]
@@ -62,36 +60,21 @@ pub(crate) fn check_origin(parts: &Parts, allowed: &[String]) -> Result<(), ApiE
 
 /// The user behind the request's credentials: `Authorization: Bearer`, then
 /// `?ticket=`, then `?token=`; `Ok(None)` without any. A ticket is spent here.
-pub(crate) fn token_user(
+pub(crate) async fn token_user(
     parts: &Parts,
     query: &UpgradeQuery,
-    state: &AppState,
-) -> Result<Option<User>, ApiError> {
-    let social = &state.social;
+    state: &RealtimeState,
+) -> Result<Option<u64>, ApiError> {
+    let backend = &state.backend;
     if let Some(token) = bearer_token(parts) {
-        not_admin(state, &token)?;
-        return Ok(Some(social.authenticate(&token)?));
+        return backend.user_for_token(&token).await.map(Some);
     }
     if let Some(ticket) = &query.ticket {
-        return ticket_user(social, ticket).map(Some);
+        return backend.user_for_ticket(ticket).await.map(Some);
     }
     match &query.token {
         None => Ok(None),
-        Some(t) => {
-            not_admin(state, t)?;
-            Ok(Some(social.authenticate(t)?))
-        }
-    }
-}
-
-/// Spends a ticket for a user's connection; an admin ticket opens only the admin
-/// stream.
-pub(crate) fn ticket_user(social: &Social, ticket: &str) -> Result<User, ApiError> {
-    match social.redeem_ticket(ticket)? {
-        Redeemed::User(user) => Ok(user),
-        Redeemed::Admin => Err(ApiError::Forbidden(
-            "an admin ticket opens only the admin stream: get a ticket with a user's token".into(),
-        )),
+        Some(t) => backend.user_for_token(t).await.map(Some),
     }
 }
 
@@ -104,8 +87,8 @@ fn upgrade_query(parts: &Parts) -> Result<UpgradeQuery, ApiError> {
 
 /// What both endpoints check before anything else: the `Origin` allow-list, then
 /// the query string.
-pub(crate) fn preflight(parts: &Parts, state: &AppState) -> Result<UpgradeQuery, ApiError> {
-    check_origin(parts, &state.settings.allowed_origins)?;
+pub(crate) fn preflight(parts: &Parts, state: &RealtimeState) -> Result<UpgradeQuery, ApiError> {
+    check_origin(parts, &state.allowed_origins)?;
     upgrade_query(parts)
 }
 
@@ -113,7 +96,7 @@ pub(crate) fn preflight(parts: &Parts, state: &AppState) -> Result<UpgradeQuery,
 /// request that is not a websocket upgrade gets a 400 in the API's error shape.
 pub(crate) async fn accept(
     parts: Parts,
-    state: &AppState,
+    state: &RealtimeState,
     session: impl Session + 'static,
 ) -> Response {
     accept_with(parts, state, move |ws, conn| socket::run(ws, conn, session)).await
@@ -121,13 +104,17 @@ pub(crate) async fn accept(
 
 /// [`accept`] with the connection handed to `serve` instead of a new session's
 /// socket loop.
-pub(crate) async fn accept_with<F, Fut>(mut parts: Parts, state: &AppState, serve: F) -> Response
+pub(crate) async fn accept_with<F, Fut>(
+    mut parts: Parts,
+    state: &RealtimeState,
+    serve: F,
+) -> Response
 where
     F: FnOnce(WebSocket<TokioIo<Upgraded>>, socket::Conn) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), socket::Ended>> + Send,
 {
     let upgrade =
-        <IncomingUpgrade as FromRequestParts<AppState>>::from_request_parts(&mut parts, state)
+        <IncomingUpgrade as FromRequestParts<RealtimeState>>::from_request_parts(&mut parts, state)
             .await;
     let Ok(upgrade) = upgrade else {
         return ApiError::BadRequest(
@@ -140,10 +127,10 @@ where
         Err(e) => return ApiError::BadRequest(e.to_string()).into_response(),
     };
     let conn = socket::Conn {
-        social: state.social.clone(),
+        backend: state.backend.clone(),
         hub: state.hub.clone(),
-        stats: state.realtime.clone(),
-        max_message: state.settings.limits.max_ws_message_bytes,
+        stats: state.stats.clone(),
+        max_message: state.limits.max_ws_message_bytes,
         timing: Timing::from_state(state),
     };
     tokio::spawn(async move {

@@ -1,0 +1,383 @@
+//! A primary and two edges on one real `redis-server` on loopback: clients on
+//! either edge receive what happens anywhere, exactly once, and resume with
+//! `since` across a Redis restart, a lost edge and a lost primary.
+//!
+//! The edges run in this process (`likewise::edge::Edge`) where they only need
+//! to stop gracefully, and as the real binary where one must die by SIGKILL.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use likewise::edge::{Edge, EdgeSettings};
+
+use crate::cluster::RedisServer;
+use crate::helpers::{spawn_app_with, Api, TestApp, TestUser, ADMIN_TOKEN};
+use crate::realtime::{next_text, Ws};
+
+/// How long a node gets to notice Redis going or coming back.
+const RECONNECT: Duration = Duration::from_secs(20);
+/// How long an event may take to cross the cluster.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// An edge running in this process.
+struct TestEdge {
+    api: Api,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestEdge {
+    /// Stops it gracefully and waits until it has.
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            h.await.expect("edge task").expect("edge ran");
+        }
+    }
+}
+
+impl Drop for TestEdge {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn edge_settings(primary: SocketAddr, redis: &str) -> EdgeSettings {
+    let mut s = EdgeSettings::for_tests(primary);
+    s.admin_token = Some(ADMIN_TOKEN.to_owned());
+    s.cluster.redis = Some(redis.to_owned());
+    s.cluster.reconnect_min_ms = 20;
+    s.cluster.reconnect_max_ms = 200;
+    s.cluster.heartbeat_ms = 100;
+    s.auth_cache_ms = 300;
+    s
+}
+
+async fn spawn_edge(settings: EdgeSettings) -> TestEdge {
+    let edge = Edge::build(settings).await.expect("edge builds");
+    let api = Api::new(edge.http_addr());
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(edge.run_until_stopped(shutdown.clone()));
+    TestEdge {
+        api,
+        shutdown,
+        handle: Some(handle),
+    }
+}
+
+/// Redis, the primary and two edges, every bus connected.
+struct Cluster {
+    redis: Option<RedisServer>,
+    primary: TestApp,
+    a: TestEdge,
+    b: TestEdge,
+    _dir: tempfile::TempDir,
+}
+
+async fn cluster() -> Option<Cluster> {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), None).await?;
+    let url = redis.url();
+    let primary = {
+        let url = url.clone();
+        spawn_app_with(move |s| {
+            s.cluster.redis = Some(url);
+            s.cluster.reconnect_min_ms = 20;
+            s.cluster.reconnect_max_ms = 200;
+            s.cluster.heartbeat_ms = 100;
+        })
+        .await
+    };
+    let a = spawn_edge(edge_settings(primary.addr, &url)).await;
+    let b = spawn_edge(edge_settings(primary.addr, &url)).await;
+    for api in [&primary.api, &a.api, &b.api] {
+        await_health(api, "ok").await;
+    }
+    Some(Cluster {
+        redis: Some(redis),
+        primary,
+        a,
+        b,
+        _dir: dir,
+    })
+}
+
+/// Waits until `/healthz` says `status` (the bus is up, or down).
+async fn await_health(api: &Api, status: &'static str) -> Value {
+    api.eventually(RECONNECT, || async {
+        let (code, body) = api.call(Method::GET, "/healthz", None, None).await;
+        (code == StatusCode::OK && body["status"] == status).then_some(body)
+    })
+    .await
+}
+
+/// A `/ws` connection to `addr` with `query`, past its `ready` event.
+async fn ws(addr: SocketAddr, query: &str) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?{query}"))
+        .await
+        .expect("websocket connects");
+    let ready = event(&mut ws).await;
+    assert_eq!(ready["event"], "ready", "{ready}");
+    ws
+}
+
+/// The next `/ws` event.
+async fn event(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("an event within the deadline")
+            .expect("the connection is open")
+            .expect("a message");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(&t).expect("JSON event"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected message {other:?}"),
+        }
+    }
+}
+
+/// A Socket.IO connection (websocket transport) to `addr`, signed in with `auth`.
+async fn sio(addr: SocketAddr, auth: Value) -> Ws {
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connects");
+    let open = next_text(&mut ws).await;
+    assert!(open.starts_with('0'), "{open}");
+    ws.send(Message::text(format!("40{auth}"))).await.unwrap();
+    let connected = next_text(&mut ws).await;
+    assert!(connected.starts_with("40{\"sid\""), "{connected}");
+    ws
+}
+
+/// The next Socket.IO event as `[name, args...]`, answering pings meanwhile.
+async fn sio_event(ws: &mut Ws) -> Value {
+    loop {
+        let p = next_text(ws).await;
+        if p == "2" {
+            ws.send(Message::text("3")).await.unwrap();
+            continue;
+        }
+        let body = p
+            .strip_prefix("42")
+            .unwrap_or_else(|| panic!("an event: {p}"));
+        return serde_json::from_str(body).expect("JSON arguments");
+    }
+}
+
+/// Publishes `announcement {"text"}` to `room` on the primary.
+async fn announce(primary: &TestApp, room: &str, text: &str) {
+    let (status, body) = primary
+        .post(
+            "/api/admin/publish",
+            ADMIN_TOKEN,
+            json!({"room": room, "event": "announcement", "data": {"text": text}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// What `/ws` receives up to the announcement `marker`, as short labels.
+async fn ws_until(ws: &mut Ws, marker: &str) -> Vec<String> {
+    let mut got = Vec::new();
+    loop {
+        let e = event(ws).await;
+        match e["event"].as_str() {
+            Some("announcement") if e["data"]["text"] == marker => return got,
+            Some("announcement") => got.push(e["data"]["text"].as_str().unwrap().to_owned()),
+            Some("new_notification") => got.push(format!("notification {}", e["data"]["id"])),
+            _ => {}
+        }
+    }
+}
+
+/// What Socket.IO receives up to the announcement `marker`, as short labels.
+async fn sio_until(ws: &mut Ws, marker: &str) -> Vec<String> {
+    let mut got = Vec::new();
+    loop {
+        let e = sio_event(ws).await;
+        match e[0].as_str() {
+            Some("announcement") if e[1]["text"] == marker => return got,
+            Some("announcement") => got.push(e[1]["text"].as_str().unwrap().to_owned()),
+            Some("new_notification") => got.push(format!("notification {}", e[1]["id"])),
+            _ => {}
+        }
+    }
+}
+
+/// `liker` likes a new post of `author`'s through `api`; the notification's id,
+/// once the primary has stored it.
+async fn like(api: &Api, primary: &TestApp, author: &TestUser, liker: &TestUser) -> u64 {
+    let post = api.create_post(author, "a post").await;
+    let (status, body) = api
+        .put(&format!("/api/posts/{post}/like"), &liker.token)
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    primary
+        .eventually(WAIT, || async {
+            primary
+                .all_notifications(author)
+                .await
+                .iter()
+                .find(|n| n["post_id"] == post && n["actor_id"] == liker.id)
+                .and_then(|n| n["id"].as_u64())
+        })
+        .await
+}
+
+#[tokio::test]
+async fn clients_on_either_edge_receive_what_happens_anywhere_once_each() {
+    let Some(c) = cluster().await else { return };
+    let alice = c.a.api.register("alice").await;
+    let bob = c.a.api.register("bob").await;
+
+    // Alice on edge B over Socket.IO, with her token in CONNECT.
+    let mut alice_b = sio(c.b.api.addr, json!({"token": alice.token})).await;
+    // Bob on edge A over /ws, with a ticket issued through edge A (spent on the
+    // primary by edge A).
+    let (status, body) =
+        c.a.api
+            .post("/api/realtime/tickets", &bob.token, json!({}))
+            .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ticket = body["ticket"].as_str().unwrap().to_owned();
+    let mut bob_a = ws(c.a.api.addr, &format!("ticket={ticket}")).await;
+    // The ticket was spent: a second use is refused by the primary, through edge B.
+    let refused =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws?ticket={ticket}", c.b.api.addr)).await;
+    assert!(refused.is_err(), "a spent ticket opened a connection");
+
+    // A like sent through edge A reaches Alice's Socket.IO on edge B.
+    let id = like(&c.a.api, &c.primary, &alice, &bob).await;
+    let e = sio_event(&mut alice_b).await;
+    assert_eq!(e[0], "new_notification", "{e}");
+    assert_eq!(
+        (e[1]["id"].as_u64(), &e[1]["kind"]),
+        (Some(id), &json!("like_post"))
+    );
+
+    // An admin publish on the primary reaches Bob's /ws on edge A.
+    announce(&c.primary, &format!("user:{}", bob.id), "for bob").await;
+    // A marker to everyone: whatever was sent twice would show up before it.
+    announce(&c.primary, "broadcast", "end").await;
+    assert_eq!(ws_until(&mut bob_a, "end").await, ["for bob"]);
+    assert_eq!(sio_until(&mut alice_b, "end").await, Vec::<String>::new());
+
+    // Post rooms are checked with the primary; a post that does not exist is refused.
+    let post = c.a.api.create_post(&alice, "watched").await;
+    bob_a
+        .send(Message::text(
+            json!({"op": "subscribe", "room": format!("post:{post}")}).to_string(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(event(&mut bob_a).await["event"], "subscribed");
+    bob_a
+        .send(Message::text(
+            json!({"op": "subscribe", "room": "post:999999"}).to_string(),
+        ))
+        .await
+        .unwrap();
+    let e = event(&mut bob_a).await;
+    assert_eq!(
+        (&e["event"], &e["data"]["code"]),
+        (&json!("error"), &json!("not_found"))
+    );
+
+    // A revoked token stops opening connections on an edge once its cache expires.
+    let (status, _) = c.a.api.delete("/api/sessions", &alice.token).await;
+    assert_eq!(status, StatusCode::OK);
+    c.b.api
+        .eventually(WAIT, || async {
+            let url = format!("ws://{}/ws?token={}", c.b.api.addr, alice.token);
+            match tokio_tungstenite::connect_async(url).await {
+                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                    (r.status() == StatusCode::UNAUTHORIZED).then_some(())
+                }
+                _ => None,
+            }
+        })
+        .await;
+
+    // The primary gone: the edges answer the API with 503, open sockets live on.
+    let Cluster { primary, a, b, .. } = c;
+    primary.stop().await;
+    let (status, body) = a.api.get("/api/me", &bob.token).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    bob_a
+        .send(Message::text(json!({"op": "ping"}).to_string()))
+        .await
+        .unwrap();
+    assert_eq!(event(&mut bob_a).await["event"], "pong");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn resuming_with_since_loses_nothing_across_a_redis_restart_and_a_lost_edge() {
+    let Some(mut c) = cluster().await else { return };
+    let alice = c.a.api.register("alice").await;
+    let bob = c.a.api.register("bob").await;
+    let mut alice_b = ws(c.b.api.addr, &format!("token={}", alice.token)).await;
+    let first = like(&c.a.api, &c.primary, &alice, &bob).await;
+    let e = event(&mut alice_b).await;
+    assert_eq!(e["data"]["id"].as_u64(), Some(first), "{e}");
+
+    // Redis goes away: every node keeps running, degraded; likes are still
+    // stored on the primary, but cannot reach edge B.
+    let redis = c.redis.take().unwrap();
+    let port = redis.port();
+    redis.kill().await;
+    for api in [&c.primary.api, &c.a.api, &c.b.api] {
+        await_health(api, "degraded").await;
+    }
+    let missed = [
+        like(&c.a.api, &c.primary, &alice, &bob).await,
+        like(&c.a.api, &c.primary, &alice, &bob).await,
+    ];
+    drop(alice_b);
+
+    // Redis is back: the nodes reconnect by themselves.
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), Some(port)).await.unwrap();
+    for api in [&c.primary.api, &c.a.api, &c.b.api] {
+        await_health(api, "ok").await;
+    }
+    // Alice resumes on edge B from the last notification she saw: she gets the
+    // ones she missed, each once, then live ones.
+    let mut alice_b = ws(
+        c.b.api.addr,
+        &format!("token={}&since={first}", alice.token),
+    )
+    .await;
+    let live = like(&c.a.api, &c.primary, &alice, &bob).await;
+    announce(&c.primary, "broadcast", "end").await;
+    let expected: Vec<String> = [missed[0], missed[1], live]
+        .iter()
+        .map(|id| format!("notification {id}"))
+        .collect();
+    assert_eq!(ws_until(&mut alice_b, "end").await, expected);
+
+    // Edge B goes away: Alice reconnects to edge A and resumes there.
+    drop(alice_b);
+    let Cluster { primary, a, b, .. } = c;
+    b.stop().await;
+    let after_b = like(&a.api, &primary, &alice, &bob).await;
+    let mut alice_a = ws(a.api.addr, &format!("token={}&since={live}", alice.token)).await;
+    announce(&primary, "broadcast", "end again").await;
+    assert_eq!(
+        ws_until(&mut alice_a, "end again").await,
+        [format!("notification {after_b}")]
+    );
+    a.stop().await;
+    primary.stop().await;
+    redis.kill().await;
+}
