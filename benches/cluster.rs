@@ -614,20 +614,87 @@ struct FanOut {
     tail_ms: f64,
     closed: u64,
     bus_dropped: u64,
+    /// At the fixed rate: p50, p99 and max of the time from sending a
+    /// publication to its delivery to the last of the subscribers, in ms.
+    spread_ms: Option<[f64; 3]>,
+}
+
+/// When each fixed-rate publication was sent and when it had reached every
+/// subscriber, in nanoseconds since `origin`.
+struct Spread {
+    origin: Instant,
+    sent: Vec<AtomicU64>,
+    seen_by: Vec<AtomicU64>,
+    reached_all: Vec<AtomicU64>,
+}
+
+impl Spread {
+    fn new(publications: u64) -> Spread {
+        let zeros = || (0..publications).map(|_| AtomicU64::new(0)).collect();
+        Spread {
+            origin: Instant::now(),
+            sent: zeros(),
+            seen_by: zeros(),
+            reached_all: zeros(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+
+    /// Counts a delivery of the fixed-rate publication in `text` (its data is
+    /// `{"i": N}`; the fast ones carry `{"n": N}` and are not counted here).
+    fn seen(&self, text: &str) {
+        let Some(rest) = text.split("\"i\":").nth(1) else {
+            return;
+        };
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let Some(i) = rest[..digits]
+            .parse::<usize>()
+            .ok()
+            .filter(|i| *i < self.sent.len())
+        else {
+            return;
+        };
+        if self.seen_by[i].fetch_add(1, Ordering::Relaxed) + 1 == FANOUT_SUBSCRIBERS as u64 {
+            self.reached_all[i].store(self.now(), Ordering::Relaxed);
+        }
+    }
+
+    /// p50, p99 and max over the publications that reached everyone.
+    fn percentiles(&self) -> Option<[f64; 3]> {
+        let mut spans: Vec<u64> = self
+            .sent
+            .iter()
+            .zip(&self.reached_all)
+            .map(|(s, r)| (s.load(Ordering::Relaxed), r.load(Ordering::Relaxed)))
+            .filter(|(_, r)| *r > 0)
+            .map(|(s, r)| r.saturating_sub(s))
+            .collect();
+        spans.sort_unstable();
+        let at = |p: f64| spans[((spans.len() as f64 - 1.0) * p).round() as usize] as f64 / 1e6;
+        (!spans.is_empty()).then(|| [at(0.5), at(0.99), at(1.0)])
+    }
 }
 
 async fn fan_out(nodes: &Nodes, token: &str) -> (FanOut, FanOut) {
     let tally = Arc::new(Tally::default());
+    let spread = Arc::new(Spread::new(FANOUT_FIXED));
     let mut readers = Vec::with_capacity(FANOUT_SUBSCRIBERS);
     for i in 0..FANOUT_SUBSCRIBERS {
         let addr = nodes.realtime[i % nodes.realtime.len()];
         let mut ws = open(addr, token).await.expect("fan-out websocket");
         subscribe(&mut ws, "public:fanout").await;
-        let tally = tally.clone();
+        let (tally, spread) = (tally.clone(), spread.clone());
         readers.push(tokio::spawn(async move {
             while let Some(Ok(m)) = ws.next().await {
-                if m.to_text().unwrap_or("").contains("\"tick\"") {
+                let text = m.to_text().unwrap_or("");
+                if text.contains("\"tick\"") {
                     tally.add();
+                    spread.seen(text);
                 }
             }
             tally.closed.fetch_add(1, Ordering::Relaxed);
@@ -645,6 +712,7 @@ async fn fan_out(nodes: &Nodes, token: &str) -> (FanOut, FanOut) {
     for i in 0..FANOUT_FIXED {
         ticker.tick().await;
         let (http, primary) = (http.clone(), nodes.primary);
+        spread.sent[i as usize].store(spread.now(), Ordering::Relaxed);
         sends.push(tokio::spawn(async move {
             http.publish(primary, "public:fanout", "tick", json!({"i": i}))
                 .await
@@ -656,7 +724,7 @@ async fn fan_out(nodes: &Nodes, token: &str) -> (FanOut, FanOut) {
     }
     let last_answer = Instant::now();
     let done = tally.wait_for(n * published, Duration::from_secs(5)).await;
-    let fixed = fan_out_figures(
+    let mut fixed = fan_out_figures(
         nodes,
         &tally,
         published,
@@ -666,6 +734,14 @@ async fn fan_out(nodes: &Nodes, token: &str) -> (FanOut, FanOut) {
         done,
         dropped_before,
     );
+    fixed.spread_ms = spread.percentiles();
+    if let Some([p50, p99, max]) = fixed.spread_ms {
+        println!(
+            "{}: at {FANOUT_RATE}/s, a publication sent -> delivered to all \
+             {FANOUT_SUBSCRIBERS}: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
+            nodes.name
+        );
+    }
     if fixed.missing > 0 || published < FANOUT_FIXED {
         fail(format!(
             "{}: fan-out at {FANOUT_RATE}/s: {} deliveries missing, {} of {FANOUT_FIXED} \
@@ -685,7 +761,7 @@ async fn fan_out(nodes: &Nodes, token: &str) -> (FanOut, FanOut) {
                 let mut ok = 0;
                 for i in (lane..FANOUT_FAST).step_by(PUBLISHERS) {
                     ok += u64::from(
-                        http.publish(primary, "public:fanout", "tick", json!({"i": i}))
+                        http.publish(primary, "public:fanout", "tick", json!({"n": i}))
                             .await,
                     );
                 }
@@ -738,6 +814,7 @@ fn fan_out_figures(
         tail_ms: done.saturating_duration_since(last_answer).as_secs_f64() * 1e3,
         closed: tally.closed.load(Ordering::Relaxed),
         bus_dropped: nodes.bus_dropped() - bus_dropped_before,
+        spread_ms: None,
     };
     println!(
         "{}: fan-out of {publications} publications to {n} websockets: {delivered} delivered, \
@@ -990,8 +1067,11 @@ type Cell<'a> = dyn Fn(&Figures) -> String + 'a;
 
 fn print_table(columns: &[&Figures]) {
     let fan = |f: &FanOut| {
+        let spread = f.spread_ms.map_or(String::new(), |[p50, p99, max]| {
+            format!("; sent -> all reached p50 {p50:.1} / p99 {p99:.1} / max {max:.1} ms")
+        });
         format!(
-            "{:.0}/s ({} of {} x {FANOUT_SUBSCRIBERS}), {} missing, {} closed, bus dropped {}",
+            "{:.0}/s ({} of {} x {FANOUT_SUBSCRIBERS}), {} missing, {} closed, bus dropped {}{spread}",
             f.per_second, f.delivered, f.publications, f.missing, f.closed, f.bus_dropped
         )
     };
