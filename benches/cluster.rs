@@ -14,7 +14,8 @@
 //! 3. fan-out: `FANOUT_SUBSCRIBERS` websockets in one room (split across the edges,
 //!    or all on the primary alone), publications through the primary's
 //!    `POST /api/admin/publish` at a fixed rate, then as fast as `PUBLISHERS`
-//!    concurrent requests go: deliveries/s, and deliveries missing;
+//!    concurrent requests go: deliveries/s, deliveries missing, and at the fixed
+//!    rate how long a publication takes to reach every subscriber;
 //! 4. like → `new_notification` latency at a steady 1,000 likes/s: the likes sent
 //!    through edge A's `/api/`, the author's websocket on edge B (or both on the
 //!    primary alone): p50/p99/max, and notifications lost;
