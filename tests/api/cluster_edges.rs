@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use likewise::edge::{Edge, EdgeSettings};
 
 use crate::cluster::{announce, received_until, texts, RedisServer};
-use crate::helpers::{spawn_app_with, Api, TestApp, TestUser, ADMIN_TOKEN};
+use crate::helpers::{spawn_app_with, Api, Binary, TestApp, TestUser, ADMIN_TOKEN};
 use crate::presence::sio_event;
 use crate::realtime::{next_event, next_text, Ws};
 
@@ -329,4 +329,37 @@ async fn resuming_with_since_loses_nothing_across_a_redis_restart_and_a_lost_edg
     a.stop().await;
     primary.stop().await;
     redis.kill().await;
+}
+
+/// The config file of an edge run as the binary: quick reconnects for tests.
+const EDGE_CONFIG: &str = "\
+[cluster]
+reconnect_min_ms = 20
+reconnect_max_ms = 200
+heartbeat_ms = 100
+";
+
+#[tokio::test]
+async fn clients_of_an_edge_killed_with_sigkill_resume_on_another_edge() {
+    let Some(c) = cluster().await else { return };
+    let redis = c.redis.as_ref().unwrap().url();
+    let killed = Binary::start_edge(EDGE_CONFIG, c.primary.addr, &redis).await;
+    let killed_api = Api::new(killed.addr);
+    await_health(&killed_api, "ok").await;
+    let alice = c.a.api.register("alice").await;
+    let bob = c.a.api.register("bob").await;
+
+    let mut alice_killed = ws(killed.addr, &format!("token={}", alice.token)).await;
+    let seen = like(&c.a.api, &c.primary, &alice, &bob).await;
+    let e = next_event(&mut alice_killed).await;
+    assert_eq!(e["data"]["id"].as_u64(), Some(seen), "{e}");
+
+    killed.stop();
+    let missed = like(&c.a.api, &c.primary, &alice, &bob).await;
+    let mut alice_a = ws(c.a.api.addr, &format!("token={}&since={seen}", alice.token)).await;
+    announce(&c.primary, "broadcast", "end").await;
+    assert_eq!(
+        ws_until(&mut alice_a, "end").await,
+        [format!("notification {missed}")]
+    );
 }
