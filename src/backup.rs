@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::Durability;
+use crate::store::Durability;
 use crate::store::{self, Frozen, Loader, Store};
 
 /// The first bytes of every backup file.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::config::Durability;
+use crate::store::Durability;
 
 /// Environment variables that `serve` reads besides the ones tied to a flag.
 const SERVE_ENV_HELP: &str = "\

@@ -17,6 +17,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::DomainLimits;
+use crate::hub::OutputLimits;
+use crate::resp::frame::RequestLimits;
+use crate::resp::session::RespLimits;
+
 pub use crate::domain::AccountSettings;
 pub use crate::store::Durability;
 
@@ -581,6 +586,67 @@ pub fn resolve_with_cluster_env(
     };
     settings.validate()?;
     Ok(settings)
+}
+
+// Each subsystem owns its settings type; the file's flat `[limits]` is composed
+// into them here, so no subsystem imports the file's types.
+
+impl From<&Limits> for OutputLimits {
+    fn from(l: &Limits) -> Self {
+        OutputLimits {
+            max_messages: l.outbound_queue,
+            hard_bytes: l.output_hard_limit_bytes,
+            soft_bytes: l.output_soft_limit_bytes,
+            soft_for: std::time::Duration::from_secs(l.output_soft_limit_s),
+        }
+    }
+}
+
+impl From<&Limits> for RespLimits {
+    fn from(l: &Limits) -> Self {
+        RespLimits {
+            request: RequestLimits {
+                max_args: l.resp_max_array_len,
+                max_bulk: l.resp_max_bulk_bytes,
+                max_request: l.resp_max_query_bytes,
+                max_inline: l.resp_max_inline_bytes,
+            },
+            max_pattern_bytes: l.resp_max_pattern_bytes,
+            max_patterns: l.resp_max_patterns,
+            max_channel_bytes: l.resp_max_channel_bytes,
+            bridge_max_rooms: l.resp_bridge_max_rooms,
+            auth_timeout: std::time::Duration::from_millis(l.resp_auth_timeout_ms),
+            auth_failures: l.resp_auth_failures,
+            auth_window: std::time::Duration::from_secs(l.resp_auth_window_s),
+            max_clients: l.resp_max_clients,
+        }
+    }
+}
+
+impl Default for RespLimits {
+    fn default() -> Self {
+        RespLimits::from(&Limits::default())
+    }
+}
+
+impl From<&Limits> for DomainLimits {
+    fn from(l: &Limits) -> Self {
+        DomainLimits {
+            max_name_chars: l.max_name_chars,
+            max_password_bytes: l.max_password_bytes,
+            max_title_chars: l.max_title_chars,
+            max_body_chars: l.max_body_chars,
+            max_page: l.max_page,
+            login_failures: l.login_failures,
+            login_window_s: l.login_window_s,
+        }
+    }
+}
+
+impl Default for DomainLimits {
+    fn default() -> Self {
+        DomainLimits::from(&Limits::default())
+    }
 }
 
 #[cfg(test)]

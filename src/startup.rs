@@ -174,7 +174,7 @@ impl Application {
                     addr,
                     hub.clone(),
                     settings.resp_password.clone(),
-                    &settings.limits,
+                    (&settings.limits).into(),
                 )
                 .await
                 .map_err(|e| bind_error("RESP", addr, &e))?,
@@ -184,7 +184,7 @@ impl Application {
 
         let social = Social::new(
             store.clone(),
-            settings.limits.clone(),
+            (&settings.limits).into(),
             settings.queue.clone(),
             settings.webhooks.clone(),
             settings.accounts.clone(),

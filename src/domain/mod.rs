@@ -24,7 +24,6 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Limits;
 use crate::queue::QueueSettings;
 use crate::store::records::{
     CommentRecord, MessageRecord, NotificationRecord, PostCounts, PostRecord,
@@ -292,6 +291,27 @@ pub enum Event {
 /// store's publisher thread, never on the writer.
 pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
 
+/// The domain's own limits: sizes of what users write, paging, and the per-name
+/// sign-in throttle. Composed from the file's `[limits]` by `config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainLimits {
+    /// Longest user name, in characters.
+    pub max_name_chars: usize,
+    /// Longest password, in bytes (argon2 input).
+    pub max_password_bytes: usize,
+    /// Longest post title, in characters.
+    pub max_title_chars: usize,
+    /// Longest post, comment or message body, in characters.
+    pub max_body_chars: usize,
+    /// Largest page a listing returns.
+    pub max_page: usize,
+    /// Failed sign-ins for one name within `login_window_s` after which the
+    /// addresses that failed on it are refused for that name.
+    pub login_failures: u32,
+    /// Window for `login_failures`, in seconds.
+    pub login_window_s: u64,
+}
+
 /// The social operations over one store. Cheap to clone.
 #[derive(Clone)]
 pub struct Social {
@@ -300,7 +320,7 @@ pub struct Social {
 
 struct SocialInner {
     store: Store,
-    limits: Limits,
+    limits: DomainLimits,
     queue: QueueSettings,
     views: ViewCounter,
     accounts: AccountSettings,
@@ -326,7 +346,7 @@ impl Social {
     /// webhooks and account settings.
     pub fn new(
         store: Store,
-        limits: Limits,
+        limits: DomainLimits,
         queue: QueueSettings,
         webhooks: Vec<WebhookSettings>,
         accounts: AccountSettings,
@@ -398,7 +418,7 @@ impl Social {
     }
 
     /// The limits in force.
-    pub fn limits(&self) -> &Limits {
+    pub fn limits(&self) -> &DomainLimits {
         &self.inner.limits
     }
 

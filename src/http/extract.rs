@@ -199,11 +199,16 @@ impl FromRequestParts<AppState> for CurrentUser {
 /// nobody's session, so the answer is 403 rather than "sign in again".
 pub(crate) fn not_admin(state: &AppState, token: &str) -> Result<(), ApiError> {
     if state.admin.matches(token) {
-        return Err(ApiError::Forbidden(
-            "the admin token is not a user's session: this route needs a user's token".into(),
-        ));
+        return Err(admin_is_no_user());
     }
     Ok(())
+}
+
+/// The refusal of the admin token where a user's session is needed.
+pub(crate) fn admin_is_no_user() -> ApiError {
+    ApiError::Forbidden(
+        "the admin token is not a user's session: this route needs a user's token".into(),
+    )
 }
 
 /// The signed-in user and the session the request's token names (for signing out

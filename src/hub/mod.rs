@@ -345,17 +345,6 @@ impl Default for OutputLimits {
     }
 }
 
-impl From<&crate::config::Limits> for OutputLimits {
-    fn from(l: &crate::config::Limits) -> Self {
-        OutputLimits {
-            max_messages: l.outbound_queue,
-            hard_bytes: l.output_hard_limit_bytes,
-            soft_bytes: l.output_soft_limit_bytes,
-            soft_for: Duration::from_secs(l.output_soft_limit_s),
-        }
-    }
-}
-
 /// Why a delivery was refused to a subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Overflow {

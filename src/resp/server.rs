@@ -21,7 +21,6 @@ use tokio_util::task::TaskTracker;
 use super::connection::Connection;
 use super::frame::Reply;
 use super::session::{Context, Flow, RespLimits, Session};
-use crate::config::Limits;
 use crate::hub::{Closed, Delivery, Hub};
 
 /// Replies and deliveries gathered before they are written: a backlog of
@@ -44,16 +43,17 @@ impl Listener {
         addr: SocketAddr,
         hub: Hub,
         password: Option<String>,
-        limits: &Limits,
+        limits: RespLimits,
     ) -> std::io::Result<Listener> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let ctx = Context::new(hub, password, RespLimits::from(limits), addr);
+        let max_clients = limits.max_clients;
+        let ctx = Context::new(hub, password, limits, addr);
         Ok(Listener {
             listener,
             addr,
             ctx: Arc::new(ctx),
-            max_clients: limits.resp_max_clients,
+            max_clients,
         })
     }
 

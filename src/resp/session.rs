@@ -51,33 +51,6 @@ pub struct RespLimits {
     pub max_clients: usize,
 }
 
-impl Default for RespLimits {
-    fn default() -> Self {
-        RespLimits::from(&crate::config::Limits::default())
-    }
-}
-
-impl From<&crate::config::Limits> for RespLimits {
-    fn from(l: &crate::config::Limits) -> Self {
-        RespLimits {
-            request: RequestLimits {
-                max_args: l.resp_max_array_len,
-                max_bulk: l.resp_max_bulk_bytes,
-                max_request: l.resp_max_query_bytes,
-                max_inline: l.resp_max_inline_bytes,
-            },
-            max_pattern_bytes: l.resp_max_pattern_bytes,
-            max_patterns: l.resp_max_patterns,
-            max_channel_bytes: l.resp_max_channel_bytes,
-            bridge_max_rooms: l.resp_bridge_max_rooms,
-            auth_timeout: Duration::from_millis(l.resp_auth_timeout_ms),
-            auth_failures: l.resp_auth_failures,
-            auth_window: Duration::from_secs(l.resp_auth_window_s),
-            max_clients: l.resp_max_clients,
-        }
-    }
-}
-
 /// Addresses tracked by the `AUTH` throttle before expired entries are pruned.
 const MAX_TRACKED_ADDRESSES: usize = 10_000;
 

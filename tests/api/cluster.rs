@@ -119,7 +119,7 @@ async fn await_health(app: &TestApp, status: &'static str) -> Value {
     .await
 }
 
-async fn announce(app: &TestApp, room: &str, text: &str) {
+pub(crate) async fn announce(app: &TestApp, room: &str, text: &str) {
     let (status, body) = app
         .post(
             "/api/admin/publish",
@@ -141,7 +141,7 @@ async fn join(ws: &mut Ws, room: &str) {
 
 /// The announcements (and notifications) `ws` receives up to the announcement
 /// `marker`, which must come after them: what arrives twice shows up here.
-async fn received_until(ws: &mut Ws, marker: &str) -> Vec<Value> {
+pub(crate) async fn received_until(ws: &mut Ws, marker: &str) -> Vec<Value> {
     let mut got = Vec::new();
     loop {
         let e = next_event(ws).await;
@@ -153,7 +153,7 @@ async fn received_until(ws: &mut Ws, marker: &str) -> Vec<Value> {
     }
 }
 
-fn texts(events: &[Value]) -> Vec<String> {
+pub(crate) fn texts(events: &[Value]) -> Vec<String> {
     events
         .iter()
         .map(|e| match e["event"].as_str() {

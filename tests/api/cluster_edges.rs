@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
@@ -17,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use likewise::edge::{Edge, EdgeSettings};
 
-use crate::cluster::RedisServer;
-use crate::helpers::{spawn_app_with, Api, TestApp, TestUser, ADMIN_TOKEN};
-use crate::realtime::{next_text, Ws};
+use crate::cluster::{announce, received_until, texts, RedisServer};
+use crate::helpers::{spawn_app_with, Api, Binary, TestApp, TestUser, ADMIN_TOKEN};
+use crate::presence::sio_event;
+use crate::realtime::{next_event, next_text, Ws};
 
 /// How long a node gets to notice Redis going or coming back.
 const RECONNECT: Duration = Duration::from_secs(20);
@@ -123,25 +124,9 @@ async fn ws(addr: SocketAddr, query: &str) -> Ws {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?{query}"))
         .await
         .expect("websocket connects");
-    let ready = event(&mut ws).await;
+    let ready = next_event(&mut ws).await;
     assert_eq!(ready["event"], "ready", "{ready}");
     ws
-}
-
-/// The next `/ws` event.
-async fn event(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("an event within the deadline")
-            .expect("the connection is open")
-            .expect("a message");
-        match msg {
-            Message::Text(t) => return serde_json::from_str(&t).expect("JSON event"),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected message {other:?}"),
-        }
-    }
 }
 
 /// A Socket.IO connection (websocket transport) to `addr`, signed in with `auth`.
@@ -158,45 +143,9 @@ async fn sio(addr: SocketAddr, auth: Value) -> Ws {
     ws
 }
 
-/// The next Socket.IO event as `[name, args...]`, answering pings meanwhile.
-async fn sio_event(ws: &mut Ws) -> Value {
-    loop {
-        let p = next_text(ws).await;
-        if p == "2" {
-            ws.send(Message::text("3")).await.unwrap();
-            continue;
-        }
-        let body = p
-            .strip_prefix("42")
-            .unwrap_or_else(|| panic!("an event: {p}"));
-        return serde_json::from_str(body).expect("JSON arguments");
-    }
-}
-
-/// Publishes `announcement {"text"}` to `room` on the primary.
-async fn announce(primary: &TestApp, room: &str, text: &str) {
-    let (status, body) = primary
-        .post(
-            "/api/admin/publish",
-            ADMIN_TOKEN,
-            json!({"room": room, "event": "announcement", "data": {"text": text}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-}
-
 /// What `/ws` receives up to the announcement `marker`, as short labels.
 async fn ws_until(ws: &mut Ws, marker: &str) -> Vec<String> {
-    let mut got = Vec::new();
-    loop {
-        let e = event(ws).await;
-        match e["event"].as_str() {
-            Some("announcement") if e["data"]["text"] == marker => return got,
-            Some("announcement") => got.push(e["data"]["text"].as_str().unwrap().to_owned()),
-            Some("new_notification") => got.push(format!("notification {}", e["data"]["id"])),
-            _ => {}
-        }
-    }
+    texts(&received_until(ws, marker).await)
 }
 
 /// What Socket.IO receives up to the announcement `marker`, as short labels.
@@ -279,14 +228,14 @@ async fn clients_on_either_edge_receive_what_happens_anywhere_once_each() {
         ))
         .await
         .unwrap();
-    assert_eq!(event(&mut bob_a).await["event"], "subscribed");
+    assert_eq!(next_event(&mut bob_a).await["event"], "subscribed");
     bob_a
         .send(Message::text(
             json!({"op": "subscribe", "room": "post:999999"}).to_string(),
         ))
         .await
         .unwrap();
-    let e = event(&mut bob_a).await;
+    let e = next_event(&mut bob_a).await;
     assert_eq!(
         (&e["event"], &e["data"]["code"]),
         (&json!("error"), &json!("not_found"))
@@ -316,7 +265,7 @@ async fn clients_on_either_edge_receive_what_happens_anywhere_once_each() {
         .send(Message::text(json!({"op": "ping"}).to_string()))
         .await
         .unwrap();
-    assert_eq!(event(&mut bob_a).await["event"], "pong");
+    assert_eq!(next_event(&mut bob_a).await["event"], "pong");
     a.stop().await;
     b.stop().await;
 }
@@ -328,7 +277,7 @@ async fn resuming_with_since_loses_nothing_across_a_redis_restart_and_a_lost_edg
     let bob = c.a.api.register("bob").await;
     let mut alice_b = ws(c.b.api.addr, &format!("token={}", alice.token)).await;
     let first = like(&c.a.api, &c.primary, &alice, &bob).await;
-    let e = event(&mut alice_b).await;
+    let e = next_event(&mut alice_b).await;
     assert_eq!(e["data"]["id"].as_u64(), Some(first), "{e}");
 
     // Redis goes away: every node keeps running, degraded; likes are still
@@ -380,4 +329,37 @@ async fn resuming_with_since_loses_nothing_across_a_redis_restart_and_a_lost_edg
     a.stop().await;
     primary.stop().await;
     redis.kill().await;
+}
+
+/// The config file of an edge run as the binary: quick reconnects for tests.
+const EDGE_CONFIG: &str = "\
+[cluster]
+reconnect_min_ms = 20
+reconnect_max_ms = 200
+heartbeat_ms = 100
+";
+
+#[tokio::test]
+async fn clients_of_an_edge_killed_with_sigkill_resume_on_another_edge() {
+    let Some(c) = cluster().await else { return };
+    let redis = c.redis.as_ref().unwrap().url();
+    let killed = Binary::start_edge(EDGE_CONFIG, c.primary.addr, &redis).await;
+    let killed_api = Api::new(killed.addr);
+    await_health(&killed_api, "ok").await;
+    let alice = c.a.api.register("alice").await;
+    let bob = c.a.api.register("bob").await;
+
+    let mut alice_killed = ws(killed.addr, &format!("token={}", alice.token)).await;
+    let seen = like(&c.a.api, &c.primary, &alice, &bob).await;
+    let e = next_event(&mut alice_killed).await;
+    assert_eq!(e["data"]["id"].as_u64(), Some(seen), "{e}");
+
+    killed.stop();
+    let missed = like(&c.a.api, &c.primary, &alice, &bob).await;
+    let mut alice_a = ws(c.a.api.addr, &format!("token={}&since={seen}", alice.token)).await;
+    announce(&c.primary, "broadcast", "end").await;
+    assert_eq!(
+        ws_until(&mut alice_a, "end").await,
+        [format!("notification {missed}")]
+    );
 }

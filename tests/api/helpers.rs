@@ -364,17 +364,45 @@ impl Binary {
     /// Starts the binary with `config` as its config file and `RUST_LOG=rust_log`,
     /// and waits for its `listening http=` line.
     pub async fn start(config: &str, rust_log: &str) -> Binary {
+        Binary::spawn(config, rust_log, |cmd, dir| {
+            cmd.arg("serve")
+                .arg("--config")
+                .arg(dir.join("likewise.toml"))
+                .arg("--data")
+                .arg(dir.join("data"))
+                .args(["--http", "127.0.0.1:0", "--resp", "off", "--workers", "1"]);
+        })
+        .await
+    }
+
+    /// Starts `likewise edge` in front of `primary`, with `config` as its config
+    /// file, joining the cluster bus on `redis`.
+    pub async fn start_edge(config: &str, primary: SocketAddr, redis: &str) -> Binary {
+        let redis = redis.to_owned();
+        Binary::spawn(config, "info", move |cmd, dir| {
+            cmd.arg("edge")
+                .arg("--config")
+                .arg(dir.join("likewise.toml"))
+                .args(["--http", "127.0.0.1:0", "--primary"])
+                .arg(format!("http://{primary}"))
+                .env("LIKEWISE_CLUSTER_REDIS", redis);
+        })
+        .await
+    }
+
+    async fn spawn(
+        config: &str,
+        rust_log: &str,
+        command: impl FnOnce(&mut std::process::Command, &Path),
+    ) -> Binary {
         use std::io::BufRead;
         install_crypto();
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("likewise.toml");
         std::fs::write(&config_path, config).expect("config written");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_likewise"))
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .arg("--data")
-            .arg(dir.path().join("data"))
-            .args(["--http", "127.0.0.1:0", "--resp", "off", "--workers", "1"])
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_likewise"));
+        command(&mut cmd, dir.path());
+        let mut child = cmd
             .env("LIKEWISE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", rust_log)
             .stdin(std::process::Stdio::null())

@@ -13,13 +13,13 @@ from test_cluster_socketio import needs_redis_server, real_redis, wait_healthy  
 WAIT_S = 10
 
 
-async def connect(edge, token, events):
+async def connect(edge, token, events, transports=("websocket",)):
     """A python-socketio client on `edge`; each of `events` goes to its own queue."""
     client = socketio.AsyncClient(reconnection=False)
     queues = {name: asyncio.Queue() for name in events}
     for name, queue in queues.items():
         client.on(name, handler=lambda data, q=queue: q.put_nowait(data))
-    await client.connect(edge.base_url, transports=["websocket"], auth={"token": token},
+    await client.connect(edge.base_url, transports=list(transports), auth={"token": token},
                          wait_timeout=WAIT_S)
     return client, queues
 
@@ -39,7 +39,11 @@ async def test_python_socketio_clients_on_two_edges_get_likes_and_redis_manager_
         bob = register(a, "bob")
         alice_b, alice_q = await connect(b, alice["token"], ["new_notification", "flash"])
         bob_a, bob_q = await connect(a, bob["token"], ["new_notification", "flash"])
-        clients = [alice_b, bob_a]
+        # The client's default: long-polling first, then the upgrade, on the edge.
+        carol = register(b, "carol")
+        carol_b, carol_q = await connect(b, carol["token"], ["flash"],
+                                         transports=("polling", "websocket"))
+        clients = [alice_b, bob_a, carol_b]
 
         post = create_post(a, alice, "through edge A")
         status, body = api(a, "PUT", f"/api/posts/{post}/like", bob["token"])
@@ -50,7 +54,7 @@ async def test_python_socketio_clients_on_two_edges_get_likes_and_redis_manager_
         mgr = socketio.RedisManager(real_redis, channel="flask-socketio", write_only=True)
         mgr.emit("flash", {"text": "to everyone"})
         mgr.emit("flash", {"text": "second"})
-        for q in (alice_q["flash"], bob_q["flash"]):
+        for q in (alice_q["flash"], bob_q["flash"], carol_q["flash"]):
             assert await asyncio.wait_for(q.get(), WAIT_S) == {"text": "to everyone"}
             # Not twice: the next one is the next emit.
             assert await asyncio.wait_for(q.get(), WAIT_S) == {"text": "second"}

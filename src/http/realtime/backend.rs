@@ -14,6 +14,7 @@ use futures_util::future::BoxFuture;
 use crate::domain::AdminToken;
 use crate::domain::{DomainError, Notification, Redeemed, Social};
 use crate::http::error::ApiError;
+use crate::http::extract::admin_is_no_user;
 use crate::rooms::PostLookup;
 
 /// The answers a realtime connection needs from the node that owns the data.
@@ -63,9 +64,7 @@ impl Local {
     /// [`Backend::user_for_token`], without waiting.
     pub fn token_user(&self, token: &str) -> Result<u64, ApiError> {
         if self.admin.matches(token) {
-            return Err(ApiError::Forbidden(
-                "the admin token is not a user's session: this route needs a user's token".into(),
-            ));
+            return Err(admin_is_no_user());
         }
         Ok(self.social.authenticate(token)?.id)
     }
