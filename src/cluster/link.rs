@@ -22,7 +22,7 @@ const BATCH: usize = 256;
 
 /// Backoff before attempt `failures + 1`: doubling from the minimum, capped, and
 /// drawn from its upper half so that nodes restarted together spread out.
-fn backoff(shared: &Shared, failures: u32) -> Duration {
+pub(super) fn backoff(shared: &Shared, failures: u32) -> Duration {
     let s = &shared.settings;
     let ceiling = s
         .reconnect_min_ms
@@ -33,7 +33,7 @@ fn backoff(shared: &Shared, failures: u32) -> Duration {
 }
 
 /// Waits `delay` unless shutdown comes first; `false` on shutdown.
-async fn pause(delay: Duration, shutdown: &CancellationToken) -> bool {
+pub(super) async fn pause(delay: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
         _ = shutdown.cancelled() => false,
