@@ -378,12 +378,16 @@ fn op_args(change: PresenceChange) -> (&'static str, u64, &'static str) {
 
 /// What brings Redis from `remote` (the users it says this node holds) to
 /// `local` (the hub's set), then applies the kept visibility changes in order.
+/// A user in both is left as Redis has them: their entry there has followed
+/// every visibility change made on any node, while this node's copy of the
+/// choice is the one read when their first connection here opened.
 fn resync_changes(
     remote: &[u64],
     local: &[(u64, bool)],
     visibility: &HashMap<u64, (u64, bool)>,
 ) -> Vec<PresenceChange> {
     let here: HashSet<u64> = local.iter().map(|(u, _)| *u).collect();
+    let there: HashSet<u64> = remote.iter().copied().collect();
     let mut kept: Vec<_> = visibility.iter().map(|(u, (s, v))| (*s, *u, *v)).collect();
     kept.sort_unstable();
     remote
@@ -393,6 +397,7 @@ fn resync_changes(
         .chain(
             local
                 .iter()
+                .filter(|(user, _)| !there.contains(user))
                 .map(|&(user, visible)| PresenceChange::Arrived { user, visible }),
         )
         .chain(
@@ -825,18 +830,14 @@ mod tests {
     }
 
     #[test]
-    fn a_resync_removes_what_redis_has_extra_writes_the_local_set_then_kept_visibility() {
+    fn a_resync_removes_what_redis_has_extra_adds_what_it_lacks_then_kept_visibility() {
         let kept = HashMap::from([(9, (12, false)), (3, (10, true))]);
-        let changes = resync_changes(&[1, 2, 3], &[(3, true), (4, false)], &kept);
+        let changes = resync_changes(&[1, 2, 3], &[(3, false), (4, false)], &kept);
         assert_eq!(
             changes,
             vec![
                 PresenceChange::Left { user: 1 },
                 PresenceChange::Left { user: 2 },
-                PresenceChange::Arrived {
-                    user: 3,
-                    visible: true
-                },
                 PresenceChange::Arrived {
                     user: 4,
                     visible: false

@@ -842,3 +842,36 @@ async fn a_node_that_stops_gracefully_takes_its_users_offline_at_once() {
     a.stop().await;
     redis.kill().await;
 }
+
+#[tokio::test]
+async fn without_redis_presence_is_read_from_the_node_and_is_rebuilt_when_redis_comes_back_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), None).await else {
+        return;
+    };
+    let a = node(&redis.url()).await;
+    let b = node(&redis.url()).await;
+    await_health(&a, "ok").await;
+    await_health(&b, "ok").await;
+    let (on_a, on_b) = same_users(&a, &b, &["alice", "watcher"]).await;
+    let alice = on_a[0].id;
+    let _alice_b = connect_user(&b, &on_b[0]).await;
+    await_online(&a, &on_a[1].token, &[alice], &[alice]).await;
+
+    // Redis is gone: each node answers from its own connections, same shape.
+    let port = redis.port;
+    redis.kill().await;
+    await_online(&a, &on_a[1].token, &[alice], &[]).await;
+    await_online(&b, &on_b[1].token, &[alice], &[alice]).await;
+
+    // Back, without its data: every node writes its set again.
+    let redis = RedisServer::start(dir.path(), Some(port))
+        .await
+        .expect("redis-server restarts");
+    await_health(&a, "ok").await;
+    await_online(&a, &on_a[1].token, &[alice], &[alice]).await;
+
+    a.stop().await;
+    b.stop().await;
+    redis.kill().await;
+}
