@@ -44,7 +44,9 @@
 //! Presence across nodes ([`presence`]): the bus also installs the hub's
 //! presence hook, keeps which node holds which user in the same Redis, and
 //! announces each global change once (a user is online while any live node
-//! holds one of their connections).
+//! holds one of their connections), on its own channel `{prefix}:presence`
+//! which the subscribe connection also follows: every node, the announcing one
+//! included, delivers those announcements to its clients in Redis's order.
 //!
 //! The bus never touches the store, and knows the hub only through its
 //! publish/tap and presence-hook interfaces.
@@ -107,6 +109,8 @@ struct Shared {
     /// Where the bus connects, without the password.
     shown: String,
     channel: String,
+    /// Where presence changes are announced ([`presence`]).
+    presence_channel: String,
     node: u64,
     hub: Hub,
     /// Bounds on the Flask-SocketIO emits read from Redis.
@@ -145,6 +149,7 @@ impl Bus {
             client,
             shown: redact(url),
             channel: settings.channel(),
+            presence_channel: settings.presence_channel(),
             // Random, so that restarted or cloned nodes never share an id.
             node: rand::random::<u64>() | 1,
             hub: hub.clone(),

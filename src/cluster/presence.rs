@@ -20,11 +20,15 @@
 //! Every change is a Lua script that also decides, in the same atomic step,
 //! whether the user's global state changed (shown by at least one registered
 //! node, before and after), and returns those transitions; the node whose script
-//! made a transition announces it, once, as the `presence` event of
-//! `presence:{id}` (delivered to its own clients and published on the bus). So
-//! **each global change is announced exactly once** while Redis is reachable
-//! (an announcement is lost, like any bus message, if Redis fails right after
-//! the script).
+//! made a transition announces it, once: the script itself publishes
+//! `"{id} 1"` or `"{id} 0"` on the channel `P:presence`, and every node (that one
+//! included) delivers it to its clients as the `presence` event of
+//! `presence:{id}`. So **each global change is announced exactly once**, and
+//! every node delivers one user's announcements in the order the changes
+//! happened, whichever nodes made them. Like any bus message, an announcement
+//! reaches only the nodes subscribed when it passes: while Redis is unreachable
+//! nothing is announced, even to the node's own clients; the resynchronisation
+//! once it is back announces what changed meanwhile.
 //!
 //! Liveness: every node writes a heartbeat every `presence_ttl_s / 3`; the same
 //! script sweeps nodes whose heartbeat is older than `presence_ttl_s`, removing
@@ -54,7 +58,7 @@ use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::link::{backoff, pause};
-use super::{wire, Shared};
+use super::Shared;
 use crate::hub::presence::{presence_publication, PresenceChange, PresenceHook};
 
 /// Most changes written by one script call.
@@ -85,13 +89,16 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
--- Transitions, as pairs user, '1' (online) or '0' (offline).
+-- Transitions, as pairs user, '1' (online) or '0' (offline), each announced
+-- here, so that the channel carries them in the order they happened.
 local changed = {}
 local function note(u, before)
   local after = shown(u)
   if after ~= before then
+    local online = after and '1' or '0'
     changed[#changed + 1] = u
-    changed[#changed + 1] = after and '1' or '0'
+    changed[#changed + 1] = online
+    redis.call('PUBLISH', P .. ':presence', u .. ' ' .. online)
   end
 end
 local function finish(header)
@@ -432,35 +439,43 @@ async fn run(
     }
 }
 
-/// Announces `changes` once for the whole cluster: to this node's clients, and
-/// on the bus (directly, so that the last announcements of a graceful stop go
-/// out after the bus's queue has stopped).
-async fn announce(shared: &Shared, conn: &mut MultiplexedConnection, changes: &[(u64, bool)]) {
-    if changes.is_empty() {
-        return;
-    }
-    let mut pipe = redis::pipe();
-    for &(user, online) in changes {
-        let message = wire::encode(shared.node, &presence_publication(user, online));
-        pipe.cmd("PUBLISH")
-            .arg(&shared.channel)
-            .arg(message)
-            .ignore();
-        shared
-            .hub
-            .publish_from_bus(presence_publication(user, online));
-    }
+/// Counts the changes a script announced (on the presence channel, from
+/// inside the script).
+fn announced(shared: &Shared, changes: &[(u64, bool)]) {
     let n = changes.len() as u64;
-    match timeout(shared.settings.command_timeout(), pipe.exec_async(conn)).await {
-        Ok(Ok(())) => {
-            shared.stats.published.fetch_add(n, Ordering::Relaxed);
-            metrics::counter!("likewise_cluster_published_total").increment(n);
+    if n > 0 {
+        shared.stats.published.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!("likewise_cluster_published_total").increment(n);
+        tracing::debug!(changes = n, "cluster presence: announced");
+    }
+}
+
+/// The message a script publishes on the presence channel: `"{user} 1"` or
+/// `"{user} 0"`.
+fn parse_announcement(message: &[u8]) -> Option<(u64, bool)> {
+    let text = std::str::from_utf8(message).ok()?;
+    let (user, online) = text.split_once(' ')?;
+    let canonical = !user.is_empty() && user.bytes().all(|b| b.is_ascii_digit());
+    let user = canonical.then(|| user.parse().ok()).flatten()?;
+    match online {
+        "1" => Some((user, true)),
+        "0" => Some((user, false)),
+        _ => None,
+    }
+}
+
+/// An announcement read from the presence channel: delivered to this node's
+/// clients (never handed back to Redis); anything else is counted and dropped.
+pub(super) fn receive(shared: &Shared, message: &[u8]) {
+    match parse_announcement(message) {
+        Some((user, online)) => {
+            shared
+                .hub
+                .publish_from_bus(presence_publication(user, online));
+            shared.stats.received.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("likewise_cluster_received_total").increment(1);
         }
-        _ => {
-            for _ in 0..n {
-                shared.drop_publication("publish_failed");
-            }
-        }
+        None => shared.drop_publication("malformed"),
     }
 }
 
@@ -480,12 +495,7 @@ async fn apply(
     }
     let reply = run(shared, conn, invocation, "writing presence").await?;
     let registered = reply.first().is_some_and(|r| r == "1");
-    announce(
-        shared,
-        conn,
-        &transitions(reply.get(1..).unwrap_or_default()),
-    )
-    .await;
+    announced(shared, &transitions(reply.get(1..).unwrap_or_default()));
     Ok(registered)
 }
 
@@ -570,12 +580,7 @@ async fn beat(shared: &Shared, conn: &mut MultiplexedConnection) -> Result<bool,
             "cluster presence: removed the entries of nodes whose heartbeat stopped"
         );
     }
-    announce(
-        shared,
-        conn,
-        &transitions(reply.get(4..).unwrap_or_default()),
-    )
-    .await;
+    announced(shared, &transitions(reply.get(4..).unwrap_or_default()));
     Ok(number(3) == 1)
 }
 
@@ -589,12 +594,7 @@ async fn leave(shared: &Shared, conn: &mut MultiplexedConnection) {
                 .arg(shared.node)
                 .arg(STEP);
             let reply = run(shared, conn, invocation, "leaving presence").await?;
-            announce(
-                shared,
-                conn,
-                &transitions(reply.get(1..).unwrap_or_default()),
-            )
-            .await;
+            announced(shared, &transitions(reply.get(1..).unwrap_or_default()));
             if reply.first().map(String::as_str) == Some("1") {
                 return Ok::<(), String>(());
             }
@@ -808,6 +808,26 @@ mod tests {
             .collect();
         assert_eq!(transitions(&reply), vec![(7, true), (8, false)]);
         assert!(transitions(&[]).is_empty());
+    }
+
+    #[test]
+    fn announcements_are_a_decimal_user_and_a_flag_and_nothing_else() {
+        assert_eq!(parse_announcement(b"42 1"), Some((42, true)));
+        assert_eq!(parse_announcement(b"7 0"), Some((7, false)));
+        for bad in [
+            &b""[..],
+            b"42",
+            b"42 2",
+            b"42  1",
+            b"+4 1",
+            b"-4 0",
+            b" 4 1",
+            b"4 1 ",
+            b"99999999999999999999999 1",
+            b"\xff 1",
+        ] {
+            assert_eq!(parse_announcement(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

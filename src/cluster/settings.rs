@@ -97,6 +97,12 @@ impl ClusterSettings {
         format!("{}:events", self.channel_prefix)
     }
 
+    /// The Redis channel on which presence changes are announced, by the script
+    /// that made each one, so that every node delivers them in one order.
+    pub fn presence_channel(&self) -> String {
+        format!("{}:presence", self.channel_prefix)
+    }
+
     /// How long a node counts as alive after its last presence heartbeat.
     pub fn presence_ttl(&self) -> Duration {
         Duration::from_secs(self.presence_ttl_s)
