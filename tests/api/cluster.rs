@@ -645,6 +645,7 @@ async fn a_user_is_online_while_any_node_holds_a_connection_and_each_change_is_a
 
     // Connected on B: online through A, announced once.
     let alice_b = connect_user(&b, &on_b[0]).await;
+    connected_on(&b, alice, true).await;
     assert_eq!(
         presence_settled(&[&a, &b], &redis, &mut w, &room, "b opened").await,
         [presence(alice, true)]
@@ -842,6 +843,7 @@ async fn a_node_that_stops_gracefully_takes_its_users_offline_at_once() {
     let mut w = connect_user(&a, &on_a[1]).await;
     join(&mut w, &room).await;
     let _alice_b = connect_user(&b, &on_b[0]).await;
+    connected_on(&b, alice, true).await;
     assert_eq!(
         presence_settled(&[&a, &b], &redis, &mut w, &room, "opened").await,
         [presence(alice, true)]
