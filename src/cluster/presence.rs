@@ -66,7 +66,7 @@ const BATCH: usize = 256;
 
 /// Most users one sweep or leave step removes, so that a node with a million
 /// users never holds Redis up for long; the rest follow in further steps.
-const STEP: usize = 2048;
+const STEP: usize = 512;
 
 /// What every script starts with: key names and the global-state test.
 const PRELUDE: &str = r#"
