@@ -41,7 +41,7 @@
 //! it on the bus would deliver it twice. Refused messages are counted as
 //! `malformed` (`received_too_large` over `max_message_bytes`) and dropped.
 //!
-//! Presence across nodes ([`presence`]): the bus also installs the hub's
+//! Presence across nodes (the `presence` module): the bus also installs the hub's
 //! presence hook, keeps which node holds which user in the same Redis, and
 //! announces each global change once (a user is online while any live node
 //! holds one of their connections), on its own channel `{prefix}:presence`
@@ -109,7 +109,7 @@ struct Shared {
     /// Where the bus connects, without the password.
     shown: String,
     channel: String,
-    /// Where presence changes are announced ([`presence`]).
+    /// Where presence changes are announced (`{prefix}:presence`).
     presence_channel: String,
     node: u64,
     hub: Hub,
