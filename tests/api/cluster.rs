@@ -893,3 +893,50 @@ async fn without_redis_presence_is_read_from_the_node_and_is_rebuilt_when_redis_
     b.stop().await;
     redis.kill().await;
 }
+
+#[tokio::test]
+async fn a_node_whose_presence_queue_overflows_writes_its_whole_set_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), None).await else {
+        return;
+    };
+    let a = node(&redis.url()).await;
+    let b = node_with(&redis.url(), |s| s.cluster.presence_queue = 16).await;
+    await_health(&a, "ok").await;
+    await_health(&b, "ok").await;
+    let reader = a.register("reader").await;
+    // Presence needs no account: B's hub is told of connections directly.
+    let leaving = b.state.hub.connect_user(900, || true);
+    await_online(&a, &reader.token, &[900], &[900]).await;
+
+    // Redis holds every write for a while: B's writer blocks on one batch while
+    // far more changes than its queue takes arrive.
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    drop(leaving);
+    let arrived: Vec<_> = (1000..1300)
+        .map(|u| b.state.hub.connect_user(u, || true))
+        .collect();
+
+    // Once Redis takes writes again, B's set is written whole: the changes the
+    // queue could not take are not lost, and the one that left is gone.
+    let ids: Vec<u64> = std::iter::once(900).chain(1045..1300).collect();
+    let expected: Vec<u64> = (1045..1300).collect();
+    await_online(&a, &reader.token, &ids, &expected).await;
+    await_online(&a, &reader.token, &[1000, 1001], &[1000, 1001]).await;
+
+    drop(arrived);
+    a.stop().await;
+    b.stop().await;
+    redis.kill().await;
+}
