@@ -256,6 +256,18 @@ pub const METRICS: &[Metric] = &[
         "Bus publications dropped (bus_down, queue_full, too_large, publish_failed, malformed, received_too_large).",
     ),
     m(
+        "likewise_cluster_presence_users",
+        Kind::Gauge,
+        &[],
+        "Users this node holds in the cluster's presence in Redis (updated at each presence heartbeat).",
+    ),
+    m(
+        "likewise_cluster_presence_sweeps_total",
+        Kind::Counter,
+        &[],
+        "Dead nodes (heartbeat older than presence_ttl_s) whose presence entries this node removed.",
+    ),
+    m(
         "likewise_store_transactions_total",
         Kind::Counter,
         &[],

@@ -22,7 +22,7 @@ const BATCH: usize = 256;
 
 /// Backoff before attempt `failures + 1`: doubling from the minimum, capped, and
 /// drawn from its upper half so that nodes restarted together spread out.
-fn backoff(shared: &Shared, failures: u32) -> Duration {
+pub(super) fn backoff(shared: &Shared, failures: u32) -> Duration {
     let s = &shared.settings;
     let ceiling = s
         .reconnect_min_ms
@@ -33,7 +33,7 @@ fn backoff(shared: &Shared, failures: u32) -> Duration {
 }
 
 /// Waits `delay` unless shutdown comes first; `false` on shutdown.
-async fn pause(delay: Duration, shutdown: &CancellationToken) -> bool {
+pub(super) async fn pause(delay: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
         _ = shutdown.cancelled() => false,
@@ -188,7 +188,8 @@ pub(super) async fn subscribe_loop(shared: Arc<Shared>, shutdown: CancellationTo
             .map_err(|e| e.to_string())?;
             // The bus's channel, and Flask-SocketIO's: emitters pointed at the
             // same Redis reach this node's clients directly.
-            let channels: Vec<&str> = std::iter::once(shared.channel.as_str())
+            let channels: Vec<&str> = [shared.channel.as_str(), &shared.presence_channel]
+                .into_iter()
                 .chain(bridge::CHANNELS)
                 .collect();
             timeout(deadline, pubsub.subscribe(channels))
@@ -236,12 +237,17 @@ pub(super) async fn subscribe_loop(shared: Arc<Shared>, shutdown: CancellationTo
     }
 }
 
-/// One message from Redis. On the bus's channel, another node's publication is
+/// One message from Redis. On the presence channel, a presence change announced
+/// by a script (this node's included) is delivered locally. On the bus's channel, another node's publication is
 /// delivered locally, this node's own echo is ignored, and anything malformed is
 /// counted. On a Flask-SocketIO channel, an emit is decoded by the bridge and
 /// delivered locally only: every node reads it from Redis itself, so handing it
 /// to the bus would deliver it twice.
 fn receive(shared: &Shared, channel: &str, message: &[u8]) {
+    if channel == shared.presence_channel {
+        super::presence::receive(shared, message);
+        return;
+    }
     if channel != shared.channel {
         receive_emit(shared, channel, message);
         return;

@@ -41,10 +41,18 @@
 //! it on the bus would deliver it twice. Refused messages are counted as
 //! `malformed` (`received_too_large` over `max_message_bytes`) and dropped.
 //!
+//! Presence across nodes (the `presence` module): the bus also installs the hub's
+//! presence hook, keeps which node holds which user in the same Redis, and
+//! announces each global change once (a user is online while any live node
+//! holds one of their connections), on its own channel `{prefix}:presence`
+//! which the subscribe connection also follows: every node, the announcing one
+//! included, delivers those announcements to its clients in Redis's order.
+//!
 //! The bus never touches the store, and knows the hub only through its
-//! publish/tap interface.
+//! publish/tap and presence-hook interfaces.
 
 mod link;
+mod presence;
 mod settings;
 pub mod wire;
 
@@ -101,6 +109,8 @@ struct Shared {
     /// Where the bus connects, without the password.
     shown: String,
     channel: String,
+    /// Where presence changes are announced (`{prefix}:presence`).
+    presence_channel: String,
     node: u64,
     hub: Hub,
     /// Bounds on the Flask-SocketIO emits read from Redis.
@@ -116,6 +126,8 @@ struct Shared {
     /// Why each side is down (`None` while up or not yet tried).
     down: Mutex<[Option<String>; 2]>,
     stats: BusStats,
+    /// Presence across nodes: the hub's hook and its task's shared state.
+    presence: Arc<presence::Presence>,
 }
 
 impl Bus {
@@ -137,6 +149,7 @@ impl Bus {
             client,
             shown: redact(url),
             channel: settings.channel(),
+            presence_channel: settings.presence_channel(),
             // Random, so that restarted or cloned nodes never share an id.
             node: rand::random::<u64>() | 1,
             hub: hub.clone(),
@@ -152,10 +165,17 @@ impl Bus {
                 Some("not connected yet".to_owned()),
             ]),
             stats: BusStats::default(),
+            presence: Arc::new(presence::Presence::new(
+                settings.presence_queue,
+                settings.command_timeout(),
+            )),
         });
         metrics::gauge!("likewise_cluster_bus_up").set(0.0);
         if !hub.set_tap(shared.clone()) {
             anyhow::bail!("the hub already has a tap: one cluster bus per hub");
+        }
+        if !hub.set_presence_hook(shared.presence.clone()) {
+            anyhow::bail!("the hub already has a presence hook: one cluster bus per hub");
         }
         Ok(Bus { shared })
     }
@@ -217,7 +237,35 @@ impl Bus {
             rx,
             shutdown.clone(),
         ));
-        tracker.spawn(link::subscribe_loop(self.shared.clone(), shutdown));
+        tracker.spawn(link::subscribe_loop(self.shared.clone(), shutdown.clone()));
+        tracker.spawn(presence::presence_loop(self.shared.clone(), shutdown));
+    }
+
+    /// Which of `users` are online in the cluster (shown by a node whose
+    /// heartbeat is fresh), in the order asked, each once; `None` while Redis
+    /// cannot answer (then ask the hub, which knows this node only).
+    pub async fn online(&self, users: &[u64]) -> Option<Vec<u64>> {
+        presence::online(&self.shared, users).await
+    }
+
+    /// Waits until this node's presence changes made so far are written to
+    /// Redis (at most one command deadline; at once while Redis is
+    /// unreachable), so that a read that follows sees them.
+    pub async fn presence_settled(&self) {
+        self.shared.presence.settled().await
+    }
+
+    /// Dead nodes whose entries this node has swept.
+    pub fn presence_sweeps(&self) -> u64 {
+        self.shared.presence.sweeps()
+    }
+
+    /// Stops this node's presence heartbeats and writes at once, without its
+    /// graceful leave, as if the process had died: for fault tests, reachable
+    /// from no request.
+    #[doc(hidden)]
+    pub fn abandon_presence(&self) {
+        self.shared.presence.abandon();
     }
 }
 

@@ -33,6 +33,13 @@ pub struct ClusterSettings {
     pub reconnect_min_ms: u64,
     /// Longest wait before reconnecting, in milliseconds.
     pub reconnect_max_ms: u64,
+    /// Seconds after its last presence heartbeat (sent every third of this) at
+    /// which a node counts as dead: its users no longer count as online through
+    /// it, and the next sweep by a live node removes its entries.
+    pub presence_ttl_s: u64,
+    /// Presence changes of this node waiting to be written to Redis beyond which
+    /// the node stops queueing them and later resynchronises its whole set.
+    pub presence_queue: usize,
 }
 
 impl Default for ClusterSettings {
@@ -47,6 +54,8 @@ impl Default for ClusterSettings {
             heartbeat_ms: 1_000,
             reconnect_min_ms: 100,
             reconnect_max_ms: 5_000,
+            presence_ttl_s: 15,
+            presence_queue: 65_536,
         }
     }
 }
@@ -64,6 +73,8 @@ impl std::fmt::Debug for ClusterSettings {
             .field("heartbeat_ms", &self.heartbeat_ms)
             .field("reconnect_min_ms", &self.reconnect_min_ms)
             .field("reconnect_max_ms", &self.reconnect_max_ms)
+            .field("presence_ttl_s", &self.presence_ttl_s)
+            .field("presence_queue", &self.presence_queue)
             .finish()
     }
 }
@@ -84,6 +95,24 @@ impl ClusterSettings {
     /// The Redis channel the bus publishes and subscribes to.
     pub fn channel(&self) -> String {
         format!("{}:events", self.channel_prefix)
+    }
+
+    /// The Redis channel on which presence changes are announced, by the script
+    /// that made each one, so that every node delivers them in one order.
+    pub fn presence_channel(&self) -> String {
+        format!("{}:presence", self.channel_prefix)
+    }
+
+    /// How long a node counts as alive after its last presence heartbeat.
+    pub fn presence_ttl(&self) -> Duration {
+        Duration::from_secs(self.presence_ttl_s)
+    }
+
+    /// Interval between a node's presence heartbeats (and its sweeps of dead
+    /// nodes): a third of the ttl, so that two lost heartbeats in a row do not
+    /// yet make a live node dead.
+    pub fn presence_heartbeat(&self) -> Duration {
+        self.presence_ttl() / 3
     }
 
     /// Deadline for opening a connection.
@@ -146,6 +175,12 @@ impl ClusterSettings {
                     .into(),
             );
         }
+        if !(1..=3600).contains(&self.presence_ttl_s) {
+            return Err("cluster.presence_ttl_s must be between 1 and 3600 seconds".into());
+        }
+        if !(16..=16_777_216).contains(&self.presence_queue) {
+            return Err("cluster.presence_queue must be between 16 and 16777216 changes".into());
+        }
         Ok(())
     }
 }
@@ -180,5 +215,21 @@ mod tests {
             ..ClusterSettings::default()
         };
         assert!(prefix.validate().is_err());
+    }
+
+    #[test]
+    fn the_presence_ttl_and_queue_are_bounded_and_heartbeats_come_thrice_per_ttl() {
+        let with = |presence_ttl_s, presence_queue| ClusterSettings {
+            presence_ttl_s,
+            presence_queue,
+            ..ClusterSettings::default()
+        };
+        assert!(with(15, 65_536).validate().is_ok());
+        assert!(with(1, 16).validate().is_ok());
+        for (ttl, queue) in [(0, 65_536), (3601, 65_536), (15, 15), (15, 1 << 25)] {
+            assert!(with(ttl, queue).validate().is_err(), "{ttl} {queue}");
+        }
+        assert_eq!(with(15, 16).presence_heartbeat(), Duration::from_secs(5));
+        assert_eq!(with(1, 16).presence_heartbeat(), Duration::from_secs(1) / 3);
     }
 }

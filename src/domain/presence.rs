@@ -1,6 +1,7 @@
 //! Whether a user lets others see them online: the stored choice behind
-//! `GET`/`PUT /api/me/presence`. Who is online right now is the hub's business;
-//! this module only stores the choice (the `presence_hidden` table, which holds
+//! `GET`/`PUT /api/me/presence`. Who is online right now is the hub's business
+//! (and, in a cluster, the cluster's, which the hub tells of each change in the
+//! order this module applies them); this module only stores the choice (the `presence_hidden` table, which holds
 //! the users who opted out, so that the default — shown — costs nothing).
 
 use std::sync::LazyLock;

@@ -1,10 +1,14 @@
 //! Presence over HTTP: `GET /api/presence?user_ids=` (who of these is online), and
 //! the caller's own choice to be shown online, `GET`/`PUT /api/me/presence`.
 //!
-//! Who is online is the hub's ([`crate::hub::presence`]); whether a user lets
-//! others see it is stored by the domain. A change of the choice is stored first,
-//! then applied to the hub, which announces it in `presence:{id}` when the user is
-//! connected.
+//! Who is online is the hub's ([`crate::hub::presence`]), or in a cluster the
+//! cluster's ([`crate::cluster::Bus::online`], from Redis: every live node's
+//! connections); whether a user lets others see it is stored by the domain. A
+//! change of the choice is stored first, then applied to the hub, which announces
+//! it in `presence:{id}` when the user is connected (in a cluster, the bus applies
+//! it to the user's connections on every node and announces it once). While the
+//! cluster's Redis cannot answer, presence is read from this node's connections
+//! only, in the same shape.
 
 use axum::extract::State;
 use axum::Json;
@@ -109,14 +113,25 @@ async fn online(
     let max = state.settings.limits.max_presence_ids;
     let ids = parse_ids(q.user_ids.as_deref(), max)?;
     Ok(Json(Online {
-        online: state.hub.online(&ids),
+        online: online_now(&state, &ids).await,
     }))
 }
 
-fn my_presence(state: &AppState, user: u64, visible: bool) -> MyPresence {
+/// Which of `ids` are online: in the cluster when there is one and its Redis
+/// answers, on this node otherwise.
+async fn online_now(state: &AppState, ids: &[u64]) -> Vec<u64> {
+    if let Some(bus) = &state.cluster {
+        if let Some(online) = bus.online(ids).await {
+            return online;
+        }
+    }
+    state.hub.online(ids)
+}
+
+async fn my_presence(state: &AppState, user: u64, visible: bool) -> MyPresence {
     MyPresence {
         visible,
-        online: !state.hub.online(&[user]).is_empty(),
+        online: !online_now(state, &[user]).await.is_empty(),
     }
 }
 
@@ -133,7 +148,7 @@ async fn mine(
     CurrentUser(user): CurrentUser,
 ) -> ApiResult<Json<MyPresence>> {
     let visible = state.social.presence_visible(user.id)?;
-    Ok(Json(my_presence(&state, user.id, visible)))
+    Ok(Json(my_presence(&state, user.id, visible).await))
 }
 
 /// Stores whether the caller may be shown online, then shows or hides them at once
@@ -161,7 +176,11 @@ async fn set_mine(
             hub.set_presence_visible(user.id, visible)
         })
         .await?;
-    Ok(Json(my_presence(&state, user.id, visible)))
+    if let Some(bus) = &state.cluster {
+        // The answer reads Redis: let it see the change first.
+        bus.presence_settled().await;
+    }
+    Ok(Json(my_presence(&state, user.id, visible).await))
 }
 
 #[cfg(test)]

@@ -21,10 +21,20 @@
 //! user opens, and tells the hub when it changes. A read that raced with a change
 //! is detected (a per-stripe change counter) and repeated, so a change made while
 //! a connection opens is never lost.
+//!
+//! In a cluster, presence is global (a user is online while any node holds one of
+//! their connections), which only the cluster knows. The cluster installs a
+//! [`PresenceHook`] ([`Hub::set_presence_hook`]); from then on this registry no
+//! longer announces anything itself: it hands the hook each of this node's
+//! transitions ([`PresenceChange`]: a user's first connection here, their last one
+//! leaving, a change of their stored choice), in order for each user (they are
+//! handed over with the user's stripe locked), and the cluster announces the
+//! global changes. The registry stays what [`Hub::is_connected`] and
+//! [`Hub::users_connected`] read, which therefore stay about this node only.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use serde_json::json;
 
@@ -40,6 +50,51 @@ pub fn presence_room(id: u64) -> String {
 
 /// The event name of presence announcements.
 pub const PRESENCE_EVENT: &str = "presence";
+
+/// A change of presence on this node, handed to the [`PresenceHook`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceChange {
+    /// `user` opened their first connection on this node; `visible` is their
+    /// choice to be shown online, as read when it opened.
+    Arrived {
+        /// The user.
+        user: u64,
+        /// Whether they may be shown online.
+        visible: bool,
+    },
+    /// The last connection of `user` on this node closed.
+    Left {
+        /// The user.
+        user: u64,
+    },
+    /// The stored choice of `user` changed (through this node), whether or not
+    /// they are connected here: it concerns their connections on every node.
+    Visibility {
+        /// The user.
+        user: u64,
+        /// Whether they may be shown online from now on.
+        visible: bool,
+    },
+}
+
+/// Receives this node's presence changes instead of the hub announcing them (the
+/// cluster, which knows the other nodes). `changed` is called with the user's
+/// stripe of the registry locked, so one user's changes arrive in the order they
+/// happened: it must not block, must not call back into the hub's presence, and
+/// must not publish.
+pub trait PresenceHook: Send + Sync + 'static {
+    /// One change on this node.
+    fn changed(&self, change: PresenceChange);
+}
+
+/// The `presence` event announcing that `user` is now online or offline.
+pub fn presence_publication(user: u64, online: bool) -> Publication {
+    Publication::event(
+        &presence_room(user),
+        PRESENCE_EVENT,
+        json!({"user_id": user, "online": online}),
+    )
+}
 
 /// Stripes of the registry, by user id. A visibility change of one user also makes
 /// only the first connections of users on the same stripe read theirs again.
@@ -63,12 +118,21 @@ struct Stripe {
 #[derive(Debug)]
 pub(super) struct Registry {
     stripes: [Stripe; STRIPES],
+    /// Set once, at start-up, by the cluster.
+    hook: OnceLock<Arc<dyn PresenceHook>>,
+}
+
+impl std::fmt::Debug for dyn PresenceHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PresenceHook")
+    }
 }
 
 impl Default for Registry {
     fn default() -> Self {
         Registry {
             stripes: std::array::from_fn(|_| Stripe::default()),
+            hook: OnceLock::new(),
         }
     }
 }
@@ -129,8 +193,10 @@ impl Drop for PresenceGuard {
         let visible = entry.visible;
         users.remove(&self.user);
         metrics::gauge!("likewise_users_online").decrement(1.0);
-        if visible {
-            self.hub.announce(self.user, false);
+        match registry.hook.get() {
+            Some(hook) => hook.changed(PresenceChange::Left { user: self.user }),
+            None if visible => self.hub.announce(self.user, false),
+            None => {}
         }
     }
 }
@@ -174,8 +240,13 @@ impl Hub {
                 },
             );
             metrics::gauge!("likewise_users_online").increment(1.0);
-            if shown {
-                self.announce(user, true);
+            match registry.hook.get() {
+                Some(hook) => hook.changed(PresenceChange::Arrived {
+                    user,
+                    visible: shown,
+                }),
+                None if shown => self.announce(user, true),
+                None => {}
             }
             return guard;
         }
@@ -183,20 +254,52 @@ impl Hub {
 
     /// Records that `user` now may (or may not) be shown online. Call it after the
     /// choice is stored, and for one user in the order the choices were stored. A
-    /// connected user is announced online or offline accordingly.
+    /// connected user is announced online or offline accordingly (with a
+    /// [`PresenceHook`], the hook is told and decides).
     pub fn set_presence_visible(&self, user: u64, visible: bool) {
         let registry = &self.inner.presence;
         let mut users = registry.lock(user);
         registry.changes(user).fetch_add(1, Ordering::AcqRel);
+        let hook = registry.hook.get();
         if let Some(entry) = users.get_mut(&user) {
             if entry.visible != visible {
                 entry.visible = visible;
-                self.announce(user, visible);
+                if hook.is_none() {
+                    self.announce(user, visible);
+                }
             }
+        }
+        if let Some(hook) = hook {
+            hook.changed(PresenceChange::Visibility { user, visible });
         }
     }
 
-    /// Which of `users` are online and visible, in the order asked, each once.
+    /// Hands every later presence change of this node to `hook`, which then
+    /// decides what to announce (the hub announces nothing itself any more);
+    /// `false` (and nothing changes) when a hook is already set. Install it before
+    /// any connection opens, or resynchronise from [`Hub::presence_snapshot`].
+    pub fn set_presence_hook(&self, hook: Arc<dyn PresenceHook>) -> bool {
+        self.inner.presence.hook.set(hook).is_ok()
+    }
+
+    /// Every user with a connection open on this node and whether they may be
+    /// shown online, read one stripe at a time (for a hook that lost track).
+    pub fn presence_snapshot(&self) -> Vec<(u64, bool)> {
+        self.inner
+            .presence
+            .stripes
+            .iter()
+            .flat_map(|s| {
+                lock(s)
+                    .iter()
+                    .map(|(user, e)| (*user, e.visible))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Which of `users` are online and visible on this node, in the order asked,
+    /// each once.
     pub fn online(&self, users: &[u64]) -> Vec<u64> {
         let registry = &self.inner.presence;
         let mut seen = std::collections::HashSet::new();
@@ -207,8 +310,9 @@ impl Hub {
             .collect()
     }
 
-    /// Whether `user` has at least one open connection, whether or not they are
-    /// shown online (for deciding whether a push can reach them at all).
+    /// Whether `user` has at least one open connection on this node, whether or
+    /// not they are shown online (for deciding whether a push can reach them at
+    /// all). Local even in a cluster: connections on other nodes do not count.
     pub fn is_connected(&self, user: u64) -> bool {
         self.inner.presence.lock(user).contains_key(&user)
     }
@@ -226,12 +330,7 @@ impl Hub {
     /// Publishes `user`'s presence change; called with the user's stripe locked, so
     /// that one user's announcements keep their order.
     fn announce(&self, user: u64, online: bool) {
-        let room = presence_room(user);
-        self.publish(Publication::event(
-            &room,
-            PRESENCE_EVENT,
-            json!({"user_id": user, "online": online}),
-        ));
+        self.publish(presence_publication(user, online));
     }
 }
 
@@ -330,6 +429,58 @@ mod tests {
         assert_eq!(hub.online(&[1, same_stripe]), vec![1]);
         drop(guards);
         assert_eq!(hub.users_connected(), 0);
+    }
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<PresenceChange>>);
+
+    impl PresenceHook for Recorder {
+        fn changed(&self, change: PresenceChange) {
+            self.0.lock().unwrap().push(change);
+        }
+    }
+
+    #[test]
+    fn with_a_hook_the_hub_hands_over_its_transitions_in_order_and_announces_nothing() {
+        let hub = Hub::new(16);
+        let hook = Arc::new(Recorder::default());
+        assert!(hub.set_presence_hook(hook.clone()));
+        assert!(!hub.set_presence_hook(Arc::new(Recorder::default())));
+        let mut w = watcher(&hub, 7);
+        let first = hub.connect_user(7, || true);
+        let second = hub.connect_user(7, || true);
+        hub.set_presence_visible(7, false);
+        hub.set_presence_visible(8, true);
+        assert_eq!(hub.presence_snapshot(), vec![(7, false)]);
+        drop(first);
+        drop(second);
+        let hidden = hub.connect_user(9, || false);
+        assert_eq!(next(&mut w), None, "the hook announces, not the hub");
+        use PresenceChange::*;
+        assert_eq!(
+            *hook.0.lock().unwrap(),
+            vec![
+                Arrived {
+                    user: 7,
+                    visible: true
+                },
+                Visibility {
+                    user: 7,
+                    visible: false
+                },
+                Visibility {
+                    user: 8,
+                    visible: true
+                },
+                Left { user: 7 },
+                Arrived {
+                    user: 9,
+                    visible: false
+                },
+            ]
+        );
+        assert!(hub.is_connected(9) && !hub.is_connected(7));
+        drop(hidden);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 
 use futures::StreamExt;
 
-use crate::helpers::{spawn_app_with, TestApp, ADMIN_TOKEN};
+use crate::helpers::{spawn_app_with, TestApp, TestUser, ADMIN_TOKEN};
 use crate::realtime::{connect_user, next_event, send, Ws};
 
 /// How long a node gets to notice Redis going or coming back.
@@ -501,6 +501,445 @@ async fn a_flask_socketio_emit_into_the_real_redis_reaches_clients_on_every_node
         .text("/metrics")
         .await
         .contains("likewise_cluster_socketio_received_total"));
+    a.stop().await;
+    b.stop().await;
+    redis.kill().await;
+}
+
+// Presence across nodes. Each node has its own store: users are registered in
+// the same order on both, so that their ids match (as if both nodes served the
+// same primary's accounts); each node has its own tokens.
+
+/// Registers `names` on both nodes in the same order: the users as each node
+/// knows them, with the same ids.
+async fn same_users(a: &TestApp, b: &TestApp, names: &[&str]) -> (Vec<TestUser>, Vec<TestUser>) {
+    let mut on_a = Vec::new();
+    let mut on_b = Vec::new();
+    for name in names {
+        on_a.push(a.register(name).await);
+    }
+    for (name, user) in names.iter().zip(&on_a) {
+        let twin = b.register(name).await;
+        assert_eq!(twin.id, user.id, "registered in the same order");
+        on_b.push(twin);
+    }
+    (on_a, on_b)
+}
+
+/// `GET /api/presence` on `app`.
+async fn online_on(app: &TestApp, token: &str, ids: &[u64]) -> Vec<u64> {
+    let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+    let (status, body) = app
+        .get(&format!("/api/presence?user_ids={}", list.join(",")), token)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    serde_json::from_value(body["online"].clone()).unwrap()
+}
+
+/// Waits until `GET /api/presence` on `app` answers `expected`.
+async fn await_online(app: &TestApp, token: &str, ids: &[u64], expected: &[u64]) {
+    app.eventually(RECONNECT, || async {
+        (online_on(app, token, ids).await == expected).then_some(())
+    })
+    .await;
+}
+
+/// `PUT /api/me/presence` on `app`; the answer.
+async fn set_visible(app: &TestApp, user: &TestUser, visible: bool) -> Value {
+    let (status, body) = app
+        .call(
+            reqwest::Method::PUT,
+            "/api/me/presence",
+            Some(&user.token),
+            Some(json!({"visible": visible})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// The `presence` events `ws` receives up to the announcement `marker`.
+async fn presence_until(ws: &mut Ws, marker: &str) -> Vec<Value> {
+    let mut got = Vec::new();
+    loop {
+        let e = next_event(ws).await;
+        match e["event"].as_str() {
+            Some("announcement") if e["data"]["text"] == marker => return got,
+            Some("presence") => got.push(e["data"].clone()),
+            _ => {}
+        }
+    }
+}
+
+/// The next `presence` event's data.
+async fn next_presence(ws: &mut Ws) -> Value {
+    loop {
+        let e = next_event(ws).await;
+        if e["event"] == "presence" {
+            return e["data"].clone();
+        }
+    }
+}
+
+/// Waits until each node has written its presence changes to Redis, then
+/// publishes an announcement `marker` in `room` straight into Redis, as a bus
+/// message from no node (node ids are odd); returns the presence events `ws` got
+/// before it. Scripts publish their announcements as they make the changes, and
+/// Redis delivers in the order it executes, so whatever was announced (late, or
+/// twice) arrives before the marker and shows up here.
+async fn presence_settled(
+    nodes: &[&TestApp],
+    redis: &RedisServer,
+    ws: &mut Ws,
+    room: &str,
+    marker: &str,
+) -> Vec<Value> {
+    for app in nodes {
+        app.state
+            .cluster
+            .as_ref()
+            .expect("a bus")
+            .presence_settled()
+            .await;
+    }
+    let publication =
+        likewise::hub::Publication::event(room, "announcement", json!({"text": marker}));
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("likewise:events")
+        .arg(likewise::cluster::wire::encode(2, &publication))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    presence_until(ws, marker).await
+}
+
+/// Waits until `app`'s hub holds (or no longer holds) a connection of `user`.
+async fn connected_on(app: &TestApp, user: u64, connected: bool) {
+    app.eventually(RECONNECT, || async {
+        (app.state.hub.is_connected(user) == connected).then_some(())
+    })
+    .await;
+}
+
+fn presence(user: u64, online: bool) -> Value {
+    json!({"user_id": user, "online": online})
+}
+
+#[tokio::test]
+async fn a_user_is_online_while_any_node_holds_a_connection_and_each_change_is_announced_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), None).await else {
+        return;
+    };
+    let a = node(&redis.url()).await;
+    let b = node(&redis.url()).await;
+    await_health(&a, "ok").await;
+    await_health(&b, "ok").await;
+    let (on_a, on_b) = same_users(&a, &b, &["alice", "watcher"]).await;
+    let alice = on_a[0].id;
+    let room = format!("presence:{alice}");
+    let mut w = connect_user(&a, &on_a[1]).await;
+    join(&mut w, &room).await;
+    assert!(online_on(&a, &on_a[1].token, &[alice]).await.is_empty());
+
+    // Connected on B: online through A, announced once.
+    let alice_b = connect_user(&b, &on_b[0]).await;
+    connected_on(&b, alice, true).await;
+    assert_eq!(
+        presence_settled(&[&a, &b], &redis, &mut w, &room, "b opened").await,
+        [presence(alice, true)]
+    );
+    await_online(
+        &a,
+        &on_a[1].token,
+        &[alice, on_a[1].id],
+        &[alice, on_a[1].id],
+    )
+    .await;
+    assert_eq!(online_on(&b, &on_b[1].token, &[alice]).await, [alice]);
+
+    // A second connection, on A: nothing new to announce.
+    let mut alice_a = connect_user(&a, &on_a[0]).await;
+    connected_on(&a, alice, true).await;
+    assert_eq!(
+        presence_settled(&[&a, &b], &redis, &mut w, &room, "a opened").await,
+        Vec::<Value>::new()
+    );
+
+    // B's closes: A still holds one.
+    drop(alice_b);
+    connected_on(&b, alice, false).await;
+    assert_eq!(
+        presence_settled(&[&a, &b], &redis, &mut w, &room, "b closed").await,
+        Vec::<Value>::new()
+    );
+    assert_eq!(online_on(&b, &on_b[1].token, &[alice]).await, [alice]);
+
+    // A's closes: offline, announced once.
+    alice_a.close(None).await.unwrap();
+    connected_on(&a, alice, false).await;
+    assert_eq!(
+        presence_settled(&[&a, &b], &redis, &mut w, &room, "a closed").await,
+        [presence(alice, false)]
+    );
+    assert!(online_on(&a, &on_a[1].token, &[alice]).await.is_empty());
+    assert!(online_on(&b, &on_b[1].token, &[alice]).await.is_empty());
+    let metrics = a.text("/metrics").await;
+    assert!(metrics.contains("likewise_cluster_presence_users"));
+
+    a.stop().await;
+    b.stop().await;
+    redis.kill().await;
+}
+
+#[tokio::test]
+async fn a_hidden_user_is_never_announced_nor_listed_and_a_choice_made_on_one_node_applies_to_all()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), None).await else {
+        return;
+    };
+    let a = node(&redis.url()).await;
+    let b = node(&redis.url()).await;
+    await_health(&a, "ok").await;
+    await_health(&b, "ok").await;
+    let (on_a, on_b) = same_users(&a, &b, &["shy", "watcher"]).await;
+    let shy = on_a[0].id;
+    let room = format!("presence:{shy}");
+    let mut w = connect_user(&a, &on_a[1]).await;
+    join(&mut w, &room).await;
+    // Each node reads the choice from its own store: hidden on both.
+    set_visible(&a, &on_a[0], false).await;
+    set_visible(&b, &on_b[0], false).await;
+
+    let shy_a = connect_user(&a, &on_a[0]).await;
+    let shy_b = connect_user(&b, &on_b[0]).await;
+    connected_on(&a, shy, true).await;
+    connected_on(&b, shy, true).await;
+    assert_eq!(
+        presence_settled(&[&a, &b], &redis, &mut w, &room, "hidden").await,
+        Vec::<Value>::new()
+    );
+    assert!(online_on(&a, &on_a[1].token, &[shy]).await.is_empty());
+    assert!(online_on(&b, &on_b[1].token, &[shy]).await.is_empty());
+
+    // Shown through A: B's entry follows too (B's store still says hidden).
+    assert_eq!(
+        set_visible(&a, &on_a[0], true).await,
+        json!({"visible": true, "online": true})
+    );
+    assert_eq!(
+        presence_settled(&[&a, &b], &redis, &mut w, &room, "shown").await,
+        [presence(shy, true)]
+    );
+    assert_eq!(online_on(&b, &on_b[1].token, &[shy]).await, [shy]);
+
+    // Hidden again through B: A's entry follows.
+    assert_eq!(
+        set_visible(&b, &on_b[0], false).await,
+        json!({"visible": false, "online": false})
+    );
+    assert_eq!(
+        presence_settled(&[&a, &b], &redis, &mut w, &room, "hidden again").await,
+        [presence(shy, false)]
+    );
+    assert!(online_on(&a, &on_a[1].token, &[shy]).await.is_empty());
+
+    // A hidden user's closes are silent.
+    drop(shy_a);
+    drop(shy_b);
+    connected_on(&a, shy, false).await;
+    connected_on(&b, shy, false).await;
+    assert_eq!(
+        presence_settled(&[&a, &b], &redis, &mut w, &room, "closed").await,
+        Vec::<Value>::new()
+    );
+
+    a.stop().await;
+    b.stop().await;
+    redis.kill().await;
+}
+
+#[tokio::test]
+async fn a_node_whose_heartbeats_stop_stops_counting_within_the_ttl_with_one_offline_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), None).await else {
+        return;
+    };
+    let ttl = Duration::from_secs(1);
+    let short_ttl = |s: &mut likewise::config::Settings| s.cluster.presence_ttl_s = 1;
+    let a = node_with(&redis.url(), short_ttl).await;
+    let b = node_with(&redis.url(), short_ttl).await;
+    await_health(&a, "ok").await;
+    await_health(&b, "ok").await;
+    let (on_a, on_b) = same_users(&a, &b, &["alice", "bob", "watcher"]).await;
+    let (alice, bob, watcher) = (on_a[0].id, on_a[1].id, &on_a[2]);
+    let mut w = connect_user(&a, watcher).await;
+    join(&mut w, &format!("presence:{alice}")).await;
+    join(&mut w, &format!("presence:{bob}")).await;
+
+    // Alice only on B; Bob on both.
+    let _alice_b = connect_user(&b, &on_b[0]).await;
+    let _bob_b = connect_user(&b, &on_b[1]).await;
+    let _bob_a = connect_user(&a, &on_a[1]).await;
+    let mut got = vec![next_presence(&mut w).await, next_presence(&mut w).await];
+    got.sort_by_key(|d| d["user_id"].as_u64());
+    assert_eq!(got, [presence(alice, true), presence(bob, true)]);
+    await_online(&a, &watcher.token, &[alice, bob], &[alice, bob]).await;
+
+    // B stops its heartbeats, as a crashed node would: nothing cleans up after it.
+    let stopped = tokio::time::Instant::now();
+    b.state.cluster.as_ref().unwrap().abandon_presence();
+    // Within the ttl it no longer counts for readers...
+    await_online(&a, &watcher.token, &[alice, bob], &[bob]).await;
+    let uncounted = stopped.elapsed();
+    // ...and within one more sweep interval Alice is announced offline, once;
+    // Bob, whom A holds, is not.
+    assert_eq!(next_presence(&mut w).await, presence(alice, false));
+    let announced = stopped.elapsed();
+    // Slack for a loaded machine; without the sweep nothing would ever come.
+    let slack = Duration::from_secs(2);
+    assert!(uncounted < ttl + slack, "counted for {uncounted:?}");
+    assert!(
+        announced < ttl + ttl / 3 + slack,
+        "announced after {announced:?}"
+    );
+    let bus_a = a.state.cluster.as_ref().unwrap();
+    assert_eq!(bus_a.presence_sweeps(), 1);
+    for room in [format!("presence:{alice}"), format!("presence:{bob}")] {
+        assert_eq!(
+            presence_settled(&[&a], &redis, &mut w, &room, "swept").await,
+            Vec::<Value>::new(),
+            "announced once"
+        );
+    }
+    assert_eq!(online_on(&a, &watcher.token, &[alice, bob]).await, [bob]);
+    assert!(a
+        .text("/metrics")
+        .await
+        .contains("likewise_cluster_presence_sweeps_total 1"));
+
+    a.stop().await;
+    b.stop().await;
+    redis.kill().await;
+}
+
+#[tokio::test]
+async fn a_node_that_stops_gracefully_takes_its_users_offline_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), None).await else {
+        return;
+    };
+    // A long ttl: only the graceful leave can explain an offline event in time.
+    let long_ttl = |s: &mut likewise::config::Settings| s.cluster.presence_ttl_s = 600;
+    let a = node_with(&redis.url(), long_ttl).await;
+    let b = node_with(&redis.url(), long_ttl).await;
+    await_health(&a, "ok").await;
+    await_health(&b, "ok").await;
+    let (on_a, on_b) = same_users(&a, &b, &["alice", "watcher"]).await;
+    let alice = on_a[0].id;
+    let room = format!("presence:{alice}");
+    let mut w = connect_user(&a, &on_a[1]).await;
+    join(&mut w, &room).await;
+    let _alice_b = connect_user(&b, &on_b[0]).await;
+    connected_on(&b, alice, true).await;
+    assert_eq!(
+        presence_settled(&[&a, &b], &redis, &mut w, &room, "opened").await,
+        [presence(alice, true)]
+    );
+
+    b.stop().await;
+    assert_eq!(next_presence(&mut w).await, presence(alice, false));
+    assert!(online_on(&a, &on_a[1].token, &[alice]).await.is_empty());
+    assert_eq!(
+        presence_settled(&[&a], &redis, &mut w, &room, "after").await,
+        Vec::<Value>::new()
+    );
+
+    a.stop().await;
+    redis.kill().await;
+}
+
+#[tokio::test]
+async fn without_redis_presence_is_read_from_the_node_and_is_rebuilt_when_redis_comes_back_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), None).await else {
+        return;
+    };
+    let a = node(&redis.url()).await;
+    let b = node(&redis.url()).await;
+    await_health(&a, "ok").await;
+    await_health(&b, "ok").await;
+    let (on_a, on_b) = same_users(&a, &b, &["alice", "watcher"]).await;
+    let alice = on_a[0].id;
+    let _alice_b = connect_user(&b, &on_b[0]).await;
+    await_online(&a, &on_a[1].token, &[alice], &[alice]).await;
+
+    // Redis is gone: each node answers from its own connections, same shape.
+    let port = redis.port;
+    redis.kill().await;
+    await_online(&a, &on_a[1].token, &[alice], &[]).await;
+    await_online(&b, &on_b[1].token, &[alice], &[alice]).await;
+
+    // Back, without its data: every node writes its set again.
+    let redis = RedisServer::start(dir.path(), Some(port))
+        .await
+        .expect("redis-server restarts");
+    await_health(&a, "ok").await;
+    await_online(&a, &on_a[1].token, &[alice], &[alice]).await;
+
+    a.stop().await;
+    b.stop().await;
+    redis.kill().await;
+}
+
+#[tokio::test]
+async fn a_node_whose_presence_queue_overflows_writes_its_whole_set_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = RedisServer::start(dir.path(), None).await else {
+        return;
+    };
+    let a = node(&redis.url()).await;
+    let b = node_with(&redis.url(), |s| s.cluster.presence_queue = 16).await;
+    await_health(&a, "ok").await;
+    await_health(&b, "ok").await;
+    let reader = a.register("reader").await;
+    // Presence needs no account: B's hub is told of connections directly.
+    let leaving = b.state.hub.connect_user(900, || true);
+    await_online(&a, &reader.token, &[900], &[900]).await;
+
+    // Redis holds every write for a while: B's writer blocks on one batch while
+    // far more changes than its queue takes arrive.
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    drop(leaving);
+    let arrived: Vec<_> = (1000..1300)
+        .map(|u| b.state.hub.connect_user(u, || true))
+        .collect();
+
+    // Once Redis takes writes again, B's set is written whole: the changes the
+    // queue could not take are not lost, and the one that left is gone.
+    let ids: Vec<u64> = std::iter::once(900).chain(1045..1300).collect();
+    let expected: Vec<u64> = (1045..1300).collect();
+    await_online(&a, &reader.token, &ids, &expected).await;
+    await_online(&a, &reader.token, &[1000, 1001], &[1000, 1001]).await;
+
+    drop(arrived);
     a.stop().await;
     b.stop().await;
     redis.kill().await;

@@ -26,6 +26,8 @@ use crate::realtime::{next_event, next_text, Ws};
 const RECONNECT: Duration = Duration::from_secs(20);
 /// How long an event may take to cross the cluster.
 const WAIT: Duration = Duration::from_secs(10);
+/// How long a node that stops heartbeating keeps counting for presence.
+const PRESENCE_TTL_S: u64 = 2;
 
 /// An edge running in this process.
 struct TestEdge {
@@ -57,6 +59,7 @@ fn edge_settings(primary: SocketAddr, redis: &str) -> EdgeSettings {
     s.cluster.reconnect_min_ms = 20;
     s.cluster.reconnect_max_ms = 200;
     s.cluster.heartbeat_ms = 100;
+    s.cluster.presence_ttl_s = PRESENCE_TTL_S;
     s.auth_cache_ms = 300;
     s
 }
@@ -93,6 +96,7 @@ async fn cluster() -> Option<Cluster> {
             s.cluster.reconnect_min_ms = 20;
             s.cluster.reconnect_max_ms = 200;
             s.cluster.heartbeat_ms = 100;
+            s.cluster.presence_ttl_s = PRESENCE_TTL_S;
         })
         .await
     };
@@ -337,10 +341,35 @@ const EDGE_CONFIG: &str = "\
 reconnect_min_ms = 20
 reconnect_max_ms = 200
 heartbeat_ms = 100
+presence_ttl_s = 2
 ";
 
+/// The ids `GET /api/presence` through `api` says are online, of `ids`.
+async fn online(api: &Api, caller: &TestUser, ids: &[u64]) -> Vec<u64> {
+    let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+    let (status, body) = api
+        .get(
+            &format!("/api/presence?user_ids={}", list.join(",")),
+            &caller.token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    serde_json::from_value(body["online"].clone()).unwrap()
+}
+
+/// The next `presence` event on a `/ws` connection.
+async fn presence_event(ws: &mut Ws) -> Value {
+    loop {
+        let e = next_event(ws).await;
+        if e["event"] == "presence" {
+            return e["data"].clone();
+        }
+    }
+}
+
 #[tokio::test]
-async fn clients_of_an_edge_killed_with_sigkill_resume_on_another_edge() {
+async fn an_edge_killed_with_sigkill_stops_counting_for_presence_and_its_clients_resume_elsewhere()
+{
     let Some(c) = cluster().await else { return };
     let redis = c.redis.as_ref().unwrap().url();
     let killed = Binary::start_edge(EDGE_CONFIG, c.primary.addr, &redis).await;
@@ -349,17 +378,47 @@ async fn clients_of_an_edge_killed_with_sigkill_resume_on_another_edge() {
     let alice = c.a.api.register("alice").await;
     let bob = c.a.api.register("bob").await;
 
+    // Bob on edge A watches Alice's presence; Alice connects to the edge that dies.
+    let mut bob_a = ws(c.a.api.addr, &format!("token={}", bob.token)).await;
+    bob_a
+        .send(Message::text(
+            json!({"op": "subscribe", "room": format!("presence:{}", alice.id)}).to_string(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut bob_a).await["event"], "subscribed");
+    assert_eq!(online(&c.a.api, &bob, &[alice.id]).await, Vec::<u64>::new());
     let mut alice_killed = ws(killed.addr, &format!("token={}", alice.token)).await;
+    assert_eq!(
+        presence_event(&mut bob_a).await,
+        json!({"user_id": alice.id, "online": true})
+    );
+    assert_eq!(online(&c.a.api, &bob, &[alice.id]).await, [alice.id]);
     let seen = like(&c.a.api, &c.primary, &alice, &bob).await;
     let e = next_event(&mut alice_killed).await;
     assert_eq!(e["data"]["id"].as_u64(), Some(seen), "{e}");
 
+    // SIGKILL: no goodbye. The edge's heartbeats stop, and within the ttl (plus
+    // one heartbeat of a live node) Alice is offline, announced once.
     killed.stop();
+    assert_eq!(
+        presence_event(&mut bob_a).await,
+        json!({"user_id": alice.id, "online": false})
+    );
+    assert_eq!(online(&c.a.api, &bob, &[alice.id]).await, Vec::<u64>::new());
+
     let missed = like(&c.a.api, &c.primary, &alice, &bob).await;
     let mut alice_a = ws(c.a.api.addr, &format!("token={}&since={seen}", alice.token)).await;
-    announce(&c.primary, "broadcast", "end").await;
+    announce(&c.primary, &format!("user:{}", alice.id), "end").await;
     assert_eq!(
         ws_until(&mut alice_a, "end").await,
         [format!("notification {missed}")]
     );
+    // Alice is back, on edge A: online again, once.
+    assert_eq!(
+        presence_event(&mut bob_a).await,
+        json!({"user_id": alice.id, "online": true})
+    );
+    announce(&c.primary, "broadcast", "quiet").await;
+    assert_eq!(ws_until(&mut bob_a, "quiet").await, Vec::<String>::new());
 }
