@@ -321,6 +321,9 @@ impl Application {
         let resp = resp.map(|listener| tokio::spawn(listener.run(shutdown.clone())));
         let bus_tasks = tokio_util::task::TaskTracker::new();
         if let Some(bus) = &state.cluster {
+            // The primary's publications carry the stored notifications: when
+            // some are lost, the edges are told, and replay them to their clients.
+            bus.announce_gaps();
             bus.start(shutdown.clone(), &bus_tasks);
         }
         bus_tasks.close();

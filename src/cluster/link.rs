@@ -83,6 +83,34 @@ pub(super) async fn publish_loop(
         };
         failures = 0;
         shared.set_state(Side::Publish, Ok(()));
+        if shared.announces_gaps.load(Ordering::Acquire) && shared.gap.swap(false, Ordering::AcqRel)
+        {
+            // At once, not with the next publication: the other nodes' clients
+            // replay what was lost as soon as they can.
+            let notice = redis::cmd("PUBLISH")
+                .arg(&shared.resync_channel)
+                .arg(shared.node.to_string())
+                .clone();
+            let failed = match timeout(
+                shared.settings.command_timeout(),
+                notice.query_async::<i64>(&mut conn),
+            )
+            .await
+            {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(deadline_error("PUBLISH")),
+            };
+            if let Some(error) = failed {
+                shared.gap.store(true, Ordering::Release);
+                shared.set_state(Side::Publish, Err(error));
+                failures += 1;
+                if !pause(backoff(&shared, failures), &shutdown).await {
+                    break;
+                }
+                continue;
+            }
+        }
         let error = loop {
             let first = tokio::select! {
                 biased;
@@ -114,12 +142,22 @@ pub(super) async fn publish_loop(
                 }
             }
             let mut pipe = redis::pipe();
+            if shared.announces_gaps.load(Ordering::Acquire)
+                && shared.gap.swap(false, Ordering::AcqRel)
+            {
+                // Ahead of what follows: a node reading it has received
+                // everything this node published before the loss.
+                pipe.cmd("PUBLISH")
+                    .arg(&shared.resync_channel)
+                    .arg(shared.node.to_string())
+                    .ignore();
+            }
             let mut sent = 0u64;
             for p in &batch {
                 shared.queued.fetch_sub(p.cost(), Ordering::AcqRel);
                 let message = wire::encode(shared.node, p);
                 if message.len() > shared.settings.max_message_bytes {
-                    shared.drop_publication("too_large");
+                    shared.lose_publication("too_large");
                     continue;
                 }
                 pipe.cmd("PUBLISH")
@@ -157,7 +195,7 @@ pub(super) async fn publish_loop(
         // delivered late after the reconnection.
         while let Ok(p) = rx.try_recv() {
             shared.queued.fetch_sub(p.cost(), Ordering::AcqRel);
-            shared.drop_publication("bus_down");
+            shared.lose_publication("bus_down");
         }
         failures += 1;
         if !pause(backoff(&shared, failures), &shutdown).await {
@@ -168,7 +206,7 @@ pub(super) async fn publish_loop(
 
 fn drop_batch(shared: &Shared, n: u64) {
     for _ in 0..n {
-        shared.drop_publication("publish_failed");
+        shared.lose_publication("publish_failed");
     }
 }
 
@@ -177,6 +215,7 @@ pub(super) async fn subscribe_loop(shared: Arc<Shared>, shutdown: CancellationTo
     let heartbeat = Duration::from_millis(shared.settings.heartbeat_ms);
     let deadline = shared.settings.command_timeout();
     let mut failures = 0u32;
+    let mut subscribed_before = false;
     while !shutdown.is_cancelled() {
         let opened = async {
             let mut pubsub = timeout(
@@ -188,10 +227,14 @@ pub(super) async fn subscribe_loop(shared: Arc<Shared>, shutdown: CancellationTo
             .map_err(|e| e.to_string())?;
             // The bus's channel, and Flask-SocketIO's: emitters pointed at the
             // same Redis reach this node's clients directly.
-            let channels: Vec<&str> = [shared.channel.as_str(), &shared.presence_channel]
-                .into_iter()
-                .chain(bridge::CHANNELS)
-                .collect();
+            let channels: Vec<&str> = [
+                shared.channel.as_str(),
+                &shared.presence_channel,
+                &shared.resync_channel,
+            ]
+            .into_iter()
+            .chain(bridge::CHANNELS)
+            .collect();
             timeout(deadline, pubsub.subscribe(channels))
                 .await
                 .map_err(|_| deadline_error("SUBSCRIBE"))?
@@ -211,6 +254,11 @@ pub(super) async fn subscribe_loop(shared: Arc<Shared>, shutdown: CancellationTo
         };
         failures = 0;
         shared.set_state(Side::Subscribe, Ok(()));
+        if subscribed_before {
+            // Whatever passed while this node was not subscribed is lost to it.
+            shared.resync_after_gap();
+        }
+        subscribed_before = true;
         let (mut sink, mut stream) = pubsub.split();
         let error = loop {
             tokio::select! {
@@ -248,6 +296,14 @@ fn receive(shared: &Shared, channel: &str, message: &[u8]) {
         super::presence::receive(shared, message);
         return;
     }
+    if channel == shared.resync_channel {
+        // Another node lost publications: the mark is the last notification
+        // received before its notice, so nothing after it is missed.
+        if message != shared.node.to_string().as_bytes() {
+            shared.resync_after_gap();
+        }
+        return;
+    }
     if channel != shared.channel {
         receive_emit(shared, channel, message);
         return;
@@ -255,6 +311,9 @@ fn receive(shared: &Shared, channel: &str, message: &[u8]) {
     match wire::decode(message, shared.settings.max_message_bytes) {
         Ok(got) if got.node == shared.node => {}
         Ok(got) => {
+            if let Some(id) = got.publication.notification_id() {
+                shared.mark.fetch_max(id, Ordering::AcqRel);
+            }
             shared.hub.publish_from_bus(got.publication);
             shared.stats.received.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("likewise_cluster_received_total").increment(1);

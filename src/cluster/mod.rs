@@ -23,7 +23,14 @@
 //!   nodes, counted in `likewise_cluster_dropped_total{reason}` and logged
 //!   (once per episode, not once per message).
 //! - **Durable notifications are not lost**, because they are stored: a client
-//!   that resumes with `since` receives whatever the bus dropped.
+//!   that resumes with `since` receives whatever the bus dropped. On an edge
+//!   ([`Bus::resync_after_gaps`]) open connections need not reconnect: when its
+//!   subscription to Redis was cut, or when the primary ([`Bus::announce_gaps`])
+//!   says on `{prefix}:resync` that it lost publications (it does so before
+//!   anything else once it can publish again), the edge asks every session to
+//!   replay its user's notifications above the highest id the bus brought
+//!   ([`Hub::resync`]). Notification ids follow commit order and the primary
+//!   publishes in that order, so nothing after that mark has been received.
 //! - Order is kept per publishing node while the connections stay up.
 //!
 //! Faults: both connections have deadlines on connect and on every command, a
@@ -111,6 +118,19 @@ struct Shared {
     channel: String,
     /// Where presence changes are announced (`{prefix}:presence`).
     presence_channel: String,
+    /// Where a node that lost publications says so (`{prefix}:resync`).
+    resync_channel: String,
+    /// Whether this node says so: set on the node whose publications carry
+    /// stored notifications (the primary).
+    announces_gaps: AtomicBool,
+    /// Whether this node replays missed notifications to its clients after a gap
+    /// (an edge: its notifications all come through the bus).
+    resyncs_after_gaps: AtomicBool,
+    /// Set when a publication of this node was lost for the other nodes, until
+    /// the next notice is sent.
+    gap: AtomicBool,
+    /// The highest notification id received from the bus.
+    mark: AtomicU64,
     node: u64,
     hub: Hub,
     /// Bounds on the Flask-SocketIO emits read from Redis.
@@ -150,6 +170,11 @@ impl Bus {
             shown: redact(url),
             channel: settings.channel(),
             presence_channel: settings.presence_channel(),
+            resync_channel: format!("{}:resync", settings.channel_prefix),
+            announces_gaps: AtomicBool::new(false),
+            resyncs_after_gaps: AtomicBool::new(false),
+            gap: AtomicBool::new(false),
+            mark: AtomicU64::new(0),
             // Random, so that restarted or cloned nodes never share an id.
             node: rand::random::<u64>() | 1,
             hub: hub.clone(),
@@ -255,6 +280,24 @@ impl Bus {
         self.shared.presence.settled().await
     }
 
+    /// Makes this node say on Redis when publications of its own were lost
+    /// (Redis unreachable, the queue over budget), before it publishes again:
+    /// for the node whose publications carry stored notifications.
+    pub fn announce_gaps(&self) {
+        self.shared.announces_gaps.store(true, Ordering::Release);
+    }
+
+    /// Makes this node's realtime sessions replay their users' stored
+    /// notifications from the last one the bus brought ([`Hub::resync`]) when
+    /// the bus may have lost some: after its own subscription to Redis was
+    /// cut, and when another node says it lost publications. For a node whose
+    /// notifications all come through the bus (an edge).
+    pub fn resync_after_gaps(&self) {
+        self.shared
+            .resyncs_after_gaps
+            .store(true, Ordering::Release);
+    }
+
     /// Dead nodes whose entries this node has swept.
     pub fn presence_sweeps(&self) -> u64 {
         self.shared.presence.sweeps()
@@ -270,6 +313,23 @@ impl Bus {
 }
 
 impl Shared {
+    /// A publication of this node was lost for the other nodes.
+    fn lose_publication(&self, reason: &'static str) {
+        self.gap.store(true, Ordering::Release);
+        self.drop_publication(reason);
+    }
+
+    /// The other nodes may have missed notifications with ids above the
+    /// highest this node received: its clients replay them (if it follows
+    /// gaps at all).
+    fn resync_after_gap(&self) {
+        if self.resyncs_after_gaps.load(Ordering::Acquire) {
+            let after = self.mark.load(Ordering::Acquire);
+            tracing::info!(after, "cluster bus: publications may have been lost; clients replay the notifications since");
+            self.hub.resync(after);
+        }
+    }
+
     fn drop_publication(&self, reason: &'static str) {
         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("likewise_cluster_dropped_total", "reason" => reason).increment(1);
@@ -316,14 +376,14 @@ impl Tap for Shared {
         if !self.publish_up.load(Ordering::Acquire) {
             // Nothing would drain the queue; what it held would arrive late and
             // stale. Clients that missed a notification recover it with `since`.
-            self.drop_publication("bus_down");
+            self.lose_publication("bus_down");
             return;
         }
         let cost = publication.cost();
         let queued = self.queued.fetch_add(cost, Ordering::AcqRel) + cost;
         if queued > self.settings.queue_bytes {
             self.queued.fetch_sub(cost, Ordering::AcqRel);
-            self.drop_publication("queue_full");
+            self.lose_publication("queue_full");
             if !self.overflowing.swap(true, Ordering::AcqRel) {
                 tracing::warn!(
                     queue_bytes = self.settings.queue_bytes,
@@ -336,7 +396,7 @@ impl Tap for Shared {
         if self.tx.send(publication.clone()).is_err() {
             // The publishing task is gone (shutting down).
             self.queued.fetch_sub(cost, Ordering::AcqRel);
-            self.drop_publication("bus_down");
+            self.lose_publication("bus_down");
         }
     }
 }

@@ -431,6 +431,9 @@ impl Edge {
                 closing.cancelled().await;
                 hub.close();
             });
+            // Every notification reaches this edge through the bus: when the bus
+            // may have lost some, its clients replay them from the primary.
+            node.bus.resync_after_gaps();
             node.bus.start(shutdown.clone(), &bus_tasks);
             let live = RealtimeState {
                 backend: node.primary,

@@ -9,7 +9,9 @@
 //!   starts working (a new sign-in) works at once.
 //! - **Tickets** are one-use: each is spent on the primary, never cached.
 //! - **Post rooms** and **presence choices** are cached for the same window.
-//! - **Replays** are read page by page from the primary, never cached.
+//! - **Replays** are read page by page from the primary, never cached, at most
+//!   [`CONCURRENT_REPLAYS`] pages at once (after the bus lost publications,
+//!   every session of the edge replays at the same moment).
 //!
 //! Every question has a deadline (`[edge] lookup_timeout_ms`); past it, or with
 //! the primary down, the answer is `unavailable`: an upgrade gets 503, a
@@ -93,7 +95,13 @@ pub struct Primary {
     tokens: Cache<[u8; 32], u64>,
     posts: Cache<u64, bool>,
     visible: Cache<u64, bool>,
+    /// Replay pages asked at once: after the bus lost publications every
+    /// session of the edge replays, and the primary answers them a few at a time.
+    replays: tokio::sync::Semaphore,
 }
+
+/// Replay pages an edge asks the primary for at once.
+pub const CONCURRENT_REPLAYS: usize = 16;
 
 impl Primary {
     /// A client of the primary at `base` (`http://host:port`), asking with
@@ -123,6 +131,7 @@ impl Primary {
             tokens: Cache::new(cache_ttl),
             posts: Cache::new(cache_ttl),
             visible: Cache::new(cache_ttl),
+            replays: tokio::sync::Semaphore::new(CONCURRENT_REPLAYS),
         })
     }
 
@@ -195,6 +204,11 @@ impl Backend for Primary {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Notification>, ApiError>> {
         Box::pin(async move {
+            let _turn = self
+                .replays
+                .acquire()
+                .await
+                .map_err(|_| ApiError::Unavailable("the edge is shutting down".into()))?;
             let path =
                 format!("/api/cluster/notifications?user_id={user}&after={after}&limit={limit}");
             let request = self.client.get(self.url(&path));

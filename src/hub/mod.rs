@@ -488,6 +488,8 @@ struct HubInner {
     limits: OutputLimits,
     started: Instant,
     closing: CancellationToken,
+    /// The last [`Hub::resync`] asked for (`None` before any).
+    resync: tokio::sync::watch::Sender<Option<u64>>,
     stats: HubStats,
     connections: [AtomicU64; 3],
     presence: presence::Registry,
@@ -517,6 +519,7 @@ impl Hub {
                 },
                 started: Instant::now(),
                 closing: CancellationToken::new(),
+                resync: tokio::sync::watch::Sender::new(None),
                 stats: HubStats::default(),
                 connections: Default::default(),
                 presence: presence::Registry::default(),
@@ -820,6 +823,21 @@ impl Hub {
     /// Cancelled once the hub is closing.
     pub fn closing(&self) -> &CancellationToken {
         &self.inner.closing
+    }
+
+    /// Asks every realtime session of this node to replay its user's stored
+    /// notifications with ids above `after` (or above the last one it sent, if
+    /// higher), skipping what it already sent: called when the node may have
+    /// missed notifications published elsewhere (its cluster bus was cut off).
+    pub fn resync(&self, after: u64) {
+        self.inner.resync.send_replace(Some(after));
+    }
+
+    /// Follows [`Hub::resync`] requests made from now on.
+    pub fn resyncs(&self) -> tokio::sync::watch::Receiver<Option<u64>> {
+        let mut rx = self.inner.resync.subscribe();
+        rx.mark_unchanged();
+        rx
     }
 }
 

@@ -296,7 +296,6 @@ async fn resuming_with_since_loses_nothing_across_a_redis_restart_and_a_lost_edg
         like(&c.a.api, &c.primary, &alice, &bob).await,
         like(&c.a.api, &c.primary, &alice, &bob).await,
     ];
-    drop(alice_b);
 
     // Redis is back: the nodes reconnect by themselves.
     let dir = tempfile::tempdir().unwrap();
@@ -304,9 +303,19 @@ async fn resuming_with_since_loses_nothing_across_a_redis_restart_and_a_lost_edg
     for api in [&c.primary.api, &c.a.api, &c.b.api] {
         await_health(api, "ok").await;
     }
-    // Alice resumes on edge B from the last notification she saw: she gets the
-    // ones she missed, each once, then live ones.
-    let mut alice_b = ws(
+    // The connection Alice kept open on edge B through the outage gets what it
+    // missed, in order, without reconnecting: the edge replays it from the primary.
+    for id in missed {
+        let e = next_event(&mut alice_b).await;
+        assert_eq!(
+            (&e["event"], e["data"]["id"].as_u64()),
+            (&json!("new_notification"), Some(id)),
+            "{e}"
+        );
+    }
+    // A client that reconnected instead resumes with since: the same ones, once,
+    // then live ones; and the kept connection gets nothing twice.
+    let mut resumed = ws(
         c.b.api.addr,
         &format!("token={}&since={first}", alice.token),
     )
@@ -317,7 +326,12 @@ async fn resuming_with_since_loses_nothing_across_a_redis_restart_and_a_lost_edg
         .iter()
         .map(|id| format!("notification {id}"))
         .collect();
-    assert_eq!(ws_until(&mut alice_b, "end").await, expected);
+    assert_eq!(ws_until(&mut resumed, "end").await, expected);
+    assert_eq!(
+        ws_until(&mut alice_b, "end").await,
+        [format!("notification {live}")]
+    );
+    drop(resumed);
 
     // Edge B goes away: Alice reconnects to edge A and resumes there.
     drop(alice_b);

@@ -167,6 +167,11 @@ pub(crate) trait Session: Send {
     fn next_page(&mut self, ctx: &mut Ctx<'_>) -> impl Future<Output = Vec<Out>> + Send;
     /// A publication for this connection; `None` to skip it (a replayed duplicate).
     fn on_delivery(&mut self, delivery: &Delivery) -> Option<Bytes>;
+    /// The node may have missed notifications with ids above `after` (see
+    /// [`Hub::resync`]): replay the user's stored ones above `after`, or above
+    /// the last one this connection sent if higher, before further live ones.
+    /// A session already replaying, or not signed in yet, has nothing to do.
+    fn resync(&mut self, after: u64);
     /// A heartbeat tick: `last_seen` is when the peer last sent anything.
     fn on_tick(&mut self, now: Instant, last_seen: Instant) -> Vec<Out>;
     /// How often [`Session::on_tick`] runs.

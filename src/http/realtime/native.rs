@@ -97,6 +97,8 @@ pub(crate) struct NativeSession {
     since: Option<u64>,
     replay: Option<Replay>,
     replayed_up_to: u64,
+    /// The highest notification id this connection has sent.
+    sent_up_to: u64,
     timing: Timing,
     ping_sent: Option<Instant>,
 }
@@ -118,6 +120,7 @@ impl NativeSession {
             since,
             replay: None,
             replayed_up_to: 0,
+            sent_up_to: 0,
             timing,
             ping_sent: None,
         }
@@ -169,6 +172,7 @@ impl Session for NativeSession {
             })
             .await;
         self.replayed_up_to = replay.replayed_up_to();
+        self.sent_up_to = self.sent_up_to.max(self.replayed_up_to);
         if replay.done() {
             self.replay = None;
         }
@@ -176,7 +180,16 @@ impl Session for NativeSession {
     }
 
     fn on_delivery(&mut self, d: &Delivery) -> Option<Bytes> {
-        not_replayed(d, self.replayed_up_to).then(|| d.publication.envelope().clone())
+        let frame = not_replayed(d, self.replayed_up_to).then(|| d.publication.envelope().clone());
+        self.sent_up_to = session::sent_up_to(self.sent_up_to, d, frame.is_some());
+        frame
+    }
+
+    fn resync(&mut self, after: u64) {
+        if self.replay.is_none() {
+            let from = after.max(self.sent_up_to);
+            self.replay = Some(Replay::new(self.user, from));
+        }
     }
 
     fn on_tick(&mut self, now: Instant, last_seen: Instant) -> Vec<Out> {

@@ -734,6 +734,7 @@ impl Driver {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         let closing = self.hub.closing().clone();
+        let mut resyncs = self.hub.resyncs();
         let mut ended: Option<(u16, String)> = None;
         while ended.is_none() {
             if poll.as_ref().is_some_and(|p| p.tx.is_closed()) {
@@ -751,6 +752,12 @@ impl Driver {
                 now = tick.tick() => {
                     let now = now.into_std();
                     Turn::Actions(session.on_tick(now, now))
+                }
+                Ok(()) = resyncs.changed() => {
+                    if let Some(after) = *resyncs.borrow_and_update() {
+                        session.resync(after);
+                    }
+                    Turn::Actions(Vec::new())
                 }
                 // One replay page at a time: the next is read once a GET took this one.
                 () = std::future::ready(()), if replaying && pending.packets.is_empty() => {

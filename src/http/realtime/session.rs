@@ -81,6 +81,14 @@ pub(crate) fn not_replayed(d: &Delivery, replayed_up_to: u64) -> bool {
         .is_none_or(|id| id > replayed_up_to)
 }
 
+/// The highest notification id a connection has sent, after `d` (sent or not).
+pub(crate) fn sent_up_to(before: u64, d: &Delivery, sent: bool) -> u64 {
+    match d.publication.notification_id() {
+        Some(id) if sent => before.max(id),
+        _ => before,
+    }
+}
+
 /// A `since` replay in progress: the user's notifications newer than `after`,
 /// oldest first, one page at a time.
 #[derive(Debug, Clone, PartialEq)]

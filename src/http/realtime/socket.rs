@@ -372,6 +372,7 @@ where
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let closing = hub.closing().clone();
+    let mut resyncs = hub.resyncs();
     let writer = &mut link.writer;
     let inbound = &mut link.inbound;
 
@@ -407,6 +408,12 @@ where
                     vec![Out::Close(close::GOING_AWAY, "the server is shutting down".into())]
                 }
                 now = tick.tick() => session.on_tick(now.into_std(), last_seen),
+                Ok(()) = resyncs.changed() => {
+                    if let Some(after) = *resyncs.borrow_and_update() {
+                        session.resync(after);
+                    }
+                    Vec::new()
+                }
                 // One replay page at a time: written before the next is read.
                 () = std::future::ready(()), if replaying => {
                     let mut ctx = Ctx { backend: backend.as_ref(), hub: &hub, sub: &mut sub };

@@ -277,6 +277,8 @@ pub(crate) struct SocketIoSession {
     user: Option<u64>,
     replay: Option<Replay>,
     replayed_up_to: u64,
+    /// The highest notification id this connection has sent.
+    sent_up_to: u64,
     timing: Timing,
     max_payload: usize,
     ping_sent: Option<Instant>,
@@ -307,6 +309,7 @@ impl SocketIoSession {
             user: None,
             replay: None,
             replayed_up_to: 0,
+            sent_up_to: 0,
             timing,
             max_payload,
             ping_sent: None,
@@ -483,6 +486,7 @@ impl Session for SocketIoSession {
             })
             .await;
         self.replayed_up_to = replay.replayed_up_to();
+        self.sent_up_to = self.sent_up_to.max(self.replayed_up_to);
         if replay.done() {
             self.replay = None;
         }
@@ -490,7 +494,17 @@ impl Session for SocketIoSession {
     }
 
     fn on_delivery(&mut self, d: &Delivery) -> Option<Bytes> {
-        not_replayed(d, self.replayed_up_to).then(|| d.publication.frame(&EVENT_PACKET))
+        let frame =
+            not_replayed(d, self.replayed_up_to).then(|| d.publication.frame(&EVENT_PACKET));
+        self.sent_up_to = session::sent_up_to(self.sent_up_to, d, frame.is_some());
+        frame
+    }
+
+    fn resync(&mut self, after: u64) {
+        if let (Some(user), None) = (self.user, &self.replay) {
+            let from = after.max(self.sent_up_to);
+            self.replay = Some(Replay::new(user, from));
+        }
     }
 
     fn on_tick(&mut self, now: Instant, _last_seen: Instant) -> Vec<Out> {
