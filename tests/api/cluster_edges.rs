@@ -20,7 +20,7 @@ use likewise::edge::{Edge, EdgeSettings};
 use crate::cluster::{announce, received_until, texts, RedisServer};
 use crate::helpers::{spawn_app_with, Api, Binary, TestApp, TestUser, ADMIN_TOKEN};
 use crate::presence::sio_event;
-use crate::realtime::{next_event, next_text, Ws};
+use crate::realtime::{close_code, next_event, next_text, Ws};
 
 /// How long a node gets to notice Redis going or coming back.
 const RECONNECT: Duration = Duration::from_secs(20);
@@ -435,4 +435,78 @@ async fn an_edge_killed_with_sigkill_stops_counting_for_presence_and_its_clients
     );
     announce(&c.primary, "broadcast", "quiet").await;
     assert_eq!(ws_until(&mut bob_a, "quiet").await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn hostile_clients_of_an_edge_get_the_primarys_refusals_and_the_edges_limits() {
+    let Some(c) = cluster().await else { return };
+    let alice = c.a.api.register("alice").await;
+    let edge = c.b.api.addr;
+
+    // Credentials the primary refuses are refused on the edge, in the API's shape.
+    for (query, status) in [
+        ("token=not-a-token", StatusCode::UNAUTHORIZED),
+        (
+            &format!("token={ADMIN_TOKEN}") as &str,
+            StatusCode::FORBIDDEN,
+        ),
+        ("ticket=never-issued", StatusCode::UNAUTHORIZED),
+        ("", StatusCode::UNAUTHORIZED),
+    ] {
+        match tokio_tungstenite::connect_async(format!("ws://{edge}/ws?{query}")).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), status, "{query}")
+            }
+            other => panic!("{query}: {:?}", other.map(|_| "connected")),
+        }
+    }
+    // A Socket.IO CONNECT with a bad token gets a connect_error.
+    let (mut sio, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{edge}/socket.io/?EIO=4&transport=websocket"
+    ))
+    .await
+    .unwrap();
+    assert!(next_text(&mut sio).await.starts_with('0'));
+    sio.send(Message::text(r#"40{"token":"nope"}"#))
+        .await
+        .unwrap();
+    let refused = next_text(&mut sio).await;
+    assert!(
+        refused.starts_with("44{") && refused.contains("unauthorized"),
+        "{refused}"
+    );
+
+    // The edge's own limits bound its connections: an oversized message is closed.
+    let mut ws = ws(edge, &format!("token={}", alice.token)).await;
+    let max = likewise::config::Limits::default().max_ws_message_bytes;
+    ws.send(Message::text("x".repeat(max + 1))).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, 1009);
+
+    // The routes edges ask are the admin's only, and bounded.
+    let (status, body) = c
+        .primary
+        .get(
+            &format!("/api/cluster/notifications?user_id={}&limit=1001", alice.id),
+            ADMIN_TOKEN,
+        )
+        .await;
+    crate::helpers::assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    let (status, body) = c
+        .primary
+        .post(
+            "/api/cluster/auth",
+            ADMIN_TOKEN,
+            json!({"token": alice.token, "ticket": "both"}),
+        )
+        .await;
+    crate::helpers::assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    let (status, body) = c
+        .primary
+        .post(
+            "/api/cluster/auth",
+            &alice.token,
+            json!({"token": alice.token}),
+        )
+        .await;
+    crate::helpers::assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
 }

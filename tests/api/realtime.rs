@@ -63,7 +63,7 @@ async fn event_named(ws: &mut Ws, name: &str) -> Value {
 }
 
 /// Reads until the server's close frame; returns its code.
-async fn close_code(ws: &mut Ws) -> u16 {
+pub(crate) async fn close_code(ws: &mut Ws) -> u16 {
     loop {
         let msg = tokio::time::timeout(WAIT, ws.next())
             .await
