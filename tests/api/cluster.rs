@@ -98,6 +98,20 @@ async fn node_with(
     .await
 }
 
+/// A `redis-server` in `dir` and two nodes on it, each with `tweak` applied,
+/// once both are connected; `None` when redis-server is not installed.
+async fn two_nodes(
+    dir: &Path,
+    tweak: impl Fn(&mut likewise::config::Settings) + Clone,
+) -> Option<(RedisServer, TestApp, TestApp)> {
+    let redis = RedisServer::start(dir, None).await?;
+    let a = node_with(&redis.url(), tweak.clone()).await;
+    let b = node_with(&redis.url(), tweak).await;
+    await_health(&a, "ok").await;
+    await_health(&b, "ok").await;
+    Some((redis, a, b))
+}
+
 async fn health(app: &TestApp) -> (StatusCode, Value) {
     let resp = app
         .client
@@ -166,13 +180,9 @@ pub(crate) fn texts(events: &[Value]) -> Vec<String> {
 #[tokio::test]
 async fn two_nodes_share_events_through_redis_once_each_and_survive_its_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = RedisServer::start(dir.path(), None).await else {
+    let Some((redis, a, b)) = two_nodes(dir.path(), |_| {}).await else {
         return;
     };
-    let a = node(&redis.url()).await;
-    let b = node(&redis.url()).await;
-    await_health(&a, "ok").await;
-    await_health(&b, "ok").await;
 
     // The same accounts on both nodes (each has its own store): the ids match.
     let author_a = a.register("author").await;
@@ -360,16 +370,12 @@ async fn garbage_on_the_bus_channel_is_counted_and_dropped_and_the_node_carries_
 #[tokio::test]
 async fn a_resp_publish_on_one_node_reaches_resp_and_socket_clients_on_the_other() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = RedisServer::start(dir.path(), None).await else {
-        return;
-    };
     let with_resp = |s: &mut likewise::config::Settings| {
         s.resp = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     };
-    let a = node_with(&redis.url(), with_resp).await;
-    let b = node_with(&redis.url(), with_resp).await;
-    await_health(&a, "ok").await;
-    await_health(&b, "ok").await;
+    let Some((redis, a, b)) = two_nodes(dir.path(), with_resp).await else {
+        return;
+    };
     let user = b.register("reader").await;
     let mut ws = connect_user(&b, &user).await;
     join(&mut ws, "public:lobby").await;
@@ -414,13 +420,9 @@ async fn a_resp_publish_on_one_node_reaches_resp_and_socket_clients_on_the_other
 #[tokio::test]
 async fn a_flask_socketio_emit_into_the_real_redis_reaches_clients_on_every_node_once_each() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = RedisServer::start(dir.path(), None).await else {
+    let Some((redis, a, b)) = two_nodes(dir.path(), |_| {}).await else {
         return;
     };
-    let a = node(&redis.url()).await;
-    let b = node(&redis.url()).await;
-    await_health(&a, "ok").await;
-    await_health(&b, "ok").await;
     let user_a = a.register("reader_a").await;
     let user_b = b.register("reader_b").await;
     let mut ws_a = connect_user(&a, &user_a).await;
@@ -633,13 +635,9 @@ fn presence(user: u64, online: bool) -> Value {
 #[tokio::test]
 async fn a_user_is_online_while_any_node_holds_a_connection_and_each_change_is_announced_once() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = RedisServer::start(dir.path(), None).await else {
+    let Some((redis, a, b)) = two_nodes(dir.path(), |_| {}).await else {
         return;
     };
-    let a = node(&redis.url()).await;
-    let b = node(&redis.url()).await;
-    await_health(&a, "ok").await;
-    await_health(&b, "ok").await;
     let (on_a, on_b) = same_users(&a, &b, &["alice", "watcher"]).await;
     let alice = on_a[0].id;
     let room = format!("presence:{alice}");
@@ -701,13 +699,9 @@ async fn a_user_is_online_while_any_node_holds_a_connection_and_each_change_is_a
 async fn a_hidden_user_is_never_announced_nor_listed_and_a_choice_made_on_one_node_applies_to_all()
 {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = RedisServer::start(dir.path(), None).await else {
+    let Some((redis, a, b)) = two_nodes(dir.path(), |_| {}).await else {
         return;
     };
-    let a = node(&redis.url()).await;
-    let b = node(&redis.url()).await;
-    await_health(&a, "ok").await;
-    await_health(&b, "ok").await;
     let (on_a, on_b) = same_users(&a, &b, &["shy", "watcher"]).await;
     let shy = on_a[0].id;
     let room = format!("presence:{shy}");
@@ -768,15 +762,11 @@ async fn a_hidden_user_is_never_announced_nor_listed_and_a_choice_made_on_one_no
 #[tokio::test]
 async fn a_node_whose_heartbeats_stop_stops_counting_within_the_ttl_with_one_offline_event() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = RedisServer::start(dir.path(), None).await else {
-        return;
-    };
     let ttl = Duration::from_secs(1);
     let short_ttl = |s: &mut likewise::config::Settings| s.cluster.presence_ttl_s = 1;
-    let a = node_with(&redis.url(), short_ttl).await;
-    let b = node_with(&redis.url(), short_ttl).await;
-    await_health(&a, "ok").await;
-    await_health(&b, "ok").await;
+    let Some((redis, a, b)) = two_nodes(dir.path(), short_ttl).await else {
+        return;
+    };
     let (on_a, on_b) = same_users(&a, &b, &["alice", "bob", "watcher"]).await;
     let (alice, bob, watcher) = (on_a[0].id, on_a[1].id, &on_a[2]);
     let mut w = connect_user(&a, watcher).await;
@@ -832,15 +822,11 @@ async fn a_node_whose_heartbeats_stop_stops_counting_within_the_ttl_with_one_off
 #[tokio::test]
 async fn a_node_that_stops_gracefully_takes_its_users_offline_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = RedisServer::start(dir.path(), None).await else {
-        return;
-    };
     // A long ttl: only the graceful leave can explain an offline event in time.
     let long_ttl = |s: &mut likewise::config::Settings| s.cluster.presence_ttl_s = 600;
-    let a = node_with(&redis.url(), long_ttl).await;
-    let b = node_with(&redis.url(), long_ttl).await;
-    await_health(&a, "ok").await;
-    await_health(&b, "ok").await;
+    let Some((redis, a, b)) = two_nodes(dir.path(), long_ttl).await else {
+        return;
+    };
     let (on_a, on_b) = same_users(&a, &b, &["alice", "watcher"]).await;
     let alice = on_a[0].id;
     let room = format!("presence:{alice}");
@@ -868,13 +854,9 @@ async fn a_node_that_stops_gracefully_takes_its_users_offline_at_once() {
 #[tokio::test]
 async fn without_redis_presence_is_read_from_the_node_and_is_rebuilt_when_redis_comes_back_empty() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(redis) = RedisServer::start(dir.path(), None).await else {
+    let Some((redis, a, b)) = two_nodes(dir.path(), |_| {}).await else {
         return;
     };
-    let a = node(&redis.url()).await;
-    let b = node(&redis.url()).await;
-    await_health(&a, "ok").await;
-    await_health(&b, "ok").await;
     let (on_a, on_b) = same_users(&a, &b, &["alice", "watcher"]).await;
     let alice = on_a[0].id;
     let _alice_b = connect_user(&b, &on_b[0]).await;
