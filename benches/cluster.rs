@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use likewise::cluster::{Bus, ClusterSettings};
 use likewise::config::Settings;
 use likewise::edge::{Edge, EdgeSettings};
@@ -50,7 +50,6 @@ use likewise::resp::bridge::Bounds;
 use likewise::startup::Application;
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -378,7 +377,7 @@ impl Nodes {
         let (_, token) = http.register(self.primary, "bus-probe").await;
         for addr in &self.realtime {
             let mut ws = open(*addr, &token).await.expect("probe websocket");
-            subscribe(&mut ws, "public:probe").await;
+            common::subscribe(&mut ws, "public:probe").await;
             let deadline = Instant::now() + Duration::from_secs(20);
             'probe: loop {
                 assert!(Instant::now() < deadline, "the bus never reached {addr}");
@@ -492,7 +491,7 @@ impl Http {
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+use common::Ws;
 
 /// Opens a websocket on `addr` with a session token and waits for `ready`.
 async fn open(addr: SocketAddr, token: &str) -> Result<Ws, String> {
@@ -506,20 +505,6 @@ async fn open(addr: SocketAddr, token: &str) -> Result<Ws, String> {
     match ws.next().await {
         Some(Ok(m)) if m.to_text().unwrap_or("").contains("\"ready\"") => Ok(ws),
         other => Err(format!("no ready event from {addr}: {other:?}")),
-    }
-}
-
-async fn subscribe(ws: &mut Ws, room: &str) {
-    ws.send(Message::text(
-        json!({"op": "subscribe", "room": room}).to_string(),
-    ))
-    .await
-    .expect("send");
-    loop {
-        let m = ws.next().await.expect("open").expect("ok");
-        if m.to_text().unwrap_or("").contains("\"subscribed\"") {
-            return;
-        }
     }
 }
 
@@ -688,7 +673,7 @@ async fn fan_out(nodes: &Nodes, token: &str) -> (FanOut, FanOut) {
     for i in 0..FANOUT_SUBSCRIBERS {
         let addr = nodes.realtime[i % nodes.realtime.len()];
         let mut ws = open(addr, token).await.expect("fan-out websocket");
-        subscribe(&mut ws, "public:fanout").await;
+        common::subscribe(&mut ws, "public:fanout").await;
         let (tally, spread) = (tally.clone(), spread.clone());
         readers.push(tokio::spawn(async move {
             while let Some(Ok(m)) = ws.next().await {

@@ -19,10 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::net::TcpSocket;
-use tokio_tungstenite::tungstenite::Message;
 
 const ADMIN: &str = "bench-admin-token-0123456789abcdef";
 
@@ -126,7 +125,7 @@ impl Api {
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+use common::Ws;
 
 /// Opens a websocket from source address 127.0.0.`source`.
 async fn open(addr: SocketAddr, token: &str, source: u8) -> Ws {
@@ -142,20 +141,6 @@ async fn open(addr: SocketAddr, token: &str, source: u8) -> Ws {
     let ready = ws.next().await.expect("ready").expect("ready ok");
     assert!(ready.to_text().unwrap_or("").contains("\"ready\""));
     ws
-}
-
-async fn subscribe(ws: &mut Ws, room: &str) {
-    ws.send(Message::text(
-        json!({"op": "subscribe", "room": room}).to_string(),
-    ))
-    .await
-    .expect("send");
-    loop {
-        let m = ws.next().await.expect("open").expect("ok");
-        if m.to_text().unwrap_or("").contains("\"subscribed\"") {
-            return;
-        }
-    }
 }
 
 /// Counts every text message a set of connections receives.
@@ -194,7 +179,7 @@ async fn fan_out(api: &Api, server: &Server, token: &str) {
     let mut conns = Vec::with_capacity(SUBSCRIBERS);
     for _ in 0..SUBSCRIBERS {
         let mut ws = open(server.addr, token, 1).await;
-        subscribe(&mut ws, "public:fanout").await;
+        common::subscribe(&mut ws, "public:fanout").await;
         conns.push(ws);
     }
     let counter = Arc::new(AtomicU64::new(0));
@@ -232,7 +217,7 @@ async fn many_rooms(api: &Api, server: &Server, token: &str) {
     let mut conns = Vec::with_capacity(ROOMS);
     for i in 0..ROOMS {
         let mut ws = open(server.addr, token, 1).await;
-        subscribe(&mut ws, &format!("public:solo:{i}")).await;
+        common::subscribe(&mut ws, &format!("public:solo:{i}")).await;
         conns.push(ws);
     }
     let counter = Arc::new(AtomicU64::new(0));
@@ -401,23 +386,9 @@ async fn idle_memory(server: &Server, token: &str) {
     drop(conns);
 }
 
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; any other filter argument is ignored.
-    raise_fd_limit();
+    common::raise_fd_limit();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,6 +1,7 @@
 //! What several benches measure the same way: a data directory's size, a process's
-//! memory from `/proc`, the open-file limit, and the HTTP client they load the
-//! server with. Each bench includes this module with `mod common;`.
+//! memory from `/proc`, the open-file limit, the HTTP client they load the server
+//! with, and joining a room over `/ws`. Each bench includes this module with
+//! `mod common;`.
 
 #![allow(dead_code)] // not every bench uses every helper
 
@@ -63,4 +64,23 @@ pub fn client() -> reqwest::Client {
         .pool_max_idle_per_host(1)
         .build()
         .expect("client")
+}
+
+/// A `/ws` client connection (plain TCP).
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Joins `room` over `/ws` and waits for the confirmation.
+pub async fn subscribe(ws: &mut Ws, room: &str) {
+    use futures::{SinkExt, StreamExt};
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        serde_json::json!({"op": "subscribe", "room": room}).to_string(),
+    ))
+    .await
+    .expect("send");
+    loop {
+        let m = ws.next().await.expect("open").expect("ok");
+        if m.to_text().unwrap_or("").contains("\"subscribed\"") {
+            return;
+        }
+    }
 }
