@@ -528,20 +528,10 @@ async fn same_users(a: &TestApp, b: &TestApp, names: &[&str]) -> (Vec<TestUser>,
     (on_a, on_b)
 }
 
-/// `GET /api/presence` on `app`.
-async fn online_on(app: &TestApp, token: &str, ids: &[u64]) -> Vec<u64> {
-    let list: Vec<String> = ids.iter().map(u64::to_string).collect();
-    let (status, body) = app
-        .get(&format!("/api/presence?user_ids={}", list.join(",")), token)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    serde_json::from_value(body["online"].clone()).unwrap()
-}
-
 /// Waits until `GET /api/presence` on `app` answers `expected`.
 async fn await_online(app: &TestApp, token: &str, ids: &[u64], expected: &[u64]) {
     app.eventually(RECONNECT, || async {
-        (online_on(app, token, ids).await == expected).then_some(())
+        (app.online(token, ids).await == expected).then_some(())
     })
     .await;
 }
@@ -643,7 +633,7 @@ async fn a_user_is_online_while_any_node_holds_a_connection_and_each_change_is_a
     let room = format!("presence:{alice}");
     let mut w = connect_user(&a, &on_a[1]).await;
     join(&mut w, &room).await;
-    assert!(online_on(&a, &on_a[1].token, &[alice]).await.is_empty());
+    assert!(a.online(&on_a[1].token, &[alice]).await.is_empty());
 
     // Connected on B: online through A, announced once.
     let alice_b = connect_user(&b, &on_b[0]).await;
@@ -659,7 +649,7 @@ async fn a_user_is_online_while_any_node_holds_a_connection_and_each_change_is_a
         &[alice, on_a[1].id],
     )
     .await;
-    assert_eq!(online_on(&b, &on_b[1].token, &[alice]).await, [alice]);
+    assert_eq!(b.online(&on_b[1].token, &[alice]).await, [alice]);
 
     // A second connection, on A: nothing new to announce.
     let mut alice_a = connect_user(&a, &on_a[0]).await;
@@ -676,7 +666,7 @@ async fn a_user_is_online_while_any_node_holds_a_connection_and_each_change_is_a
         presence_settled(&[&a, &b], &redis, &mut w, &room, "b closed").await,
         Vec::<Value>::new()
     );
-    assert_eq!(online_on(&b, &on_b[1].token, &[alice]).await, [alice]);
+    assert_eq!(b.online(&on_b[1].token, &[alice]).await, [alice]);
 
     // A's closes: offline, announced once.
     alice_a.close(None).await.unwrap();
@@ -685,8 +675,8 @@ async fn a_user_is_online_while_any_node_holds_a_connection_and_each_change_is_a
         presence_settled(&[&a, &b], &redis, &mut w, &room, "a closed").await,
         [presence(alice, false)]
     );
-    assert!(online_on(&a, &on_a[1].token, &[alice]).await.is_empty());
-    assert!(online_on(&b, &on_b[1].token, &[alice]).await.is_empty());
+    assert!(a.online(&on_a[1].token, &[alice]).await.is_empty());
+    assert!(b.online(&on_b[1].token, &[alice]).await.is_empty());
     let metrics = a.text("/metrics").await;
     assert!(metrics.contains("likewise_cluster_presence_users"));
 
@@ -719,8 +709,8 @@ async fn a_hidden_user_is_never_announced_nor_listed_and_a_choice_made_on_one_no
         presence_settled(&[&a, &b], &redis, &mut w, &room, "hidden").await,
         Vec::<Value>::new()
     );
-    assert!(online_on(&a, &on_a[1].token, &[shy]).await.is_empty());
-    assert!(online_on(&b, &on_b[1].token, &[shy]).await.is_empty());
+    assert!(a.online(&on_a[1].token, &[shy]).await.is_empty());
+    assert!(b.online(&on_b[1].token, &[shy]).await.is_empty());
 
     // Shown through A: B's entry follows too (B's store still says hidden).
     assert_eq!(
@@ -731,7 +721,7 @@ async fn a_hidden_user_is_never_announced_nor_listed_and_a_choice_made_on_one_no
         presence_settled(&[&a, &b], &redis, &mut w, &room, "shown").await,
         [presence(shy, true)]
     );
-    assert_eq!(online_on(&b, &on_b[1].token, &[shy]).await, [shy]);
+    assert_eq!(b.online(&on_b[1].token, &[shy]).await, [shy]);
 
     // Hidden again through B: A's entry follows.
     assert_eq!(
@@ -742,7 +732,7 @@ async fn a_hidden_user_is_never_announced_nor_listed_and_a_choice_made_on_one_no
         presence_settled(&[&a, &b], &redis, &mut w, &room, "hidden again").await,
         [presence(shy, false)]
     );
-    assert!(online_on(&a, &on_a[1].token, &[shy]).await.is_empty());
+    assert!(a.online(&on_a[1].token, &[shy]).await.is_empty());
 
     // A hidden user's closes are silent.
     drop(shy_a);
@@ -808,7 +798,7 @@ async fn a_node_whose_heartbeats_stop_stops_counting_within_the_ttl_with_one_off
             "announced once"
         );
     }
-    assert_eq!(online_on(&a, &watcher.token, &[alice, bob]).await, [bob]);
+    assert_eq!(a.online(&watcher.token, &[alice, bob]).await, [bob]);
     assert!(a
         .text("/metrics")
         .await
@@ -841,7 +831,7 @@ async fn a_node_that_stops_gracefully_takes_its_users_offline_at_once() {
 
     b.stop().await;
     assert_eq!(next_presence(&mut w).await, presence(alice, false));
-    assert!(online_on(&a, &on_a[1].token, &[alice]).await.is_empty());
+    assert!(a.online(&on_a[1].token, &[alice]).await.is_empty());
     assert_eq!(
         presence_settled(&[&a], &redis, &mut w, &room, "after").await,
         Vec::<Value>::new()

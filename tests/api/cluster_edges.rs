@@ -358,19 +358,6 @@ heartbeat_ms = 100
 presence_ttl_s = 2
 ";
 
-/// The ids `GET /api/presence` through `api` says are online, of `ids`.
-async fn online(api: &Api, caller: &TestUser, ids: &[u64]) -> Vec<u64> {
-    let list: Vec<String> = ids.iter().map(u64::to_string).collect();
-    let (status, body) = api
-        .get(
-            &format!("/api/presence?user_ids={}", list.join(",")),
-            &caller.token,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    serde_json::from_value(body["online"].clone()).unwrap()
-}
-
 /// The next `presence` event on a `/ws` connection.
 async fn presence_event(ws: &mut Ws) -> Value {
     loop {
@@ -401,13 +388,16 @@ async fn an_edge_killed_with_sigkill_stops_counting_for_presence_and_its_clients
         .await
         .unwrap();
     assert_eq!(next_event(&mut bob_a).await["event"], "subscribed");
-    assert_eq!(online(&c.a.api, &bob, &[alice.id]).await, Vec::<u64>::new());
+    assert_eq!(
+        c.a.api.online(&bob.token, &[alice.id]).await,
+        Vec::<u64>::new()
+    );
     let mut alice_killed = ws(killed.addr, &format!("token={}", alice.token)).await;
     assert_eq!(
         presence_event(&mut bob_a).await,
         json!({"user_id": alice.id, "online": true})
     );
-    assert_eq!(online(&c.a.api, &bob, &[alice.id]).await, [alice.id]);
+    assert_eq!(c.a.api.online(&bob.token, &[alice.id]).await, [alice.id]);
     let seen = like(&c.a.api, &c.primary, &alice, &bob).await;
     let e = next_event(&mut alice_killed).await;
     assert_eq!(e["data"]["id"].as_u64(), Some(seen), "{e}");
@@ -419,7 +409,10 @@ async fn an_edge_killed_with_sigkill_stops_counting_for_presence_and_its_clients
         presence_event(&mut bob_a).await,
         json!({"user_id": alice.id, "online": false})
     );
-    assert_eq!(online(&c.a.api, &bob, &[alice.id]).await, Vec::<u64>::new());
+    assert_eq!(
+        c.a.api.online(&bob.token, &[alice.id]).await,
+        Vec::<u64>::new()
+    );
 
     let missed = like(&c.a.api, &c.primary, &alice, &bob).await;
     let mut alice_a = ws(c.a.api.addr, &format!("token={}&since={seen}", alice.token)).await;

@@ -193,6 +193,16 @@ impl Api {
     }
 
     /// Registers `name` with a fixed good password.
+    /// Which of `ids` `GET /api/presence` says are online, asked with `token`.
+    pub async fn online(&self, token: &str, ids: &[u64]) -> Vec<u64> {
+        let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+        let (status, body) = self
+            .get(&format!("/api/presence?user_ids={}", list.join(",")), token)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        serde_json::from_value(body["online"].clone()).expect("a list of ids")
+    }
+
     pub async fn register(&self, name: &str) -> TestUser {
         let (status, body) = self
             .call(

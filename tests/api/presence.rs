@@ -69,15 +69,6 @@ async fn marker(app: &TestApp, room: &str, n: u64) {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
-async fn online(app: &TestApp, token: &str, ids: &[u64]) -> Vec<u64> {
-    let list: Vec<String> = ids.iter().map(u64::to_string).collect();
-    let (status, body) = app
-        .get(&format!("/api/presence?user_ids={}", list.join(",")), token)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    serde_json::from_value(body["online"].clone()).unwrap()
-}
-
 /// Waits until the server counts `n` open connections of `transport`.
 async fn connections_are(app: &TestApp, transport: &str, n: u64) {
     app.eventually(Duration::from_secs(10), || async move {
@@ -108,7 +99,7 @@ async fn two_connections_of_one_user_announce_online_once_and_offline_after_both
     let room = format!("presence:{}", alice.id);
     let mut w = connect_user(&app, &watcher).await;
     ws_join(&mut w, &room).await;
-    assert!(online(&app, &watcher.token, &[alice.id]).await.is_empty());
+    assert!(app.online(&watcher.token, &[alice.id]).await.is_empty());
 
     let native = connect_user(&app, &alice).await;
     let e = next_event(&mut w).await;
@@ -124,7 +115,8 @@ async fn two_connections_of_one_user_announce_online_once_and_offline_after_both
         "a second connection is not announced"
     );
     assert_eq!(
-        online(&app, &watcher.token, &[alice.id, watcher.id, 999]).await,
+        app.online(&watcher.token, &[alice.id, watcher.id, 999])
+            .await,
         vec![alice.id, watcher.id]
     );
 
@@ -134,7 +126,7 @@ async fn two_connections_of_one_user_announce_online_once_and_offline_after_both
     marker(&app, &room, 2).await;
     assert_eq!(next_event(&mut w).await["data"], 2, "no offline event yet");
     assert_eq!(
-        online(&app, &watcher.token, &[alice.id]).await,
+        app.online(&watcher.token, &[alice.id]).await,
         vec![alice.id]
     );
 
@@ -145,7 +137,7 @@ async fn two_connections_of_one_user_announce_online_once_and_offline_after_both
         e,
         json!({"event": "presence", "data": {"user_id": alice.id, "online": false}})
     );
-    assert!(online(&app, &watcher.token, &[alice.id]).await.is_empty());
+    assert!(app.online(&watcher.token, &[alice.id]).await.is_empty());
 }
 
 #[tokio::test]
@@ -193,8 +185,8 @@ async fn a_hidden_user_is_never_reported_online_and_the_choice_survives_a_restar
         "marker",
         "a hidden user is not announced"
     );
-    assert!(online(&app, &watcher.token, &[shy.id]).await.is_empty());
-    assert!(online(&app, ADMIN_TOKEN, &[shy.id]).await.is_empty());
+    assert!(app.online(&watcher.token, &[shy.id]).await.is_empty());
+    assert!(app.online(ADMIN_TOKEN, &[shy.id]).await.is_empty());
 
     // Shown while connected: announced online at once; hidden again: offline.
     assert_eq!(
@@ -202,10 +194,10 @@ async fn a_hidden_user_is_never_reported_online_and_the_choice_survives_a_restar
         json!({"visible": true, "online": true})
     );
     assert_eq!(next_event(&mut w).await["data"]["online"], true);
-    assert_eq!(online(&app, &watcher.token, &[shy.id]).await, vec![shy.id]);
+    assert_eq!(app.online(&watcher.token, &[shy.id]).await, vec![shy.id]);
     set_visible(&app, &shy, false).await;
     assert_eq!(next_event(&mut w).await["data"]["online"], false);
-    assert!(online(&app, &watcher.token, &[shy.id]).await.is_empty());
+    assert!(app.online(&watcher.token, &[shy.id]).await.is_empty());
     set_visible(&app, &shy, false).await;
 
     // Closing the last connection of a hidden user is silent.
@@ -231,7 +223,7 @@ async fn a_hidden_user_is_never_reported_online_and_the_choice_survives_a_restar
     let (_, body) = app.get("/api/me/presence", &shy.token).await;
     assert_eq!(body, json!({"visible": false, "online": false}));
     let _s = connect_user(&app, &shy).await;
-    assert!(online(&app, &shy.token, &[shy.id]).await.is_empty());
+    assert!(app.online(&shy.token, &[shy.id]).await.is_empty());
     let (_, body) = app.get("/api/me/presence", &shy.token).await;
     assert_eq!(body, json!({"visible": false, "online": false}));
 }
@@ -247,14 +239,11 @@ async fn presence_queries_need_a_caller_and_are_bounded() {
         .await;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
     assert_eq!(
-        online(&app, ADMIN_TOKEN, &[u.id]).await,
+        app.online(ADMIN_TOKEN, &[u.id]).await,
         vec![u.id],
         "the admin may ask"
     );
-    assert_eq!(
-        online(&app, &u.token, &[u.id, u.id, u.id]).await,
-        vec![u.id]
-    );
+    assert_eq!(app.online(&u.token, &[u.id, u.id, u.id]).await, vec![u.id]);
 
     let (status, body) = app.get("/api/presence?user_ids=1,2,3,4", &u.token).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
@@ -429,7 +418,7 @@ async fn a_long_polling_session_is_online_and_its_upgrade_to_a_websocket_does_no
         "no offline or online event around the upgrade"
     );
     assert_eq!(
-        online(&app, &watcher.token, &[alice.id]).await,
+        app.online(&watcher.token, &[alice.id]).await,
         vec![alice.id]
     );
 
