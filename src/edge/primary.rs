@@ -268,8 +268,12 @@ impl Backend for Primary {
         })
     }
 
-    fn visible_now(&self, _user: u64) -> Option<bool> {
-        None
+    fn holds_store(&self) -> bool {
+        false
+    }
+
+    fn visible_now(&self, _user: u64) -> bool {
+        false
     }
 }
 

@@ -42,10 +42,14 @@ pub trait Backend: Send + Sync + 'static {
     /// answers `false`: a user who opted out must never be revealed.
     fn presence_visible(&self, user: u64) -> BoxFuture<'_, bool>;
 
-    /// The same answer without waiting, where the node holds the store (read
-    /// each time it is asked, so a choice stored a moment ago counts); `None`
-    /// where [`Backend::presence_visible`] must be asked instead.
-    fn visible_now(&self, user: u64) -> Option<bool>;
+    /// Whether this node holds the store, so that [`Backend::visible_now`]
+    /// answers without waiting.
+    fn holds_store(&self) -> bool;
+
+    /// Whether `user` lets others see them online, read now from the store
+    /// (each time it is asked, so a choice stored a moment ago counts); `false`
+    /// where the node holds no store (ask [`Backend::presence_visible`]).
+    fn visible_now(&self, user: u64) -> bool;
 }
 
 /// The answers of the node that owns the store.
@@ -138,7 +142,11 @@ impl Backend for Local {
         Box::pin(std::future::ready(self.visible(user)))
     }
 
-    fn visible_now(&self, user: u64) -> Option<bool> {
-        Some(self.visible(user))
+    fn holds_store(&self) -> bool {
+        true
+    }
+
+    fn visible_now(&self, user: u64) -> bool {
+        self.visible(user)
     }
 }

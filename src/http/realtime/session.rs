@@ -31,16 +31,14 @@ pub(crate) const REPLAY_PAGE: usize = 200;
 /// meanwhile is never missed); a node without a store asks the backend first.
 pub(crate) async fn subscribe_user(ctx: &mut Ctx<'_>, transport: Transport, user: u64) {
     let backend = ctx.backend;
-    let asked = match backend.visible_now(user) {
-        Some(_) => None,
-        None => Some(backend.presence_visible(user).await),
+    let asked = match backend.holds_store() {
+        true => None,
+        false => Some(backend.presence_visible(user).await),
     };
     let mut sub = ctx.hub.subscribe(transport);
     sub.join(&rooms::user(user));
     sub.join(rooms::BROADCAST);
-    sub.track_presence(user, || {
-        asked.unwrap_or_else(|| backend.visible_now(user).unwrap_or(false))
-    });
+    sub.track_presence(user, || asked.unwrap_or_else(|| backend.visible_now(user)));
     *ctx.sub = Some(sub);
 }
 
