@@ -299,6 +299,15 @@ impl TestApp {
                 .expect("server task")
                 .expect("server stopped cleanly");
         }
+        // Connection tasks that were finishing when the server returned still
+        // hold the store for a moment: stopped means its lock is free, as for a
+        // process that exited (bounded, for a test that holds the state itself).
+        let data = self.data.clone();
+        drop(self);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while likewise::store::snapshot::in_use(&data) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
