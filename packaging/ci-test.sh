@@ -44,6 +44,8 @@ dpkg-deb --field "$deb" Package Version Depends
 dpkg-deb --ctrl-tarfile "$deb" | tar -tf - | grep -x './conffiles' || fail "no conffiles"
 dpkg-deb --info "$deb" conffiles | grep -x '/etc/likewise/likewise.toml' \
   || fail "the config file is not a conffile"
+dpkg-deb --info "$deb" conffiles | grep -x '/etc/likewise/edge.toml' \
+  || fail "the edge's config file is not a conffile"
 
 step "lintian (only the overrides in packaging/debian/lintian-overrides are accepted)"
 lintian --fail-on error,warning --tag-display-limit 0 "$deb" 2>&1 | grep -v 'root privileges' || true
@@ -84,6 +86,14 @@ test -f /lib/systemd/system/likewise.service -o -f /usr/lib/systemd/system/likew
 test -f /etc/likewise/likewise.toml || fail "config missing"
 [ "$(stat -c '%U:%G %a' /etc/likewise/likewise.toml)" = "root:likewise 640" ] \
   || fail "config ownership/mode: $(stat -c '%U:%G %a' /etc/likewise/likewise.toml)"
+test -f /etc/likewise/edge.toml || fail "the edge's config missing"
+test -f /lib/systemd/system/likewise-edge.service -o -f /usr/lib/systemd/system/likewise-edge.service \
+  || fail "the edge's unit missing"
+[ "$(stat -c '%U:%G %a' /etc/likewise/edge.toml)" = "root:likewise 640" ] \
+  || fail "edge config ownership/mode: $(stat -c '%U:%G %a' /etc/likewise/edge.toml)"
+# The edge's unit waits for the operator: enabling it is a choice, not a default.
+test ! -e /etc/systemd/system/multi-user.target.wants/likewise-edge.service \
+  || fail "the edge's unit was enabled on install"
 getent passwd likewise >/dev/null || fail "no likewise user"
 IFS=: read -r _ _ uid _ _ home shell < <(getent passwd likewise)
 [ "$uid" -lt 1000 ] || fail "likewise is not a system user (uid $uid)"
@@ -111,6 +121,25 @@ echo "healthz ok on $addr"
 test -S /var/lib/likewise/control.sock || fail "no control socket"
 [ "$(stat -c %a /var/lib/likewise/control.sock)" = 600 ] || fail "control socket mode"
 
+step "an edge as the likewise user on the packaged edge config"
+edge_log=$(mktemp)
+setpriv --reuid=likewise --regid=likewise --init-groups -- /usr/bin/likewise edge \
+  --config /etc/likewise/edge.toml --http 127.0.0.1:0 --primary "http://$addr" >"$edge_log" 2>&1 &
+edge_pid=$!
+edge_addr=""
+for _ in $(seq 1 100); do
+  edge_addr=$(sed -n 's/.*listening http=\([0-9.:]*\).*/\1/p' "$edge_log" | head -n 1)
+  [ -n "$edge_addr" ] && break
+  kill -0 "$edge_pid" 2>/dev/null || { cat "$edge_log"; fail "the edge exited"; }
+  sleep 0.1
+done
+[ -n "$edge_addr" ] || { cat "$edge_log"; fail "no 'listening http=' line from the edge"; }
+curl -fsS "http://$edge_addr/healthz" | grep '"edge"' || fail "the edge's /healthz"
+curl -fsS "http://$edge_addr/api/openapi.json" >/dev/null || fail "the edge does not forward /api/"
+kill -TERM "$edge_pid"
+wait "$edge_pid" || { cat "$edge_log"; fail "the edge did not stop cleanly"; }
+rm -f "$edge_log"
+
 step "online backup and restore with the installed binary"
 backup_dir=$(mktemp -d)
 /usr/bin/likewise backup --data /var/lib/likewise --out "$backup_dir/likewise.backup"
@@ -133,6 +162,7 @@ test -f /etc/likewise/likewise.toml || fail "remove deleted the conffile"
 dpkg --purge likewise
 test ! -e /var/lib/likewise || fail "purge left /var/lib/likewise"
 test ! -e /etc/likewise/likewise.toml || fail "purge left the conffile"
+test ! -e /etc/likewise/edge.toml || fail "purge left the edge's conffile"
 test ! -e /usr/bin/likewise || fail "purge left the binary"
 rm -f "$log"
 
@@ -144,6 +174,8 @@ echo "$rpm_files"
 grep -qx /usr/bin/likewise <<<"$rpm_files" || fail "rpm lacks the binary"
 grep -qx /usr/share/man/man1/likewise.1.gz <<<"$rpm_files" || fail "rpm lacks the manual page"
 grep -qx /usr/lib/systemd/system/likewise.service <<<"$rpm_files" || fail "rpm lacks the unit"
+grep -qx /usr/lib/systemd/system/likewise-edge.service <<<"$rpm_files" || fail "rpm lacks the edge's unit"
+rpm -qcp "$rpm_file" | grep -x /etc/likewise/edge.toml || fail "rpm edge config file not marked"
 rpm -qcp "$rpm_file" | grep -x /etc/likewise/likewise.toml || fail "rpm config file not marked"
 rpm -qp --scripts "$rpm_file" | grep useradd || fail "rpm lacks the user scriptlet"
 
@@ -153,7 +185,10 @@ if command -v systemd-analyze >/dev/null; then
   unit_dir=$(mktemp -d)
   sed "s|/usr/bin/likewise|$PWD/target/release/likewise|" packaging/systemd/likewise.service \
     >"$unit_dir/likewise.service"
-  systemd-analyze verify "$unit_dir/likewise.service" || fail "systemd-analyze verify"
+  sed "s|/usr/bin/likewise|$PWD/target/release/likewise|" packaging/systemd/likewise-edge.service \
+    >"$unit_dir/likewise-edge.service"
+  systemd-analyze verify "$unit_dir/likewise.service" "$unit_dir/likewise-edge.service" \
+    || fail "systemd-analyze verify"
   echo "systemd-analyze verify: ok"
   systemd-analyze security --offline=yes "$unit_dir/likewise.service" 2>/dev/null | tail -n 1 || true
   rm -rf "$unit_dir"
