@@ -260,36 +260,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("likewise: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
-        // The handlers are in place before anything is bound or logged: a SIGTERM
-        // sent as soon as `listening` appears (or during start-up) is a graceful stop,
-        // never the default action that kills the process.
-        let shutdown = CancellationToken::new();
-        let signals = Signals::install()?;
-        tokio::spawn(signals.wait(shutdown.clone()));
+    run_until_signalled(|shutdown| async move {
         let app = Application::build(settings).await?;
         app.run_until_stopped(shutdown).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // One line on stderr, which is where the log goes too: not both. Not
-            // eprintln!, which panics when stderr is gone: the exit status must still
-            // say that the server failed.
-            let _ = writeln!(std::io::stderr(), "likewise: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 fn edge(args: EdgeArgs) -> ExitCode {
@@ -317,6 +291,21 @@ fn edge(args: EdgeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    run_until_signalled(|shutdown| async move {
+        let edge = edge::Edge::build(settings).await?;
+        edge.run_until_stopped(shutdown).await
+    })
+}
+
+/// Runs a server on a new runtime until SIGINT or SIGTERM: `run` gets the token
+/// those signals cancel. The handlers are in place before `run` binds or logs
+/// anything, so a SIGTERM sent as soon as `listening` appears (or during start-up)
+/// is a graceful stop, never the default action that kills the process.
+fn run_until_signalled<F, Fut>(run: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -328,16 +317,17 @@ fn edge(args: EdgeArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        // As for `serve`: the handlers are in place before `listening` is logged.
         let shutdown = CancellationToken::new();
         let signals = Signals::install()?;
         tokio::spawn(signals.wait(shutdown.clone()));
-        let edge = edge::Edge::build(settings).await?;
-        edge.run_until_stopped(shutdown).await
+        run(shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // One line on stderr, which is where the log goes too: not both. Not
+            // eprintln!, which panics when stderr is gone: the exit status must still
+            // say that the server failed.
             let _ = writeln!(std::io::stderr(), "likewise: {e:#}");
             ExitCode::FAILURE
         }
