@@ -247,14 +247,7 @@ struct EdgeSection {
 impl EdgeFile {
     /// Reads and parses an edge config file.
     pub fn load(path: &Path) -> Result<EdgeFile, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        })
+        crate::config::load_toml(path)
     }
 
     /// Parses TOML text.
