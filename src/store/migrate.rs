@@ -383,7 +383,19 @@ mod tests {
         };
         assert!(matches!(err, Error::Schema { found } if found == SCHEMA_VERSION + 1));
         assert!(err.to_string().contains("newer release"), "{err}");
-        let db = sled::open(dir.path()).unwrap();
+        // The refused store's files are let go when sled's background flusher ends,
+        // a moment after the open returned: wait for the lock, not for a time.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match sled::open(dir.path()) {
+                Ok(db) => break db,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert!(e.to_string().contains("lock"), "{e}");
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("the refused store still holds its files: {e}"),
+            }
+        };
         assert_eq!(
             db.open_tree("meta")
                 .unwrap()
