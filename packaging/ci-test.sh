@@ -9,6 +9,20 @@ cd "$(dirname "$0")/.."
 step() { printf '\n--> %s\n' "$*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
+# listening_addr LOG PID WHAT: the address of the process PID's `listening http=` line
+# in LOG, waited for (10 s at most); fails if the process exits or never says it.
+listening_addr() {
+  local found=""
+  for _ in $(seq 1 100); do
+    found=$(sed -n 's/.*listening http=\([0-9.:]*\).*/\1/p' "$1" | head -n 1)
+    [ -n "$found" ] && { echo "$found"; return; }
+    kill -0 "$2" 2>/dev/null || { cat "$1" >&2; fail "$3 exited"; }
+    sleep 0.1
+  done
+  cat "$1" >&2
+  fail "no 'listening http=' line from $3"
+}
+
 [ "$(id -u)" = 0 ] || fail "run as root: the script installs and purges a package"
 
 step "tools"
@@ -108,14 +122,7 @@ log=$(mktemp)
 setpriv --reuid=likewise --regid=likewise --init-groups -- /usr/bin/likewise serve --config /etc/likewise/likewise.toml \
   --http 127.0.0.1:0 --resp 127.0.0.1:0 >"$log" 2>&1 &
 pid=$!
-addr=""
-for _ in $(seq 1 100); do
-  addr=$(sed -n 's/.*listening http=\([0-9.:]*\).*/\1/p' "$log" | head -n 1)
-  [ -n "$addr" ] && break
-  kill -0 "$pid" 2>/dev/null || { cat "$log"; fail "the server exited"; }
-  sleep 0.1
-done
-[ -n "$addr" ] || { cat "$log"; fail "no 'listening http=' line"; }
+addr=$(listening_addr "$log" "$pid" "the server")
 curl -fsS "http://$addr/healthz" | grep '"ok"' || fail "/healthz"
 echo "healthz ok on $addr"
 test -S /var/lib/likewise/control.sock || fail "no control socket"
@@ -126,14 +133,7 @@ edge_log=$(mktemp)
 setpriv --reuid=likewise --regid=likewise --init-groups -- /usr/bin/likewise edge \
   --config /etc/likewise/edge.toml --http 127.0.0.1:0 --primary "http://$addr" >"$edge_log" 2>&1 &
 edge_pid=$!
-edge_addr=""
-for _ in $(seq 1 100); do
-  edge_addr=$(sed -n 's/.*listening http=\([0-9.:]*\).*/\1/p' "$edge_log" | head -n 1)
-  [ -n "$edge_addr" ] && break
-  kill -0 "$edge_pid" 2>/dev/null || { cat "$edge_log"; fail "the edge exited"; }
-  sleep 0.1
-done
-[ -n "$edge_addr" ] || { cat "$edge_log"; fail "no 'listening http=' line from the edge"; }
+edge_addr=$(listening_addr "$edge_log" "$edge_pid" "the edge")
 curl -fsS "http://$edge_addr/healthz" | grep '"edge"' || fail "the edge's /healthz"
 curl -fsS "http://$edge_addr/api/openapi.json" >/dev/null || fail "the edge does not forward /api/"
 kill -TERM "$edge_pid"
