@@ -19,8 +19,10 @@
 //!                        ▼          ▼                 ▼
 //!                     success    failure (dead)    cancelled
 //!                   (result kept  (kept until an   (kept result_ttl_s)
-//!                  result_ttl_s)  admin retries it:
-//!                                 pending again)
+//!                  result_ttl_s;  admin retries it:
+//!                   forgotten at   pending again)
+//!                   once if no
+//!                   user owns it)
 //! ```
 //!
 //! Waiting tasks (`pending`, `retry`) are indexed by `(run_at, id)`. Running is not
@@ -34,7 +36,10 @@
 //! the record and its ready-index entry at enqueue; the record, the ready-index
 //! entry and the expiry-index entry at the outcome; plus the per-state counts, which
 //! a batch shares. Results are kept for `result_ttl_s`, then compacted away; dead
-//! letters stay until retried. Tasks left `started` by a release that stored leases
+//! letters stay until retried. A result is kept only where someone can ask for it:
+//! a task that belongs to no user (periodic tasks, the offline fallback's
+//! deliveries) is removed in the commit of its success — two keys, nothing left to
+//! compact — unless `keep_unowned_results` is set. Tasks left `started` by a release that stored leases
 //! are put back at start ([`worker::WorkerPool::recover`]).
 //!
 //! Every state change here is a store change through the group-commit writer; the
@@ -394,6 +399,17 @@ pub(crate) fn finish(
     }
     if task.cancel_requested && next.state != TaskState::Success {
         next.state = TaskState::Cancelled;
+    }
+    if next.state == TaskState::Success && task.owner.is_none() && !policy.keep_unowned_results {
+        // Nobody can ask for this result but the admin, who sees the outcome in the
+        // counts and the history: the record goes in this commit, with nothing to
+        // compact later.
+        count(tx, task.state, &task.name, -1)?;
+        tx.remove(&t.tasks, &id)?;
+        return Ok(Some(Finished {
+            state: TaskState::Success,
+            ready_at: None,
+        }));
     }
     let ready_at = wait_or_end(tx, &mut task, next.state, next.run_at, policy, now)?;
     let state = task.state;

@@ -15,6 +15,10 @@ pub struct QueueSettings {
     pub retry_max_ms: u64,
     /// Finished tasks are forgotten this long after they finish.
     pub result_ttl_s: u64,
+    /// Keep the result of a task that belongs to no user (periodic tasks, the
+    /// offline fallback's deliveries) for `result_ttl_s` after it succeeds, as for
+    /// the others; by default such a task is forgotten as it succeeds.
+    pub keep_unowned_results: bool,
     /// A task leased longer than this is given to another worker.
     pub lease_ms: u64,
     /// Each attempt is cancelled after this long.
@@ -28,6 +32,7 @@ impl Default for QueueSettings {
             retry_base_ms: 500,
             retry_max_ms: 60_000,
             result_ttl_s: 86_400,
+            keep_unowned_results: false,
             lease_ms: 30_000,
             task_timeout_ms: 30_000,
         }

@@ -62,6 +62,9 @@ pub struct RetryPolicy {
     pub max_ms: u64,
     /// How long finished tasks are kept.
     pub result_ttl_ms: i64,
+    /// Whether a task that belongs to no user is kept after it succeeds (only the
+    /// admin could ask for it); by default it is forgotten in its outcome's commit.
+    pub keep_unowned_results: bool,
 }
 
 /// Delay before retry number `retry` (1 for the first retry): `base * 2^(retry-1)`,
@@ -127,6 +130,7 @@ mod tests {
             base_ms: 100,
             max_ms: 1_000,
             result_ttl_ms: 10,
+            keep_unowned_results: false,
         }
     }
 

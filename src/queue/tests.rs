@@ -64,10 +64,14 @@ fn registry(started: mpsc::UnboundedSender<u64>, release: Arc<Notify>) -> Regist
 }
 
 fn open_at(dir: tempfile::TempDir) -> Fixture {
+    open_with(dir, settings())
+}
+
+fn open_with(dir: tempfile::TempDir, settings: QueueSettings) -> Fixture {
     let store = Store::open(dir.path(), Durability::Sync, 500).unwrap();
     let (tx, started) = mpsc::unbounded_channel();
     let release = Arc::new(Notify::new());
-    let pool = WorkerPool::new(store.clone(), registry(tx, release.clone()), 4, settings());
+    let pool = WorkerPool::new(store.clone(), registry(tx, release.clone()), 4, settings);
     pool.load().unwrap();
     Fixture {
         _dir: dir,
@@ -83,8 +87,21 @@ fn open() -> Fixture {
 }
 
 impl Fixture {
+    /// Enqueues a task owned by user 7 (its results are kept).
     async fn enqueue(&self, act: Act, max_attempts: u32) -> u64 {
-        let spec = TaskSpec::new("act", &act, max_attempts).unwrap();
+        let spec = TaskSpec::new("act", &act, max_attempts)
+            .unwrap()
+            .owned_by(7);
+        self.enqueue_spec(spec).await
+    }
+
+    /// Enqueues a task that belongs to no user.
+    async fn enqueue_unowned(&self, act: Act, max_attempts: u32) -> u64 {
+        self.enqueue_spec(TaskSpec::new("act", &act, max_attempts).unwrap())
+            .await
+    }
+
+    async fn enqueue_spec(&self, spec: TaskSpec) -> u64 {
         self.store
             .write(move |tx| enqueue(tx, &spec))
             .await
@@ -200,6 +217,70 @@ async fn a_running_task_is_started_for_the_pool_and_pending_in_the_store_then_su
         .map(Result::unwrap)
         .collect();
     assert_eq!(expiry.len(), 1, "kept for result_ttl_s, then compacted");
+}
+
+#[tokio::test]
+async fn a_task_nobody_owns_is_forgotten_as_it_succeeds_and_kept_when_it_fails() {
+    let f = open();
+    let key_writes = || {
+        f.store
+            .writer_stats()
+            .key_writes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let ok = f.enqueue_unowned(Act::Succeed, 3).await;
+    let before = key_writes();
+    assert_eq!(f.run_next().await, ok);
+    f.store.write(|_| Ok(())).await.unwrap();
+    assert!(
+        f.store.tables().tasks.get(&ok).unwrap().is_none(),
+        "forgotten"
+    );
+    assert!(f.ready_keys(ok).is_empty());
+    assert_eq!(
+        f.store.tables().queue_expiry.keys().count(),
+        0,
+        "nothing to compact"
+    );
+    assert_eq!(
+        (f.count(TaskState::Pending), f.count(TaskState::Success)),
+        (0, 0)
+    );
+    // Its record, its ready-index entry and its pending count: three keys.
+    assert_eq!(key_writes() - before, 3);
+    assert_eq!(
+        f.pool
+            .stats()
+            .completed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "still counted as completed"
+    );
+
+    let dead = f.enqueue_unowned(Act::FailPermanently, 1).await;
+    assert_eq!(f.run_next().await, dead);
+    f.store.write(|_| Ok(())).await.unwrap();
+    assert_eq!(
+        f.record(dead).state,
+        TaskState::Failure,
+        "a dead letter stays"
+    );
+
+    let kept = open_with(
+        tempfile::tempdir().unwrap(),
+        QueueSettings {
+            keep_unowned_results: true,
+            ..settings()
+        },
+    );
+    let id = kept.enqueue_unowned(Act::Succeed, 3).await;
+    assert_eq!(kept.run_next().await, id);
+    kept.store.write(|_| Ok(())).await.unwrap();
+    assert_eq!(
+        kept.record(id).state,
+        TaskState::Success,
+        "kept when asked to"
+    );
 }
 
 #[tokio::test]

@@ -228,6 +228,7 @@ impl WorkerPool {
             base_ms: settings.retry_base_ms,
             max_ms: settings.retry_max_ms,
             result_ttl_ms: (settings.result_ttl_s as i64).saturating_mul(1000),
+            keep_unowned_results: settings.keep_unowned_results,
         };
         WorkerPool {
             inner: Arc::new(PoolInner {

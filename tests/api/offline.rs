@@ -62,6 +62,9 @@ fn offline_settings(s: &mut Settings, url: &str, offline_after_s: u64) {
         max_attempts: None,
     }];
     s.offline_after_s = offline_after_s;
+    // These tests read the sweeps' results and the deliveries as the admin, which
+    // needs the tasks of no user kept after their success.
+    s.queue.keep_unowned_results = true;
 }
 
 /// An author with a post, and a fan.
@@ -286,7 +289,8 @@ async fn after_a_crash_an_unread_notification_whose_delivery_is_unknown_gets_one
     let config_path = config_dir.path().join("likewise.toml");
     let write_config = |offline_after_s: u64| {
         let text = format!(
-            "offline_after_s = {offline_after_s}\n[[webhooks]]\nurl = \"{url}\"\n\
+            "offline_after_s = {offline_after_s}\n[queue]\nkeep_unowned_results = true\n\
+             [[webhooks]]\nurl = \"{url}\"\n\
              events = [\"notification.undelivered\"]\nsecret = \"{SECRET}\"\n"
         );
         std::fs::write(&config_path, text).unwrap();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, StatusCode as AxumStatus};
 use axum::routing::post;
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::helpers::{spawn_app_in, spawn_app_with, TestApp, ADMIN_TOKEN};
@@ -155,7 +155,12 @@ async fn a_webhook_that_fails_twice_succeeds_on_the_third_attempt_with_growing_g
 #[tokio::test]
 async fn a_webhook_that_always_fails_becomes_a_dead_letter_and_can_be_retried() {
     let (url, mut rx) = receiver(Behaviour::AlwaysFail).await;
-    let app = spawn_app_with(hooked(&url, 2, 50)).await;
+    let app = spawn_app_with(|s| {
+        hooked(&url, 2, 50)(s);
+        // The start's purge, a task of no user, is the success refused below.
+        s.queue.keep_unowned_results = true;
+    })
+    .await;
     like_once(&app).await;
     next(&mut rx).await;
     next(&mut rx).await;
@@ -327,6 +332,8 @@ async fn finished_results_expire_and_then_answer_404() {
     let app = spawn_app_with(|s| {
         hooked(&url, 1, 100)(s);
         s.queue.result_ttl_s = 1;
+        // The purges' own records, tasks of no user, are read below.
+        s.queue.keep_unowned_results = true;
         s.schedules = vec![likewise::config::ScheduleSettings {
             task: "purge_expired_results".into(),
             every_s: 1,
@@ -451,4 +458,61 @@ async fn a_dead_letter_stays_readable_after_the_result_ttl() {
     let (status, body) = admin(&app, Method::GET, &format!("/api/tasks/{task_id}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["state"], "failure");
+}
+
+#[tokio::test]
+async fn a_task_of_no_user_is_counted_but_forgotten_as_it_succeeds_and_a_users_task_is_kept() {
+    let (url, mut rx) = receiver(Behaviour::FailFirst(0)).await;
+    let app = spawn_app_with(|s| {
+        hooked(&url, 3, 50)(s);
+        s.schedules = vec![likewise::config::ScheduleSettings {
+            task: "purge_expired_results".into(),
+            every_s: 1,
+        }];
+    })
+    .await;
+    // The webhook delivery belongs to the liker, who may ask for it: it is kept.
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let post = app.create_post(&alice, "Hooked").await;
+    app.put(&format!("/api/posts/{post}/like"), &bob.token)
+        .await;
+    next(&mut rx).await;
+    let task_id = webhook_task(&app).await["id"].as_u64().unwrap();
+    assert_eq!(app.finished_task(task_id).await["state"], "success");
+    let (status, mine) = app.get(&format!("/api/tasks/{task_id}"), &bob.token).await;
+    assert_eq!(
+        (status, &mine["state"]),
+        (StatusCode::OK, &json!("success"))
+    );
+
+    // The purges belong to nobody: each success is counted, and nothing is kept.
+    app.eventually(Duration::from_secs(10), || async {
+        let metrics = app.text("/metrics").await;
+        metrics
+            .lines()
+            .any(|l| {
+                l.starts_with("likewise_tasks_total{")
+                    && l.contains("\"purge_expired_results\"")
+                    && l.contains("\"success\"")
+            })
+            .then_some(())
+    })
+    .await;
+    let (_, purges) = admin(
+        &app,
+        Method::GET,
+        "/api/admin/tasks?name=purge_expired_results&state=success",
+    )
+    .await;
+    assert_eq!(purges["tasks"], json!([]), "{purges}");
+    let (_, stats) = admin(&app, Method::GET, "/api/admin/stats").await;
+    assert_eq!(
+        stats["queue"]["success"], 1,
+        "only the liker's task: {stats}"
+    );
+    assert!(
+        stats["totals"]["completed"].as_u64().unwrap() >= 2,
+        "{stats}"
+    );
 }

@@ -198,8 +198,9 @@ async fn next_event(resp: &mut reqwest::Response, buffer: &mut String, name: &st
 
 #[tokio::test]
 async fn the_admin_stream_sends_stats_every_second_and_ends_at_shutdown() {
-    // A task that succeeds every second, so that the stats have one to show.
+    // A task that succeeds every second, kept so that the stats have one to show.
     let app = spawn_app_with(|s| {
+        s.queue.keep_unowned_results = true;
         s.schedules = vec![likewise::config::ScheduleSettings {
             task: "purge_expired_results".into(),
             every_s: 1,
