@@ -4,6 +4,9 @@
 //! enqueue until the last ack, on a fresh store; opening and closing the store are
 //! not timed. Run with `cargo bench --bench queue`. Besides criterion's figures it
 //! prints what one task costs the store: key writes, transactions and flushes.
+//!
+//! `sync` and `relaxed` run tasks of no user, which are forgotten as they succeed;
+//! `sync-kept` runs tasks owned by a user, whose results are kept for `result_ttl_s`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,8 +29,9 @@ const WORKERS: usize = 64;
 /// flushes.
 static COST: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
-/// Enqueues, runs and acks `TASKS` no-op tasks; returns the time it took.
-async fn run_once(durability: Durability) -> Duration {
+/// Enqueues, runs and acks `TASKS` no-op tasks (owned by a user when `kept`, so
+/// that their results are kept); returns the time it took.
+async fn run_once(durability: Durability, kept: bool) -> Duration {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().to_owned();
     let store = tokio::task::spawn_blocking(move || Store::open(&path, durability, 500))
@@ -44,7 +48,10 @@ async fn run_once(durability: Durability) -> Duration {
     for _ in 0..PRODUCERS {
         let store = store.clone();
         producers.push(tokio::spawn(async move {
-            let spec = TaskSpec::new("noop", &(), 1).expect("() encodes");
+            let mut spec = TaskSpec::new("noop", &(), 1).expect("() encodes");
+            if kept {
+                spec = spec.owned_by(1);
+            }
             for _ in 0..TASKS / PRODUCERS {
                 let spec = spec.clone();
                 store
@@ -92,7 +99,11 @@ fn queue_throughput(c: &mut Criterion) {
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(10));
-    for (name, durability) in [("sync", Durability::Sync), ("relaxed", Durability::Relaxed)] {
+    for (name, durability, kept) in [
+        ("sync", Durability::Sync, false),
+        ("sync-kept", Durability::Sync, true),
+        ("relaxed", Durability::Relaxed, false),
+    ] {
         for c in &COST {
             c.store(0, Ordering::Relaxed);
         }
@@ -101,7 +112,7 @@ fn queue_throughput(c: &mut Criterion) {
                 rt.block_on(async {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        total += run_once(durability).await;
+                        total += run_once(durability, kept).await;
                     }
                     total
                 })
