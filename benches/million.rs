@@ -12,7 +12,9 @@
 //!    each time from spawn to the `listening http=` line, and prints the start-up
 //!    median, min and max and VmRSS right after each start.
 //!
-//! Run with `cargo bench --bench million`.
+//! Run with `cargo bench --bench million`. `LIKEWISE_BENCH_KEEP=DIR` copies the data
+//! directory to `DIR` right after the graceful stop, before any start, to time
+//! starts on it again later.
 
 mod common;
 
@@ -333,6 +335,16 @@ fn main() {
     );
     let stopped = server.stop();
     let bytes = common::dir_bytes(&data);
+    if let Ok(keep) = std::env::var("LIKEWISE_BENCH_KEEP") {
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(&data)
+            .arg(&keep)
+            .status()
+            .expect("cp runs");
+        assert!(status.success(), "copying the data directory to {keep}");
+        println!("million: data directory copied to {keep}");
+    }
     println!(
         "million: graceful stop in {} ms; data directory {bytes} bytes ({:.1} MiB), {:.0} bytes per like (setup included)",
         stopped.as_millis(),

@@ -71,6 +71,10 @@ fn sigterm_at_the_ready_line_stops_gracefully() {
             Some(0),
             "round {round}: SIGTERM at the ready line must stop gracefully, got {status:?}: {log:#?}"
         );
+        assert!(
+            log.iter().any(|l| l.contains("replayed into a snapshot")),
+            "round {round}: the stop leaves the store quick to open: {log:#?}"
+        );
     }
 }
 
