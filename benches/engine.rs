@@ -36,13 +36,6 @@ const EFFECTS: &str = "effects";
 const POSTS: u64 = 4_000;
 const USERS: u64 = 256;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
-
 fn pair(a: u64, b: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&a.to_be_bytes());
@@ -65,8 +58,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let likes = env_or("LIKEWISE_BENCH_LIKES", 200_000).max(1);
-    let batch = env_or("LIKEWISE_BENCH_BATCH", 15).max(1);
+    let likes = common::env_or("LIKEWISE_BENCH_LIKES", 200_000u64).max(1);
+    let batch = common::env_or("LIKEWISE_BENCH_BATCH", 15u64).max(1);
     let dir = tempfile::tempdir().expect("temp dir");
     let db = sled::Config::new()
         .path(dir.path())

@@ -36,13 +36,6 @@ const USERS: usize = 256;
 /// Progress is printed every this many likes.
 const PROGRESS_EVERY: u64 = 100_000;
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
-
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -273,8 +266,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let likes = env_or("LIKEWISE_BENCH_LIKES", 1_000_000).max(1) as u64;
-    let runs = env_or("LIKEWISE_BENCH_RUNS", 5).max(1);
+    let likes = common::env_or("LIKEWISE_BENCH_LIKES", 1_000_000u64).max(1);
+    let runs = common::env_or("LIKEWISE_BENCH_RUNS", 5usize).max(1);
     let n_posts = (likes as usize).div_ceil(USERS);
     // reqwest is built without a default TLS provider.
     let _ = rustls::crypto::ring::default_provider().install_default();

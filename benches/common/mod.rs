@@ -47,6 +47,15 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// A number from the environment variable `name` (`_` allowed between digits, as
+/// in `1_000_000`), or `default` when it is unset or not a number.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
 /// The load average over the last minute, from `/proc/loadavg`, printed next to
 /// figures that a busy machine moves.
 pub fn load_average() -> String {

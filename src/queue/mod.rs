@@ -39,8 +39,9 @@
 //! letters stay until retried. A result is kept only where someone can ask for it:
 //! a task that belongs to no user (periodic tasks, the offline fallback's
 //! deliveries) is removed in the commit of its success — two keys, nothing left to
-//! compact — unless `keep_unowned_results` is set. Tasks left `started` by a release that stored leases
-//! are put back at start ([`worker::WorkerPool::recover`]).
+//! compact — unless `keep_unowned_results` is set. Tasks left `started` by a
+//! release that stored leases are put back at start
+//! ([`worker::WorkerPool::recover`]).
 //!
 //! Every state change here is a store change through the group-commit writer; the
 //! queue never talks to HTTP or to the realtime hub itself (handlers may).
