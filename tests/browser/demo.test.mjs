@@ -35,7 +35,11 @@ function startServer() {
   // A webhook nobody listens to: its deliveries fail and end as dead letters, which
   // the dashboard lists with a retry button.
   const config = join(dataDir, "likewise.toml");
-  writeFileSync(config, '[[webhooks]]\nurl = "http://127.0.0.1:9/unreachable"\nmax_attempts = 2\n');
+  // The periodic tasks' successes are kept, so that the dashboard lists one.
+  writeFileSync(
+    config,
+    '[queue]\nkeep_unowned_results = true\n\n[[webhooks]]\nurl = "http://127.0.0.1:9/unreachable"\nmax_attempts = 2\n',
+  );
   const args = ["serve", "--demo", "--config", config, "--data", join(dataDir, "data"), "--http", "127.0.0.1:0", "--resp", "off"];
   server = spawn(binary, args, {
     env: { ...process.env, LIKEWISE_ADMIN_TOKEN: ADMIN_TOKEN, RUST_LOG: "info" },
