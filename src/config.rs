@@ -71,6 +71,10 @@ pub struct Limits {
     /// A client must send a whole HTTP request head within this after the
     /// connection opens or goes idle (slowloris; also the keep-alive idle limit).
     pub http_header_timeout_ms: u64,
+    /// A JSON request body must have arrived in full within this after its
+    /// handler starts reading it (a client trickling its body); otherwise 408 and
+    /// the connection is closed.
+    pub http_body_timeout_ms: u64,
     /// Most simultaneous HTTP connections (websockets included); `0` derives it
     /// from the open-file limit (soft `RLIMIT_NOFILE` minus a tenth, at least 256
     /// kept for the store and the RESP listener).
@@ -142,6 +146,7 @@ impl Default for Limits {
             ws_write_timeout_ms: 10_000,
             socketio_connect_timeout_ms: 10_000,
             http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 30_000,
             max_connections: 0,
             max_connections_per_ip: 1_000,
             trusted_proxies: crate::http::extract::TrustedProxies::default(),
@@ -354,10 +359,11 @@ impl Settings {
         if l.ws_write_timeout_ms < 10
             || l.socketio_connect_timeout_ms < 10
             || l.http_header_timeout_ms < 10
+            || l.http_body_timeout_ms < 10
         {
             return Err(ConfigError::Invalid(
-                "limits: ws_write_timeout_ms, socketio_connect_timeout_ms and \
-                 http_header_timeout_ms must be at least 10"
+                "limits: ws_write_timeout_ms, socketio_connect_timeout_ms, \
+                 http_header_timeout_ms and http_body_timeout_ms must be at least 10"
                     .into(),
             ));
         }

@@ -36,6 +36,9 @@ pub enum ApiError {
     /// 413: the body is larger than the limit.
     #[error("{0}")]
     TooLarge(String),
+    /// 408: the request body did not arrive in time; the connection is closed.
+    #[error("{0}")]
+    BodyTimeout(String),
     /// 422: well-formed but invalid values.
     #[error("{0}")]
     Invalid(String),
@@ -64,6 +67,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited(_) | ApiError::RetryLater(..) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -81,6 +85,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "too_large",
+            ApiError::BodyTimeout(_) => "timeout",
             ApiError::Invalid(_) => "invalid",
             ApiError::RateLimited(_) | ApiError::RetryLater(..) => "rate_limited",
             ApiError::Internal(_) => "internal",
@@ -109,11 +114,22 @@ impl IntoResponse for ApiError {
         };
         let body = json!({"error": {"code": self.code(), "message": message}});
         let mut response = (self.status_code(), Json(body)).into_response();
-        if let ApiError::RetryLater(_, secs) = self {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(secs),
-            );
+        match self {
+            ApiError::RetryLater(_, secs) => {
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(secs),
+                );
+            }
+            // The rest of the body may still be trickling in: the connection ends
+            // with this answer rather than read it.
+            ApiError::BodyTimeout(_) => {
+                response.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            _ => {}
         }
         response
     }

@@ -10,8 +10,9 @@
 //! registration throttles read it through [`ClientAddr`].
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use ipnet::IpNet;
@@ -22,10 +23,35 @@ use super::listener::canonical;
 use super::AppState;
 use crate::domain::{SignedIn, User};
 
-/// `axum::Json` with rejections in the API's shape (400, or 413 over the limit).
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `axum::Json` with rejections in the API's shape (400, or 413 over the limit), and
+/// a deadline: the whole body must arrive within `http_body_timeout_ms` of the
+/// handler starting to read it, or 408 and the connection is closed. The header
+/// timeout ends with the request head; without this, a client could trickle a
+/// body of `max_body_bytes` for as long as it liked.
 pub struct ApiJson<T>(pub T);
+
+impl<T> FromRequest<AppState> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let ms = state.settings.limits.http_body_timeout_ms;
+        match tokio::time::timeout(
+            Duration::from_millis(ms),
+            axum::Json::<T>::from_request(req, state),
+        )
+        .await
+        {
+            Ok(Ok(axum::Json(value))) => Ok(ApiJson(value)),
+            Ok(Err(rejection)) => Err(rejection.into()),
+            Err(_) => Err(ApiError::BodyTimeout(format!(
+                "the request body did not arrive within {ms} ms"
+            ))),
+        }
+    }
+}
 
 /// `axum::extract::Path` with rejections in the API's shape.
 #[derive(FromRequestParts)]

@@ -5,7 +5,7 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, spawn_app, TestApp};
+use crate::helpers::{assert_error, spawn_app, spawn_app_with, TestApp};
 
 async fn raw(
     app: &TestApp,
@@ -291,4 +291,51 @@ async fn an_unknown_route_is_404_and_a_wrong_method_405_in_the_error_shape() {
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
     );
+}
+
+/// Reproduction: the header timeout ends with the request head, so a client could
+/// trickle a body for as long as it liked, holding its connection and handler. The
+/// whole body must arrive within `http_body_timeout_ms`: 408 in the error shape, the
+/// connection closed, nothing created; a body sent at once is served as before.
+#[tokio::test]
+async fn a_body_trickled_past_the_body_timeout_is_408_closes_and_creates_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|s| s.limits.http_body_timeout_ms = 300).await;
+    let body = json!({"name": "trickler", "password": "password123"}).to_string();
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /api/users HTTP/1.1\r\nHost: likewise\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    // One byte every 50 ms: the whole body would take longer than the deadline.
+    let trickle = tokio::spawn(async move {
+        for byte in body.into_bytes() {
+            if write.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match read.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server closed the connection");
+    trickle.abort();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"timeout""#), "{answer}");
+    assert!(answer.contains("within 300 ms"), "{answer}");
+    // Nothing was created: the name is still free, and a body sent at once works.
+    app.register("trickler").await;
 }
