@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use crate::helpers::ADMIN_TOKEN;
+use crate::helpers::{read_to_close, ADMIN_TOKEN};
 
 const WAIT: Duration = Duration::from_secs(20);
 const MIB: u64 = 1024 * 1024;
@@ -189,23 +189,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Reads until the peer closes (or resets); returns what arrived first.
-async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
-    let mut all = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    let closed = tokio::time::timeout(WAIT, async {
-        loop {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => all.extend_from_slice(&chunk[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "the server closed the connection in time");
-    all
 }
 
 async fn numsub(con: &mut redis::aio::MultiplexedConnection, channel: &str) -> i64 {

@@ -5,7 +5,7 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{assert_error, read_to_close, spawn_app, spawn_app_with, TestApp};
 
 async fn raw(
     app: &TestApp,
@@ -299,7 +299,7 @@ async fn an_unknown_route_is_404_and_a_wrong_method_405_in_the_error_shape() {
 /// connection closed, nothing created; a body sent at once is served as before.
 #[tokio::test]
 async fn a_body_trickled_past_the_body_timeout_is_408_closes_and_creates_nothing() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let app = spawn_app_with(|s| s.limits.http_body_timeout_ms = 300).await;
     let body = json!({"name": "trickler", "password": "password123"}).to_string();
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
@@ -319,18 +319,7 @@ async fn a_body_trickled_past_the_body_timeout_is_408_closes_and_creates_nothing
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     });
-    let mut answer = Vec::new();
-    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match read.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&chunk[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "the server closed the connection");
+    let answer = read_to_close(&mut read).await;
     trickle.abort();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");

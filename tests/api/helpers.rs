@@ -481,3 +481,22 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+/// Reads until the peer closes (or resets) the connection, at most 20 s; returns
+/// what arrived first.
+pub async fn read_to_close<R: tokio::io::AsyncRead + Unpin>(stream: &mut R) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut all = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => all.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server closed the connection in time");
+    all
+}
